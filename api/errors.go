@@ -1,0 +1,104 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Domain sentinels. Every error that crosses a package boundary wraps one of these
+// (fmt.Errorf("sandbox %s: %w", id, api.ErrNotFound)), so callers test with errors.Is
+// and the wire layer maps them to one stable code.
+var (
+	// ErrNotFound: the named sandbox, context, process, file, template, workspace or
+	// dataset does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrInvalid: the request is malformed or names something impossible.
+	ErrInvalid = errors.New("invalid argument")
+	// ErrExists: the thing to be created already exists.
+	ErrExists = errors.New("already exists")
+	// ErrUnsupported: the backend or platform cannot honour the request. Returned
+	// instead of silently accepting a setting that would not be enforced.
+	ErrUnsupported = errors.New("unsupported")
+	// ErrLimit: a size, count or rate bound was hit.
+	ErrLimit = errors.New("limit exceeded")
+	// ErrPermission: the caller may not do this (a path outside the sandbox, a bad key).
+	ErrPermission = errors.New("permission denied")
+	// ErrUnavailable: the sandbox or backend is not (or no longer) running.
+	ErrUnavailable = errors.New("unavailable")
+	// ErrTimeout: an operation of ours (not user code) ran past its deadline.
+	ErrTimeout = errors.New("timeout")
+)
+
+// Stable error codes, as they appear in Error.Code on the wire.
+const (
+	CodeNotFound    = "not_found"
+	CodeInvalid     = "invalid_argument"
+	CodeExists      = "already_exists"
+	CodeUnsupported = "unsupported"
+	CodeLimit       = "limit_exceeded"
+	CodePermission  = "permission_denied"
+	CodeUnavailable = "unavailable"
+	CodeTimeout     = "timeout"
+	CodeInternal    = "internal"
+)
+
+// codeTable is the one mapping between sentinels and wire codes.
+var codeTable = []struct {
+	err  error
+	code string
+}{
+	{ErrNotFound, CodeNotFound},
+	{ErrInvalid, CodeInvalid},
+	{ErrExists, CodeExists},
+	{ErrUnsupported, CodeUnsupported},
+	{ErrLimit, CodeLimit},
+	{ErrPermission, CodePermission},
+	{ErrUnavailable, CodeUnavailable},
+	{ErrTimeout, CodeTimeout},
+}
+
+// Error is the one error body of every ds-sandbox HTTP interface.
+type Error struct {
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+// Error implements error.
+func (e *Error) Error() string { return e.Message }
+
+// Unwrap maps the wire code back to its sentinel, so errors.Is(err, ErrNotFound)
+// holds on the client side of a connection too.
+func (e *Error) Unwrap() error {
+	for _, c := range codeTable {
+		if c.code == e.Code {
+			return c.err
+		}
+	}
+	return nil
+}
+
+// CodeOf returns the stable code for err: the code of the first sentinel it wraps,
+// or CodeInternal.
+func CodeOf(err error) string {
+	var ae *Error
+	if errors.As(err, &ae) && ae.Code != "" {
+		return ae.Code
+	}
+	for _, c := range codeTable {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return CodeInternal
+}
+
+// ErrorFrom converts any error into the wire shape.
+func ErrorFrom(err error) *Error {
+	return &Error{Code: CodeOf(err), Message: err.Error()}
+}
+
+// Errorf is fmt.Errorf that also wraps sentinel: Errorf(ErrInvalid, "code is empty").
+func Errorf(sentinel error, format string, args ...any) error {
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), sentinel)
+}

@@ -1,0 +1,121 @@
+package api
+
+import "time"
+
+// Network policy modes, in the seed's terms.
+const (
+	NetworkAllow     = "allow"
+	NetworkDeny      = "deny"
+	NetworkWhitelist = "whitelist"
+)
+
+// NetworkPolicy is a sandbox's (or one execution's) network policy.
+type NetworkPolicy struct {
+	// Policy is "allow", "deny" or "whitelist".
+	Policy string `json:"policy"`
+	// Whitelist lists the destinations allowed under "whitelist": domains,
+	// "*.wildcards", IPs and CIDRs.
+	Whitelist []string `json:"whitelist,omitempty"`
+}
+
+// Sandbox states.
+const (
+	StateRunning = "running"
+	StateKilled  = "killed"
+)
+
+// CreateSandboxRequest creates a sandbox. Every field is optional.
+type CreateSandboxRequest struct {
+	// Template names a stored template (YAML in a templates directory).
+	Template string `json:"template,omitempty"`
+	// TemplateSpec is an inline template; it wins over Template.
+	TemplateSpec *Template `json:"template_spec,omitempty"`
+	// Backend chooses the isolation backend; "" means the configured default.
+	Backend  string            `json:"backend,omitempty"`
+	Envs     map[string]string `json:"envs,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// TimeoutSeconds is the sandbox's lifetime: it is killed when it passes.
+	// 0 means the configured default.
+	TimeoutSeconds int `json:"timeout,omitempty"`
+	// WorkspaceID attaches a named workspace (created when missing; kept after
+	// kill). "" gives an anonymous workspace, removed on kill.
+	WorkspaceID string `json:"workspace_id,omitempty"`
+	// Network overrides the configured default network policy.
+	Network *NetworkPolicy `json:"network,omitempty"`
+	// User and Workdir override the configured defaults (a template wins over both).
+	User    string `json:"user,omitempty"`
+	Workdir string `json:"workdir,omitempty"`
+}
+
+// SandboxInfo describes a sandbox.
+type SandboxInfo struct {
+	SandboxID  string            `json:"sandbox_id"`
+	TemplateID string            `json:"template_id,omitempty"`
+	Backend    string            `json:"backend"`
+	State      string            `json:"state"`
+	User       string            `json:"user"`
+	Workdir    string            `json:"workdir"`
+	Metadata   map[string]string `json:"metadata,omitempty"`
+	// WorkspaceID is the attached workspace; Anonymous workspaces are removed on kill.
+	WorkspaceID string `json:"workspace_id"`
+	Anonymous   bool   `json:"anonymous_workspace,omitempty"`
+	// WorkspacePath is the workspace directory on the host.
+	WorkspacePath string        `json:"workspace_path"`
+	Network       NetworkPolicy `json:"network"`
+	StartedAt     time.Time     `json:"started_at"`
+	// EndAt is the deadline: the sandbox is killed when it passes.
+	EndAt time.Time `json:"end_at"`
+}
+
+// SetTimeoutRequest moves a sandbox's deadline to now + TimeoutSeconds.
+type SetTimeoutRequest struct {
+	TimeoutSeconds int `json:"timeout"`
+}
+
+// Template describes a sandbox environment, with the seed's fields. Only ID is
+// required; the zero value of every other field means "the default".
+type Template struct {
+	ID          string            `json:"id" yaml:"id"`
+	Name        string            `json:"name,omitempty" yaml:"name"`
+	Description string            `json:"description,omitempty" yaml:"description"`
+	Image       string            `json:"image,omitempty" yaml:"image"`
+	Env         map[string]string `json:"env,omitempty" yaml:"env"`
+	// Files are written into the workdir (relative paths) when a sandbox starts.
+	Files    map[string]string `json:"files,omitempty" yaml:"files"`
+	User     string            `json:"user,omitempty" yaml:"user"`
+	Workdir  string            `json:"workdir,omitempty" yaml:"workdir"`
+	Cmd      string            `json:"cmd,omitempty" yaml:"cmd"`
+	StartCmd string            `json:"start_cmd,omitempty" yaml:"start_cmd"`
+	ReadyCmd string            `json:"ready_cmd,omitempty" yaml:"ready_cmd"`
+	// ReadyTimeout is in seconds.
+	ReadyTimeout int               `json:"ready_timeout,omitempty" yaml:"ready_timeout"`
+	CPUCount     int               `json:"cpu_count,omitempty" yaml:"cpu_count"`
+	MemoryMB     int               `json:"memory_mb,omitempty" yaml:"memory_mb"`
+	RunCmds      []string          `json:"run_cmds,omitempty" yaml:"run_cmds"`
+	Aliases      []string          `json:"aliases,omitempty" yaml:"aliases"`
+	Metadata     map[string]string `json:"metadata,omitempty" yaml:"metadata"`
+}
+
+// Dataset is one entry of the dataset registry.
+type Dataset struct {
+	Name        string   `json:"name"`
+	Description string   `json:"description,omitempty"`
+	Tags        []string `json:"tags,omitempty"`
+	// Format is csv, parquet, json, excel, feather, dir or unknown.
+	Format string `json:"format"`
+	// SHA256 is the hex digest of the file; for a directory, of its sorted
+	// (relative path, file digest) listing.
+	SHA256       string    `json:"sha256"`
+	Size         int64     `json:"size"`
+	IsDir        bool      `json:"is_dir,omitempty"`
+	RegisteredAt time.Time `json:"registered_at"`
+}
+
+// Workspace describes a workspace directory.
+type Workspace struct {
+	ID   string `json:"id"`
+	Path string `json:"path"`
+	// Anonymous workspaces belong to one sandbox and are removed when it is killed.
+	Anonymous bool      `json:"anonymous,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+}
