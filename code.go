@@ -1,0 +1,93 @@
+package dssandbox
+
+import (
+	"context"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+)
+
+// RunOption configures one RunCode call.
+type RunOption func(*runOptions)
+
+type runOptions struct {
+	req      api.ExecuteRequest
+	onStdout func(string)
+	onStderr func(string)
+	onResult func(Result)
+	onError  func(ExecutionError)
+}
+
+// InContext runs the code in a code context made by CreateCodeContext instead
+// of the default one.
+func InContext(c CodeContext) RunOption { return func(o *runOptions) { o.req.ContextID = c.ID } }
+
+// WithTimeout bounds the cell: past it the cell is interrupted, the Execution
+// carries a TimeoutError, and the context's earlier state survives.
+func WithTimeout(d time.Duration) RunOption {
+	return func(o *runOptions) { o.req.TimeoutMs = d.Milliseconds() }
+}
+
+// WithEnvs sets environment variables for this cell only.
+func WithEnvs(envs map[string]string) RunOption { return func(o *runOptions) { o.req.Envs = envs } }
+
+// OnStdout is called with each stdout chunk as the cell prints it.
+func OnStdout(fn func(string)) RunOption { return func(o *runOptions) { o.onStdout = fn } }
+
+// OnStderr is called with each stderr chunk as the cell prints it.
+func OnStderr(fn func(string)) RunOption { return func(o *runOptions) { o.onStderr = fn } }
+
+// OnResult is called with each rich result as the cell produces it.
+func OnResult(fn func(Result)) RunOption { return func(o *runOptions) { o.onResult = fn } }
+
+// OnError is called when the cell raises (or times out, or kills its kernel).
+func OnError(fn func(ExecutionError)) RunOption { return func(o *runOptions) { o.onError = fn } }
+
+// RunCode runs Python code in the sandbox, like a Jupyter cell: state persists
+// between calls of one context. A Python exception, a timeout or a dead kernel
+// is reported in Execution.Error; err is non-nil only when ds-sandbox itself
+// failed (bad input, sandbox gone).
+func (s *Sandbox) RunCode(ctx context.Context, code string, opts ...RunOption) (*Execution, error) {
+	var o runOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	o.req.Code = code
+	if o.req.TimeoutMs < 0 {
+		return nil, api.Errorf(api.ErrInvalid, "timeout is negative")
+	}
+	return s.agent.Execute(ctx, o.req, func(ev api.ExecEvent) {
+		switch {
+		case ev.Type == api.EventStdout && o.onStdout != nil:
+			o.onStdout(ev.Text)
+		case ev.Type == api.EventStderr && o.onStderr != nil:
+			o.onStderr(ev.Text)
+		case ev.Type == api.EventResult && o.onResult != nil && ev.Result != nil:
+			o.onResult(*ev.Result)
+		case ev.Type == api.EventError && o.onError != nil && ev.Error != nil:
+			o.onError(*ev.Error)
+		}
+	})
+}
+
+// CreateCodeContext starts a new code context (a fresh kernel) with cwd as
+// its working directory ("" = the workdir).
+func (s *Sandbox) CreateCodeContext(ctx context.Context, cwd string) (CodeContext, error) {
+	return s.agent.CreateContext(ctx, api.CreateContextRequest{Language: "python", Cwd: cwd})
+}
+
+// ListCodeContexts lists the sandbox's code contexts, the default one first.
+func (s *Sandbox) ListCodeContexts(ctx context.Context) ([]CodeContext, error) {
+	return s.agent.ListContexts(ctx)
+}
+
+// RestartCodeContext gives the context a fresh kernel; its state is lost.
+func (s *Sandbox) RestartCodeContext(ctx context.Context, c CodeContext) error {
+	_, err := s.agent.RestartContext(ctx, c.ID)
+	return err
+}
+
+// RemoveCodeContext stops a context's kernel and forgets the context.
+func (s *Sandbox) RemoveCodeContext(ctx context.Context, c CodeContext) error {
+	return s.agent.DeleteContext(ctx, c.ID)
+}

@@ -1,0 +1,106 @@
+package dssandbox
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend/local"
+	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/manager"
+)
+
+// ConfigEnv names a config file (YAML or JSON) for the embedded manager; the
+// SANDBOX_* variables are applied on top of it.
+const ConfigEnv = "DS_SANDBOX_CONFIG"
+
+var (
+	embeddedOnce sync.Once
+	embeddedCP   *embedded
+	embeddedErr  error
+)
+
+func defaultControlPlane() (controlPlane, error) {
+	embeddedOnce.Do(func() {
+		cfg, err := config.Load(os.Getenv(ConfigEnv))
+		if err != nil {
+			embeddedErr = err
+			return
+		}
+		m, err := NewManager(cfg)
+		if err != nil {
+			embeddedErr = err
+			return
+		}
+		embeddedCP = &embedded{m: m}
+	})
+	if embeddedErr != nil {
+		return nil, embeddedErr
+	}
+	return embeddedCP, nil
+}
+
+// NewManager builds the in-process manager of embedded mode from cfg, with
+// every backend this build has. It is what Create uses (configured from the
+// environment); the CLI and the daemon call it with their own config.
+func NewManager(cfg config.Config) (*manager.Manager, error) {
+	lb := local.New(local.Config{AgentPath: cfg.AgentPath, CacheDir: filepath.Join(cfg.StateDir, "cache")})
+	return manager.New(cfg, nil, lb)
+}
+
+// Shutdown kills every sandbox the embedded manager started. Programs that
+// embed the SDK call it before they exit (sandboxes die with the process
+// anyway, but Shutdown also removes their anonymous workspaces).
+func Shutdown(ctx context.Context) error {
+	if embeddedCP == nil {
+		return nil
+	}
+	return embeddedCP.m.Close(ctx)
+}
+
+// embedded is the in-process control plane.
+type embedded struct {
+	m *manager.Manager
+}
+
+func (e *embedded) create(ctx context.Context, req api.CreateSandboxRequest) (api.SandboxInfo, *agent.Client, error) {
+	s, err := e.m.Create(ctx, req)
+	if err != nil {
+		return api.SandboxInfo{}, nil, err
+	}
+	return s.Info(), s.Agent(), nil
+}
+
+func (e *embedded) connect(_ context.Context, id string) (api.SandboxInfo, *agent.Client, error) {
+	s, err := e.m.Get(id)
+	if err != nil {
+		return api.SandboxInfo{}, nil, err
+	}
+	return s.Info(), agent.NewClient(s.AgentSocket()), nil
+}
+
+func (e *embedded) list(_ context.Context, md map[string]string) ([]api.SandboxInfo, error) {
+	return e.m.List(md), nil
+}
+
+func (e *embedded) info(_ context.Context, id string) (api.SandboxInfo, error) {
+	s, err := e.m.Get(id)
+	if err != nil {
+		return api.SandboxInfo{}, err
+	}
+	return s.Info(), nil
+}
+
+func (e *embedded) setTimeout(_ context.Context, id string, d time.Duration) (api.SandboxInfo, error) {
+	return e.m.SetTimeout(id, d)
+}
+
+func (e *embedded) kill(ctx context.Context, id string) error { return e.m.Kill(ctx, id) }
+
+func (e *embedded) prepareDataset(ctx context.Context, id, name, strategy string) (string, error) {
+	return e.m.PrepareDataset(ctx, id, name, strategy)
+}

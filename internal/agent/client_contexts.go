@@ -1,0 +1,68 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+)
+
+// Execute runs code and returns the whole Execution, calling onEvent (when
+// non-nil) for every event as it arrives. A Python error, timeout or dead kernel
+// is in Execution.Error; err is only for failures of the machinery. A stream
+// that ends without its "end" event means the sandbox went away: that is an
+// error wrapping api.ErrUnavailable, with the partial Execution.
+func (c *Client) Execute(ctx context.Context, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error) {
+	exec := &api.Execution{Results: []api.Result{}, Logs: api.Logs{Stdout: []string{}, Stderr: []string{}}}
+	ended := false
+	err := c.stream(ctx, http.MethodPost, "/execute", nil, req, func(line []byte) error {
+		var ev api.ExecEvent
+		if err := json.Unmarshal(line, &ev); err != nil {
+			return fmt.Errorf("agent: bad execution event: %w", err)
+		}
+		exec.Apply(ev)
+		if ev.Type == api.EventEnd {
+			ended = true
+		}
+		if onEvent != nil {
+			onEvent(ev)
+		}
+		return nil
+	})
+	if err != nil {
+		return exec, err
+	}
+	if !ended {
+		return exec, fmt.Errorf("agent: execution stream ended early: %w", api.ErrUnavailable)
+	}
+	return exec, nil
+}
+
+// CreateContext creates a code context with a fresh kernel.
+func (c *Client) CreateContext(ctx context.Context, req api.CreateContextRequest) (api.Context, error) {
+	var out api.Context
+	err := c.do(ctx, http.MethodPost, "/contexts", nil, req, &out)
+	return out, err
+}
+
+// ListContexts lists the code contexts, the default one first.
+func (c *Client) ListContexts(ctx context.Context) ([]api.Context, error) {
+	var out []api.Context
+	err := c.do(ctx, http.MethodGet, "/contexts", nil, nil, &out)
+	return out, err
+}
+
+// RestartContext replaces a context's kernel with a fresh one; its state is lost.
+func (c *Client) RestartContext(ctx context.Context, id string) (api.Context, error) {
+	var out api.Context
+	err := c.do(ctx, http.MethodPost, "/contexts/"+url.PathEscape(id)+"/restart", nil, nil, &out)
+	return out, err
+}
+
+// DeleteContext stops a context's kernel and forgets it.
+func (c *Client) DeleteContext(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/contexts/"+url.PathEscape(id), nil, nil, nil)
+}

@@ -1,0 +1,145 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// ReexecEnv is set in the environment of a program that re-executes itself as
+// the agent (see EnableReexec and Command).
+const ReexecEnv = "DS_SANDBOX_AGENT_REEXEC"
+
+var reexecEnabled atomic.Bool
+
+// EnableReexec declares that this program serves the agent when started with
+// ReexecEnv=1 (it calls MainIfReexec first thing in main or TestMain), so
+// Command may use the current executable as the agent.
+func EnableReexec() { reexecEnabled.Store(true) }
+
+// MainIfReexec runs the agent and exits when this process was started as a
+// re-executed agent; otherwise it enables re-exec and returns.
+func MainIfReexec() {
+	EnableReexec()
+	if os.Getenv(ReexecEnv) != "1" {
+		return
+	}
+	os.Exit(Main(os.Args[1:], os.Stderr))
+}
+
+// Command returns the argv prefix and extra environment that start the agent:
+// explicit (a path to a ds-sandbox binary) when given; else this executable when
+// it is ds-sandbox or has re-exec enabled; else ds-sandbox on PATH.
+func Command(explicit string) (argv []string, env []string, err error) {
+	if explicit != "" {
+		p, err := exec.LookPath(explicit)
+		if err != nil {
+			return nil, nil, fmt.Errorf("agent binary %s: %w", explicit, err)
+		}
+		return []string{p, "agent"}, nil, nil
+	}
+	self, err := os.Executable()
+	if err == nil {
+		if filepath.Base(self) == "ds-sandbox" {
+			return []string{self, "agent"}, nil, nil
+		}
+		if reexecEnabled.Load() {
+			return []string{self}, []string{ReexecEnv + "=1"}, nil
+		}
+	}
+	if p, err := exec.LookPath("ds-sandbox"); err == nil {
+		return []string{p, "agent"}, nil, nil
+	}
+	return nil, nil, errors.New("cannot find the ds-sandbox binary that runs the in-sandbox agent: " +
+		"put it on PATH, set SANDBOX_AGENT_PATH, or call dssandbox.ServeAgentIfChild() first thing in main")
+}
+
+type mountFlags []Mount
+
+func (m *mountFlags) String() string { return fmt.Sprint(*m) }
+func (m *mountFlags) Set(v string) error {
+	p, h, ok := strings.Cut(v, "=")
+	if !ok || p == "" || h == "" {
+		return fmt.Errorf("mount %q: want SANDBOX_PATH=HOST_PATH", v)
+	}
+	*m = append(*m, Mount{Path: p, HostPath: h})
+	return nil
+}
+
+// Main is `ds-sandbox agent`: it parses args, serves on the socket until
+// SIGTERM or SIGINT, then kills everything the sandbox started. It returns the
+// process exit status.
+func Main(args []string, stderr io.Writer) int {
+	fl := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	var (
+		socket  = fl.String("socket", "", "unix socket to serve on (required)")
+		workdir = fl.String("workdir", "/home/user", "the sandbox's working directory")
+		user    = fl.String("user", "user", "the sandbox's default user")
+		python  = fl.String("python", "/usr/bin/python3", "interpreter that runs ipykernel")
+		timeout = fl.Duration("default-timeout", 5*time.Minute, "timeout of cells and commands that give none")
+		verbose = fl.Bool("v", false, "log diagnostics to stderr")
+		mounts  mountFlags
+	)
+	fl.Var(&mounts, "mount", "SANDBOX_PATH=HOST_PATH: describe the sandbox's view (repeatable; none = the real filesystem)")
+	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	if *socket == "" {
+		fmt.Fprintln(stderr, "agent: --socket is required")
+		return 2
+	}
+	log := slog.New(slog.DiscardHandler)
+	if *verbose {
+		log = slog.New(slog.NewTextHandler(stderr, nil))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	err := Run(ctx, Config{
+		Workdir: *workdir, User: *user, Mounts: mounts, Python: *python,
+		DefaultTimeout: *timeout, Logger: log,
+	}, *socket)
+	if err != nil {
+		fmt.Fprintln(stderr, "agent:", err)
+		return 1
+	}
+	return 0
+}
+
+// Run serves an agent on a unix socket until ctx is done. The agent becomes the
+// child subreaper, so processes that daemonize stay its descendants and die with
+// the sandbox.
+func Run(ctx context.Context, cfg Config, socketPath string) error {
+	if err := setSubreaper(); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+		return fmt.Errorf("become subreaper: %w", err)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	_ = os.Remove(socketPath)
+	ln, err := net.Listen("unix", socketPath)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if err := os.Chmod(socketPath, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("listen: %w", err)
+	}
+	defer os.Remove(socketPath)
+	err = s.Serve(ctx, ln)
+	killDescendants(os.Getpid())
+	return err
+}

@@ -1,0 +1,67 @@
+// Package backend defines what an isolation backend is: something that starts
+// an isolated environment running the in-sandbox agent, hands back the agent's
+// socket, and destroys the environment. Backends live in sub-packages (local,
+// oci, docker, …), none of which imports another; backendtest holds the one
+// conformance suite every backend passes.
+package backend
+
+import (
+	"context"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+)
+
+// Spec is everything a backend needs to start one sandbox. The manager has
+// already validated it and resolved templates and defaults.
+type Spec struct {
+	// ID is the sandbox id, unique on this host.
+	ID string
+	// User and Workdir are the sandbox's default user and working directory as
+	// its code sees them.
+	User    string
+	Workdir string
+	// WorkspaceDir is the host directory mounted (or mapped) at Workdir.
+	WorkspaceDir string
+	// Env is the sandbox environment (template env, create envs and the
+	// WORKSPACE* variables), given to kernels and commands.
+	Env map[string]string
+	// Network is the policy to enforce. A backend that cannot enforce it must
+	// fail Create with an error wrapping api.ErrUnsupported.
+	Network api.NetworkPolicy
+	// Python is the interpreter (inside the sandbox) that runs ipykernel.
+	Python string
+}
+
+// Instance is one running sandbox.
+type Instance interface {
+	// AgentSocket is the host path of the agent's unix socket.
+	AgentSocket() string
+	// Done is closed when the sandbox stopped, by itself or through Destroy.
+	Done() <-chan struct{}
+	// Destroy stops the sandbox and everything it started, and releases what the
+	// backend allocated for it (not the workspace: that is the manager's).
+	// It is idempotent.
+	Destroy(ctx context.Context) error
+}
+
+// Backend starts sandboxes.
+type Backend interface {
+	// Name is the backend's config name ("local", "oci", …).
+	Name() string
+	// Available returns nil when the backend can create sandboxes on this host,
+	// or an error saying why not and what to install.
+	Available(ctx context.Context) error
+	// Create starts a sandbox and returns once its agent answers.
+	Create(ctx context.Context, spec Spec) (Instance, error)
+}
+
+// WorkspaceEnv returns the WORKSPACE* variables for a workspace visible to the
+// sandbox's code at root.
+func WorkspaceEnv(root string) map[string]string {
+	return map[string]string{
+		"WORKSPACE":         root,
+		"WORKSPACE_DATA":    root + "/data",
+		"WORKSPACE_MODELS":  root + "/models",
+		"WORKSPACE_OUTPUTS": root + "/outputs",
+	}
+}

@@ -1,0 +1,237 @@
+// Package local is the `local` backend: the agent runs as a plain host process
+// with the workspace as its working directory. It isolates nothing beyond a
+// clean environment, a separate process group and the files API's confinement
+// to the workspace: use it for development and trusted code. It refuses network
+// policies it cannot enforce (anything but "allow").
+package local
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+)
+
+// Config configures the local backend.
+type Config struct {
+	// AgentPath is the ds-sandbox binary that runs the agent; "" finds it (see
+	// agent.Command).
+	AgentPath string
+	// CacheDir holds caches shared by local sandboxes (matplotlib's font cache),
+	// so each sandbox does not rebuild them. "" means none.
+	CacheDir string
+	// StartTimeout bounds the agent start; default 30s.
+	StartTimeout time.Duration
+}
+
+// Backend is the local backend.
+type Backend struct {
+	cfg Config
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New returns a local backend.
+func New(cfg Config) *Backend {
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 30 * time.Second
+	}
+	return &Backend{cfg: cfg}
+}
+
+// Name implements backend.Backend.
+func (b *Backend) Name() string { return "local" }
+
+// Available implements backend.Backend: it needs the agent binary.
+func (b *Backend) Available(context.Context) error {
+	_, _, err := agent.Command(b.cfg.AgentPath)
+	return err
+}
+
+// Create implements backend.Backend.
+func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instance, error) {
+	if p := spec.Network.Policy; p != "" && p != api.NetworkAllow {
+		return nil, api.Errorf(api.ErrUnsupported,
+			"the local backend cannot enforce network policy %q (its processes share the host's network); use an isolating backend such as oci", p)
+	}
+	argv, extraEnv, err := agent.Command(b.cfg.AgentPath)
+	if err != nil {
+		return nil, fmt.Errorf("local backend: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "dss-")
+	if err != nil {
+		return nil, fmt.Errorf("local backend: %w", err)
+	}
+	sock := filepath.Join(dir, "agent.sock")
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("local backend: %w", err)
+	}
+	args := append(argv[1:],
+		"--socket", sock,
+		"--workdir", spec.Workdir,
+		"--user", spec.User,
+		"--mount", spec.Workdir+"="+spec.WorkspaceDir,
+		"--python", spec.Python,
+	)
+	if spec.WorkspaceDir != spec.Workdir {
+		args = append(args, "--mount", spec.WorkspaceDir+"="+spec.WorkspaceDir)
+	}
+	cmd := exec.Command(argv[0], args...)
+	cmd.Dir = spec.WorkspaceDir
+	cmd.Env = append(b.environ(spec, tmp), extraEnv...)
+	stderr := &tailBuffer{max: 16 << 10}
+	cmd.Stdout = stderr
+	cmd.Stderr = stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := startLocked(cmd); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("local backend: start agent: %w", err)
+	}
+	in := &instance{cmd: cmd, dir: dir, sock: sock, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(in.done)
+	}()
+	if err := waitReady(ctx, sock, in.done, b.cfg.StartTimeout); err != nil {
+		_ = in.Destroy(context.Background())
+		return nil, fmt.Errorf("local backend: agent did not start: %w; agent output: %s", err, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return in, nil
+}
+
+// startLocked starts cmd from a locked OS thread: Pdeathsig fires when the
+// thread that forked exits, so the thread must not be reused and retired.
+func startLocked(cmd *exec.Cmd) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return cmd.Start()
+}
+
+// environ builds the sandbox's clean environment: nothing of the daemon's own
+// environment leaks into user code except PATH and the locale.
+func (b *Backend) environ(spec backend.Spec, tmp string) []string {
+	env := map[string]string{
+		"PATH":             os.Getenv("PATH"),
+		"HOME":             spec.WorkspaceDir,
+		"USER":             spec.User,
+		"LANG":             "C.UTF-8",
+		"TMPDIR":           tmp,
+		"PYTHONUNBUFFERED": "1",
+	}
+	if env["PATH"] == "" {
+		env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+	}
+	if b.cfg.CacheDir != "" {
+		mpl := filepath.Join(b.cfg.CacheDir, "matplotlib")
+		if os.MkdirAll(mpl, 0o700) == nil {
+			env["MPLCONFIGDIR"] = mpl
+		}
+	}
+	for k, v := range spec.Env {
+		env[k] = v
+	}
+	// Code runs on the host, so the workspace is where the host has it.
+	for k, v := range backend.WorkspaceEnv(spec.WorkspaceDir) {
+		env[k] = v
+	}
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func waitReady(ctx context.Context, sock string, done <-chan struct{}, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c := agent.NewClient(sock)
+	defer c.Close()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			hctx, hcancel := context.WithTimeout(ctx, time.Second)
+			err := c.Health(hctx)
+			hcancel()
+			if err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-done:
+			return errors.New("agent exited")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+type instance struct {
+	cmd  *exec.Cmd
+	dir  string
+	sock string
+	done chan struct{}
+	once sync.Once
+}
+
+func (in *instance) AgentSocket() string   { return in.sock }
+func (in *instance) Done() <-chan struct{} { return in.done }
+
+// Destroy asks the agent to stop (SIGTERM: it kills every kernel, process and
+// descendant of the sandbox), then kills its process group after a grace.
+func (in *instance) Destroy(ctx context.Context) error {
+	in.once.Do(func() {
+		pid := in.cmd.Process.Pid
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		grace := time.NewTimer(5 * time.Second)
+		defer grace.Stop()
+		select {
+		case <-in.done:
+		case <-grace.C:
+		case <-ctx.Done():
+		}
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-in.done
+		os.RemoveAll(in.dir)
+	})
+	return nil
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) Bytes() []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]byte(nil), t.buf...)
+}

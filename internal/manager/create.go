@@ -1,0 +1,284 @@
+package manager
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/template"
+)
+
+// Create starts a sandbox: it resolves the template and defaults, attaches the
+// workspace, starts the backend and writes the template's files. On any error
+// nothing is left behind (an anonymous workspace is removed; a named one stays).
+func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sandbox, error) {
+	plan, err := m.plan(req)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return nil, api.Errorf(api.ErrUnavailable, "the manager is shutting down")
+	}
+
+	ws, err := m.attachWorkspace(req.WorkspaceID)
+	if err != nil {
+		return nil, err
+	}
+	cleanup := func() {
+		if ws.Anonymous {
+			_ = m.workspaces.Remove(ws.ID)
+		}
+	}
+	id := newID()
+	spec := backend.Spec{
+		ID: id, User: plan.user, Workdir: plan.workdir, WorkspaceDir: ws.Path,
+		Env: plan.env, Network: plan.network, Python: m.cfg.Python,
+	}
+	inst, err := plan.backend.Create(ctx, spec)
+	if err != nil {
+		cleanup()
+		return nil, fmt.Errorf("create sandbox: %w", err)
+	}
+	now := time.Now().UTC()
+	s := &Sandbox{
+		inst:  inst,
+		agent: agent.NewClient(inst.AgentSocket()),
+		info: api.SandboxInfo{
+			SandboxID: id, TemplateID: plan.tmpl.ID, Backend: plan.backend.Name(), State: api.StateRunning,
+			User: plan.user, Workdir: plan.workdir, Metadata: plan.metadata,
+			WorkspaceID: ws.ID, Anonymous: ws.Anonymous, WorkspacePath: ws.Path,
+			Network: plan.network, StartedAt: now, EndAt: now.Add(plan.timeout),
+		},
+	}
+	if err := m.applyTemplate(ctx, s, plan.tmpl); err != nil {
+		s.timer = time.NewTimer(0)
+		_ = m.destroy(context.Background(), s, "template failed")
+		return nil, err
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		s.timer = time.NewTimer(0)
+		_ = m.destroy(context.Background(), s, "manager closed")
+		return nil, api.Errorf(api.ErrUnavailable, "the manager is shutting down")
+	}
+	m.sandboxes[id] = s
+	s.mu.Lock()
+	s.timer = time.AfterFunc(plan.timeout, func() { m.expire(id) })
+	s.mu.Unlock()
+	m.mu.Unlock()
+	go m.watch(s)
+	m.log.Info("sandbox created", "sandbox_id", id, "backend", plan.backend.Name(), "workspace_id", ws.ID)
+	return s, nil
+}
+
+// expire kills a sandbox whose deadline passed.
+func (m *Manager) expire(id string) {
+	m.mu.Lock()
+	s, ok := m.sandboxes[id]
+	if ok {
+		s.mu.Lock()
+		// SetTimeout may have moved the deadline after the timer fired.
+		if time.Now().Before(s.info.EndAt) {
+			ok = false
+		}
+		s.mu.Unlock()
+	}
+	if ok {
+		delete(m.sandboxes, id)
+	}
+	m.mu.Unlock()
+	if ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = m.destroy(ctx, s, "timeout")
+	}
+}
+
+// watch forgets a sandbox whose environment stopped by itself.
+func (m *Manager) watch(s *Sandbox) {
+	<-s.inst.Done()
+	id := s.ID()
+	m.mu.Lock()
+	cur, ok := m.sandboxes[id]
+	if ok && cur == s {
+		delete(m.sandboxes, id)
+	}
+	m.mu.Unlock()
+	if ok && cur == s {
+		_ = m.destroy(context.Background(), s, "sandbox exited")
+	}
+}
+
+type plan struct {
+	backend  backend.Backend
+	tmpl     api.Template
+	user     string
+	workdir  string
+	env      map[string]string
+	metadata map[string]string
+	network  api.NetworkPolicy
+	timeout  time.Duration
+}
+
+// plan validates a create request and resolves it against the template and the
+// configuration. Precedence: template > request > config defaults.
+func (m *Manager) plan(req api.CreateSandboxRequest) (plan, error) {
+	var p plan
+	var err error
+	if p.backend, err = m.Backend(req.Backend); err != nil {
+		return p, err
+	}
+	switch {
+	case req.TemplateSpec != nil:
+		p.tmpl = *req.TemplateSpec
+		if p.tmpl.ID == "" {
+			p.tmpl.ID = "inline"
+		}
+		if err := template.Validate(p.tmpl); err != nil {
+			return p, err
+		}
+	case req.Template != "":
+		if p.tmpl, err = m.LoadTemplate(req.Template); err != nil {
+			return p, err
+		}
+	}
+	p.user = firstOf(p.tmpl.User, req.User, m.cfg.DefaultUser)
+	p.workdir = firstOf(p.tmpl.Workdir, req.Workdir, m.cfg.DefaultWorkdir)
+	if !path.IsAbs(p.workdir) || path.Clean(p.workdir) != p.workdir || p.workdir == "/" {
+		return p, api.Errorf(api.ErrInvalid, "workdir %q must be a clean absolute path other than /", p.workdir)
+	}
+	if !validUser(p.user) {
+		return p, api.Errorf(api.ErrInvalid, "user %q: want a POSIX user name ([a-z_][a-z0-9_-]*, at most 32 characters)", p.user)
+	}
+
+	switch {
+	case req.TimeoutSeconds < 0:
+		return p, api.Errorf(api.ErrInvalid, "timeout %d must not be negative", req.TimeoutSeconds)
+	case req.TimeoutSeconds == 0:
+		p.timeout = time.Duration(m.cfg.SandboxTimeoutSec) * time.Second
+	default:
+		p.timeout = time.Duration(req.TimeoutSeconds) * time.Second
+	}
+	if p.timeout > MaxTimeout {
+		return p, api.Errorf(api.ErrInvalid, "timeout %s is longer than the maximum %s", p.timeout, MaxTimeout)
+	}
+
+	p.network = m.cfg.Network()
+	if req.Network != nil {
+		p.network = *req.Network
+	}
+	if err := config.ValidateNetworkPolicy(p.network); err != nil {
+		return p, err
+	}
+
+	if err := checkMap("envs", req.Envs, maxEnvs, true); err != nil {
+		return p, err
+	}
+	if err := checkMap("metadata", req.Metadata, maxMetadata, false); err != nil {
+		return p, err
+	}
+	p.env = maps.Clone(p.tmpl.Env)
+	if p.env == nil {
+		p.env = map[string]string{}
+	}
+	maps.Copy(p.env, req.Envs)
+	p.metadata = maps.Clone(req.Metadata)
+	return p, nil
+}
+
+func (m *Manager) attachWorkspace(id string) (ws api.Workspace, err error) {
+	if id == "" {
+		return m.workspaces.CreateAnonymous()
+	}
+	return m.workspaces.Create(id)
+}
+
+// applyTemplate writes the template's files into the workdir and runs its start
+// command (in the background) and ready command (until it succeeds).
+func (m *Manager) applyTemplate(ctx context.Context, s *Sandbox, t api.Template) error {
+	for name, content := range t.Files {
+		p := path.Join(s.info.Workdir, name)
+		if _, err := s.agent.WriteFile(ctx, p, strings.NewReader(content)); err != nil {
+			return fmt.Errorf("template %s: write %s: %w", t.ID, name, err)
+		}
+	}
+	if t.StartCmd != "" {
+		if _, err := s.agent.StartProcess(ctx, api.ProcessRequest{Cmd: t.StartCmd, Background: true, Tag: "start_cmd"}); err != nil {
+			return fmt.Errorf("template %s: start_cmd: %w", t.ID, err)
+		}
+	}
+	if t.ReadyCmd != "" {
+		wait := time.Duration(t.ReadyTimeout) * time.Second
+		if wait == 0 {
+			wait = 20 * time.Second
+		}
+		rctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		var last api.CommandResult
+		for {
+			res, err := s.agent.RunCommand(rctx, api.ProcessRequest{Cmd: t.ReadyCmd}, nil)
+			if err == nil && res.ExitCode == 0 {
+				break
+			}
+			if err == nil {
+				last = res
+			}
+			select {
+			case <-rctx.Done():
+				return api.Errorf(api.ErrTimeout, "template %s: ready_cmd %q did not succeed within %s (last exit code %d, stderr %q)",
+					t.ID, t.ReadyCmd, wait, last.ExitCode, strings.TrimSpace(last.Stderr))
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func firstOf(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func validUser(u string) bool {
+	if u == "" || len(u) > 32 {
+		return false
+	}
+	for i, r := range u {
+		ok := r == '_' || (r >= 'a' && r <= 'z') || (i > 0 && (r == '-' || (r >= '0' && r <= '9')))
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func checkMap(what string, m map[string]string, max int, envKeys bool) error {
+	if len(m) > max {
+		return api.Errorf(api.ErrLimit, "%s: %d entries, at most %d", what, len(m), max)
+	}
+	for k, v := range m {
+		if k == "" || len(k) > 256 || len(v) > maxValueLen {
+			return api.Errorf(api.ErrInvalid, "%s: key %.40q: keys must be 1-256 bytes and values at most %d bytes", what, k, maxValueLen)
+		}
+		if envKeys && (strings.ContainsAny(k, "=\x00") || bytes.ContainsRune([]byte(v), 0)) {
+			return api.Errorf(api.ErrInvalid, "envs: %q: names must not contain '=' or NUL, values not NUL", k)
+		}
+	}
+	return nil
+}

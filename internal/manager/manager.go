@@ -1,0 +1,231 @@
+// Package manager owns sandbox lifecycle: ids, templates and defaults resolved
+// into a backend.Spec, workspaces attached and removed, deadlines (a sandbox is
+// killed when its timeout passes; SetTimeout moves the deadline), and the
+// per-sandbox agent connection. It is the one place both the embedded SDK and
+// the daemon go through.
+package manager
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/dataset"
+	"github.com/ds-sandbox/ds-sandbox/internal/template"
+	"github.com/ds-sandbox/ds-sandbox/internal/workspace"
+)
+
+// MaxTimeout is the longest sandbox lifetime one request may ask for.
+const MaxTimeout = 24 * time.Hour
+
+// Limits on what one create request may carry.
+const (
+	maxEnvs     = 256
+	maxMetadata = 64
+	maxValueLen = 32 << 10
+)
+
+// Manager creates, tracks and kills sandboxes. It is safe for concurrent use.
+type Manager struct {
+	cfg        config.Config
+	log        *slog.Logger
+	backends   map[string]backend.Backend
+	workspaces *workspace.Store
+	datasets   *dataset.Registry
+
+	mu        sync.Mutex
+	sandboxes map[string]*Sandbox
+	closed    bool
+}
+
+// New returns a manager over the given backends (keyed by their names).
+func New(cfg config.Config, log *slog.Logger, backends ...backend.Backend) (*Manager, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ws, err := workspace.New(cfg.WorkspaceBaseDir)
+	if err != nil {
+		return nil, fmt.Errorf("workspaces: %w", err)
+	}
+	ds, err := dataset.Open(cfg.DatasetRegistryDir)
+	if err != nil {
+		return nil, fmt.Errorf("datasets: %w", err)
+	}
+	m := &Manager{
+		cfg: cfg, log: log, backends: make(map[string]backend.Backend),
+		workspaces: ws, datasets: ds, sandboxes: make(map[string]*Sandbox),
+	}
+	for _, b := range backends {
+		m.backends[b.Name()] = b
+	}
+	return m, nil
+}
+
+// Config returns the manager's configuration.
+func (m *Manager) Config() config.Config { return m.cfg }
+
+// Workspaces returns the workspace store.
+func (m *Manager) Workspaces() *workspace.Store { return m.workspaces }
+
+// Datasets returns the dataset registry.
+func (m *Manager) Datasets() *dataset.Registry { return m.datasets }
+
+// Backend returns the named backend ("" = the default).
+func (m *Manager) Backend(name string) (backend.Backend, error) {
+	if name == "" {
+		name = m.cfg.DefaultBackend
+	}
+	b, ok := m.backends[name]
+	if !ok {
+		return nil, api.Errorf(api.ErrUnsupported, "backend %q is not available (available: %s)",
+			name, strings.Join(slices.Sorted(maps.Keys(m.backends)), ", "))
+	}
+	return b, nil
+}
+
+// LoadTemplate loads a stored template by id from the template directories.
+func (m *Manager) LoadTemplate(id string) (api.Template, error) {
+	return template.Load(m.cfg.TemplateDirs(), id)
+}
+
+// Sandbox is one running sandbox.
+type Sandbox struct {
+	inst  backend.Instance
+	agent *agent.Client
+
+	mu    sync.Mutex
+	info  api.SandboxInfo
+	timer *time.Timer
+}
+
+// Info returns a snapshot of the sandbox's description.
+func (s *Sandbox) Info() api.SandboxInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	info := s.info
+	info.Metadata = maps.Clone(s.info.Metadata)
+	return info
+}
+
+// ID returns the sandbox id.
+func (s *Sandbox) ID() string { return s.info.SandboxID }
+
+// Agent returns the client of the sandbox's agent.
+func (s *Sandbox) Agent() *agent.Client { return s.agent }
+
+// AgentSocket returns the host path of the agent's socket.
+func (s *Sandbox) AgentSocket() string { return s.inst.AgentSocket() }
+
+// Get returns a running sandbox.
+func (m *Manager) Get(id string) (*Sandbox, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.sandboxes[id]
+	if !ok {
+		return nil, api.Errorf(api.ErrNotFound, "sandbox %s (it never existed, was killed, or its timeout passed)", id)
+	}
+	return s, nil
+}
+
+// List returns every running sandbox whose metadata contains all of match.
+func (m *Manager) List(match map[string]string) []api.SandboxInfo {
+	m.mu.Lock()
+	all := slices.Collect(maps.Values(m.sandboxes))
+	m.mu.Unlock()
+	out := make([]api.SandboxInfo, 0, len(all))
+	for _, s := range all {
+		info := s.Info()
+		ok := true
+		for k, v := range match {
+			if info.Metadata[k] != v {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			out = append(out, info)
+		}
+	}
+	slices.SortFunc(out, func(a, b api.SandboxInfo) int { return a.StartedAt.Compare(b.StartedAt) })
+	return out
+}
+
+// SetTimeout moves the sandbox's deadline to now + d.
+func (m *Manager) SetTimeout(id string, d time.Duration) (api.SandboxInfo, error) {
+	if d <= 0 || d > MaxTimeout {
+		return api.SandboxInfo{}, api.Errorf(api.ErrInvalid, "timeout %s must be between 1s and %s", d, MaxTimeout)
+	}
+	s, err := m.Get(id)
+	if err != nil {
+		return api.SandboxInfo{}, err
+	}
+	s.mu.Lock()
+	s.info.EndAt = time.Now().Add(d).UTC()
+	s.timer.Reset(d)
+	s.mu.Unlock()
+	return s.Info(), nil
+}
+
+// Kill stops the sandbox and everything it started, and removes its workspace
+// when that is anonymous. Killing a sandbox that is gone is ErrNotFound.
+func (m *Manager) Kill(ctx context.Context, id string) error {
+	m.mu.Lock()
+	s, ok := m.sandboxes[id]
+	delete(m.sandboxes, id)
+	m.mu.Unlock()
+	if !ok {
+		return api.Errorf(api.ErrNotFound, "sandbox %s (it never existed, was killed, or its timeout passed)", id)
+	}
+	return m.destroy(ctx, s, "killed")
+}
+
+func (m *Manager) destroy(ctx context.Context, s *Sandbox, why string) error {
+	s.mu.Lock()
+	s.timer.Stop()
+	s.info.State = api.StateKilled
+	info := s.info
+	s.mu.Unlock()
+	s.agent.Close()
+	err := s.inst.Destroy(ctx)
+	if info.Anonymous {
+		if rerr := m.workspaces.Remove(info.WorkspaceID); rerr != nil && !errors.Is(rerr, api.ErrNotFound) {
+			err = errors.Join(err, fmt.Errorf("remove workspace %s: %w", info.WorkspaceID, rerr))
+		}
+	}
+	m.log.Info("sandbox stopped", "sandbox_id", info.SandboxID, "reason", why)
+	return err
+}
+
+// Close kills every sandbox; the manager refuses new ones afterwards.
+func (m *Manager) Close(ctx context.Context) error {
+	m.mu.Lock()
+	m.closed = true
+	all := slices.Collect(maps.Values(m.sandboxes))
+	clear(m.sandboxes)
+	m.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, len(all))
+	for i, s := range all {
+		wg.Go(func() { errs[i] = m.destroy(ctx, s, "manager closed") })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// newID returns a 20-character lower-case alphanumeric id, the shape E2B
+// clients expect.
+func newID() string { return strings.ToLower(rand.Text()[:20]) }

@@ -1,0 +1,157 @@
+package dssandbox
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+)
+
+// Options configure Create. Every field is optional.
+type Options struct {
+	// Template names a stored template (a YAML file in a templates directory).
+	Template string
+	// TemplateSpec is an inline template; it wins over Template.
+	TemplateSpec *Template
+	// Backend chooses the isolation backend ("local", …); "" is the default.
+	Backend string
+	// Envs are environment variables of the sandbox's code and commands.
+	Envs map[string]string
+	// Metadata is free-form; List can filter on it.
+	Metadata map[string]string
+	// Timeout is the sandbox's lifetime: it is killed when it passes (SetTimeout
+	// extends it). 0 means the configured default.
+	Timeout time.Duration
+	// WorkspaceID attaches a named workspace that outlives the sandbox; "" gives
+	// an anonymous workspace, removed on kill.
+	WorkspaceID string
+	// Network is the sandbox's network policy; nil means the configured default.
+	// A backend that cannot enforce it refuses to create the sandbox.
+	Network *NetworkPolicy
+	// User and Workdir override the configured defaults ("user", "/home/user").
+	User    string
+	Workdir string
+}
+
+// Sandbox is a handle on a running sandbox. It is safe for concurrent use.
+type Sandbox struct {
+	// ID is the sandbox id.
+	ID string
+	// Files reads and writes the sandbox's filesystem.
+	Files *Files
+	// Commands runs shell commands inside the sandbox.
+	Commands *Commands
+
+	cp    controlPlane
+	agent *agent.Client
+	info  SandboxInfo
+}
+
+// controlPlane is what the SDK needs of whoever manages sandboxes: the
+// in-process manager (embedded mode) or a ds-sandbox server (remote mode).
+type controlPlane interface {
+	create(ctx context.Context, req api.CreateSandboxRequest) (api.SandboxInfo, *agent.Client, error)
+	connect(ctx context.Context, id string) (api.SandboxInfo, *agent.Client, error)
+	list(ctx context.Context, metadata map[string]string) ([]api.SandboxInfo, error)
+	info(ctx context.Context, id string) (api.SandboxInfo, error)
+	setTimeout(ctx context.Context, id string, d time.Duration) (api.SandboxInfo, error)
+	kill(ctx context.Context, id string) error
+	prepareDataset(ctx context.Context, id, name, strategy string) (string, error)
+}
+
+func newSandbox(cp controlPlane, info api.SandboxInfo, ac *agent.Client) *Sandbox {
+	return &Sandbox{
+		ID: info.SandboxID, cp: cp, agent: ac, info: info,
+		Files:    &Files{c: ac, workdir: info.Workdir},
+		Commands: &Commands{c: ac},
+	}
+}
+
+// Create starts a new sandbox.
+func Create(ctx context.Context, opts Options) (*Sandbox, error) {
+	cp, err := defaultControlPlane()
+	if err != nil {
+		return nil, err
+	}
+	req := api.CreateSandboxRequest{
+		Template: opts.Template, TemplateSpec: opts.TemplateSpec, Backend: opts.Backend,
+		Envs: opts.Envs, Metadata: opts.Metadata, WorkspaceID: opts.WorkspaceID,
+		Network: opts.Network, User: opts.User, Workdir: opts.Workdir,
+	}
+	if opts.Timeout < 0 {
+		return nil, api.Errorf(api.ErrInvalid, "timeout %s is negative", opts.Timeout)
+	}
+	if opts.Timeout > 0 {
+		req.TimeoutSeconds = int((opts.Timeout + time.Second - 1) / time.Second)
+	}
+	info, ac, err := cp.create(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return newSandbox(cp, info, ac), nil
+}
+
+// Connect returns a handle on a running sandbox by id.
+func Connect(ctx context.Context, id string) (*Sandbox, error) {
+	cp, err := defaultControlPlane()
+	if err != nil {
+		return nil, err
+	}
+	info, ac, err := cp.connect(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return newSandbox(cp, info, ac), nil
+}
+
+// List returns the running sandboxes whose metadata contains every pair of
+// metadata (nil lists all).
+func List(ctx context.Context, metadata map[string]string) ([]SandboxInfo, error) {
+	cp, err := defaultControlPlane()
+	if err != nil {
+		return nil, err
+	}
+	return cp.list(ctx, metadata)
+}
+
+// User is the sandbox's default user.
+func (s *Sandbox) User() string { return s.info.User }
+
+// Workdir is the sandbox's working directory, where relative paths resolve.
+func (s *Sandbox) Workdir() string { return s.info.Workdir }
+
+// GetInfo returns the sandbox's current description (state, deadline, …).
+func (s *Sandbox) GetInfo(ctx context.Context) (SandboxInfo, error) {
+	return s.cp.info(ctx, s.ID)
+}
+
+// SetTimeout moves the sandbox's deadline to now + d.
+func (s *Sandbox) SetTimeout(ctx context.Context, d time.Duration) error {
+	_, err := s.cp.setTimeout(ctx, s.ID, d)
+	return err
+}
+
+// Kill stops the sandbox and every process it started. Its workspace is
+// removed unless it is a named one.
+func (s *Sandbox) Kill(ctx context.Context) error {
+	err := s.cp.kill(ctx, s.ID)
+	s.agent.Close()
+	return err
+}
+
+// IsRunning reports whether the sandbox still runs.
+func (s *Sandbox) IsRunning(ctx context.Context) bool {
+	info, err := s.cp.info(ctx, s.ID)
+	return err == nil && info.State == api.StateRunning
+}
+
+// PrepareDataset places a registered dataset into the workspace's data/
+// directory ("copy" or "link"; "" is the configured default) and returns its
+// path inside the sandbox.
+func (s *Sandbox) PrepareDataset(ctx context.Context, name, strategy string) (string, error) {
+	return s.cp.prepareDataset(ctx, s.ID, name, strategy)
+}
+
+func (s *Sandbox) String() string { return fmt.Sprintf("sandbox %s", s.ID) }
