@@ -182,13 +182,22 @@ func (m *Manager) SetTimeout(id string, d time.Duration) (api.SandboxInfo, error
 
 // Kill stops the sandbox and everything it started, and removes its workspace
 // when that is anonymous. Killing a sandbox that is gone is ErrNotFound.
-func (m *Manager) Kill(ctx context.Context, id string) error {
+func (m *Manager) Kill(ctx context.Context, id string) error { return m.KillKeep(ctx, id, false) }
+
+// KillKeep is Kill that keeps an anonymous workspace when keepWorkspace is set
+// (the CLI keeps one that holds outputs).
+func (m *Manager) KillKeep(ctx context.Context, id string, keepWorkspace bool) error {
 	m.mu.Lock()
 	s, ok := m.sandboxes[id]
 	delete(m.sandboxes, id)
 	m.mu.Unlock()
 	if !ok {
 		return api.Errorf(api.ErrNotFound, "sandbox %s (it never existed, was killed, or its timeout passed)", id)
+	}
+	if keepWorkspace {
+		s.mu.Lock()
+		s.info.Anonymous = false
+		s.mu.Unlock()
 	}
 	return m.destroy(ctx, s, "killed")
 }

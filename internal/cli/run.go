@@ -1,0 +1,243 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	dssandbox "github.com/ds-sandbox/ds-sandbox"
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/config"
+)
+
+// maxCodeSize bounds a program read from a file or stdin.
+const maxCodeSize = 16 << 20
+
+type runFlags struct {
+	backend, template, network, whitelist, workspace, config, code string
+	timeout                                                        int
+	keep, json                                                     bool
+}
+
+func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	var f runFlags
+	fl := flag.NewFlagSet("run", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	fl.Usage = func() {
+		fmt.Fprintln(stderr, "usage: ds-sandbox run [flags] (FILE.py | -c CODE | -)")
+		fl.PrintDefaults()
+	}
+	fl.StringVar(&f.backend, "backend", "", "isolation backend (default: the configured one, local)")
+	fl.StringVar(&f.template, "template", "", "template id")
+	fl.IntVar(&f.timeout, "timeout", 0, "seconds the code may run (default: the configured per-run timeout)")
+	fl.StringVar(&f.network, "network", "", "network policy: allow | deny | whitelist")
+	fl.StringVar(&f.whitelist, "whitelist", "", "comma-separated destinations allowed under --network whitelist")
+	fl.StringVar(&f.workspace, "workspace", "", "named workspace to run in (kept afterwards)")
+	fl.BoolVar(&f.keep, "keep", false, "keep the workspace after the run")
+	fl.BoolVar(&f.json, "json", false, "print the Execution as JSON instead of streaming output")
+	fl.StringVar(&f.code, "c", "", "code to run")
+	fl.StringVar(&f.config, "config", "", "config file (YAML or JSON)")
+	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	code, err := readCode(f.code, fl.Args(), stdin)
+	if err != nil {
+		fmt.Fprintln(stderr, "ds-sandbox run:", err)
+		return 2
+	}
+	status, err := run(ctx, f, code, stdout, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "ds-sandbox run:", err)
+		return 1
+	}
+	return status
+}
+
+func readCode(inline string, args []string, stdin io.Reader) (string, error) {
+	switch {
+	case inline != "" && len(args) > 0:
+		return "", errors.New("give either -c CODE or a file, not both")
+	case inline != "":
+		return inline, nil
+	case len(args) == 0:
+		return "", errors.New("nothing to run: give FILE.py, -c CODE, or - for stdin")
+	case len(args) > 1:
+		return "", fmt.Errorf("one file at a time (got %d arguments)", len(args))
+	}
+	var r io.Reader = stdin
+	if args[0] != "-" {
+		fh, err := os.Open(args[0])
+		if err != nil {
+			return "", err
+		}
+		defer fh.Close()
+		r = fh
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxCodeSize+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxCodeSize {
+		return "", fmt.Errorf("program is larger than %d MiB", maxCodeSize>>20)
+	}
+	return string(b), nil
+}
+
+func run(ctx context.Context, f runFlags, code string, stdout, stderr io.Writer) (int, error) {
+	cfg, err := config.Load(f.config)
+	if err != nil {
+		return 0, err
+	}
+	req := api.CreateSandboxRequest{Backend: f.backend, Template: f.template, WorkspaceID: f.workspace}
+	if f.network != "" || f.whitelist != "" {
+		policy := f.network
+		if policy == "" {
+			policy = api.NetworkWhitelist
+		}
+		req.Network = &api.NetworkPolicy{Policy: policy, Whitelist: splitList(f.whitelist)}
+	}
+	cellTimeout := time.Duration(cfg.DefaultTimeoutSec) * time.Second
+	if f.timeout < 0 {
+		return 0, fmt.Errorf("--timeout %d is negative", f.timeout)
+	}
+	if f.timeout > 0 {
+		cellTimeout = time.Duration(f.timeout) * time.Second
+	}
+	// The sandbox lives as long as the cell may, plus room to start and stop.
+	req.TimeoutSeconds = int(cellTimeout/time.Second) + 120
+
+	m, err := dssandbox.NewManager(cfg)
+	if err != nil {
+		return 0, err
+	}
+	s, err := m.Create(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	info := s.Info()
+	p := &printer{stdout: stdout, stderr: stderr, quiet: f.json, ctx: ctx, sbx: info, save: func(ctx context.Context, p string, data []byte) error {
+		_, err := s.Agent().WriteFile(ctx, p, bytes.NewReader(data))
+		return err
+	}}
+	exec, err := s.Agent().Execute(ctx, api.ExecuteRequest{Code: code, TimeoutMs: cellTimeout.Milliseconds()}, p.event)
+
+	keep := f.keep || p.saved > 0
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if kerr := m.KillKeep(kctx, info.SandboxID, keep); kerr != nil && err == nil {
+		err = kerr
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return 130, nil
+		}
+		return 0, err
+	}
+	if f.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(exec); err != nil {
+			return 0, err
+		}
+	} else if info.Anonymous && keep {
+		fmt.Fprintf(stderr, "[workspace kept: %s]\n", info.WorkspacePath)
+	}
+	if exec.Error != nil {
+		return 1, nil
+	}
+	return 0, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// printer shows an execution's events as they arrive: output streams to the
+// terminal, text results printed, images saved under the workspace's outputs/.
+type printer struct {
+	stdout, stderr io.Writer
+	quiet          bool
+	ctx            context.Context
+	sbx            api.SandboxInfo
+	save           func(ctx context.Context, path string, data []byte) error
+	saved          int
+}
+
+func (p *printer) event(ev api.ExecEvent) {
+	if p.quiet {
+		return
+	}
+	switch ev.Type {
+	case api.EventStdout:
+		io.WriteString(p.stdout, ev.Text)
+	case api.EventStderr:
+		io.WriteString(p.stderr, ev.Text)
+	case api.EventNotice:
+		fmt.Fprintf(p.stderr, "[ds-sandbox: %s]\n", ev.Text)
+	case api.EventResult:
+		p.result(ev.Result)
+	case api.EventError:
+		e := ev.Error
+		if e.Traceback != "" {
+			fmt.Fprintln(p.stderr, strings.TrimRight(e.Traceback, "\n"))
+		} else {
+			fmt.Fprintf(p.stderr, "%s: %s\n", e.Name, e.Value)
+		}
+	}
+}
+
+func (p *printer) result(r *api.Result) {
+	images := []struct {
+		data, ext string
+		b64       bool
+	}{{r.PNG, "png", true}, {r.JPEG, "jpg", true}, {r.SVG, "svg", false}, {r.PDF, "pdf", true}}
+	for _, img := range images {
+		if img.data == "" {
+			continue
+		}
+		data := []byte(img.data)
+		if img.b64 {
+			var err error
+			if data, err = base64.StdEncoding.DecodeString(img.data); err != nil {
+				fmt.Fprintf(p.stderr, "[result: bad base64 %s: %v]\n", img.ext, err)
+				return
+			}
+		}
+		p.saved++
+		name := fmt.Sprintf("result-%s-%d.%s", time.Now().Format("20060102-150405"), p.saved, img.ext)
+		sandboxPath := path.Join(p.sbx.Workdir, "outputs", name)
+		if err := p.save(p.ctx, sandboxPath, data); err != nil {
+			p.saved--
+			fmt.Fprintf(p.stderr, "[result: could not save %s: %v]\n", img.ext, err)
+			return
+		}
+		fmt.Fprintf(p.stdout, "[%s saved: %s]\n", img.ext, filepath.Join(p.sbx.WorkspacePath, "outputs", name))
+		return
+	}
+	switch {
+	case r.Text != "":
+		fmt.Fprintln(p.stdout, r.Text)
+	case r.Markdown != "":
+		fmt.Fprintln(p.stdout, r.Markdown)
+	case r.HTML != "":
+		fmt.Fprintln(p.stdout, r.HTML)
+	default:
+		fmt.Fprintf(p.stdout, "[result: %s]\n", strings.Join(r.Formats(), ", "))
+	}
+}
