@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what ds-sandbox needs on a Debian/Ubuntu machine and is missing:
+# Debian's Python data stack with ipykernel, and the Go modules. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+pkgs=(python3 python3-ipykernel python3-jupyter-client python3-numpy python3-pandas python3-matplotlib)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+  if [ -x /usr/local/go/bin/go ]; then export PATH="/usr/local/go/bin:$PATH"; else
+    echo "Go 1.26 or newer is needed: install it from the Go downloads page into /usr/local/go" >&2; exit 1
+  fi
+fi
+go mod download

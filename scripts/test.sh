@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set-up command 2: run the whole test suite (vet, race-enabled tests, a short fuzz pass).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/install-deps.sh
+command -v go >/dev/null 2>&1 || export PATH="/usr/local/go/bin:$PATH"
+
+test -z "$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+go vet ./...
+go test -race -count=1 -timeout 30m ./...
