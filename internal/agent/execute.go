@@ -17,8 +17,13 @@ import (
 
 func sortContexts(cs []api.Context) {
 	slices.SortFunc(cs, func(a, b api.Context) int {
-		if a.ID == DefaultContextID || b.ID == DefaultContextID {
-			return cmp.Compare(b.ID == DefaultContextID, a.ID == DefaultContextID)
+		switch {
+		case a.ID == b.ID:
+			return 0
+		case a.ID == DefaultContextID:
+			return -1
+		case b.ID == DefaultContextID:
+			return 1
 		}
 		return cmp.Compare(a.ID, b.ID)
 	})

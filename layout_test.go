@@ -1,0 +1,100 @@
+package dssandbox_test
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestDependencyDirection enforces the layering of docs/ARCHITECTURE.md:
+// cmd → cli → (daemon faces) → SDK/manager → backend → agent → jupyter, with
+// api and the leaf stores importing nothing of ours above them.
+func TestDependencyDirection(t *testing.T) {
+	t.Parallel()
+	const mod = "github.com/ds-sandbox/ds-sandbox"
+	out, err := exec.Command("go", "list", "-json", mod+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	// forbidden[pkg] lists import prefixes (relative to the module) pkg must not use.
+	above := []string{"internal/cli", "cmd/"}
+	rules := []struct {
+		pkg       string
+		forbidden []string
+		onlyOurs  []string // when set, the only packages of ours it may import
+	}{
+		{pkg: "api", onlyOurs: []string{}},
+		{pkg: "internal/jupyter", onlyOurs: []string{}},
+		{pkg: "internal/workspace", onlyOurs: []string{"api"}},
+		{pkg: "internal/dataset", onlyOurs: []string{"api"}},
+		{pkg: "internal/template", onlyOurs: []string{"api"}},
+		{pkg: "internal/config", onlyOurs: []string{"api"}},
+		{pkg: "internal/agent", onlyOurs: []string{"api", "internal/jupyter"}},
+		{pkg: "internal/backend", forbidden: append([]string{"internal/manager", "ROOT"}, above...)},
+		{pkg: "internal/manager", forbidden: append([]string{"ROOT"}, above...)},
+		{pkg: "ROOT", forbidden: above},
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	seen := map[string]bool{}
+	for dec.More() {
+		var p struct {
+			ImportPath string
+			Imports    []string
+		}
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		rel := strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, mod), "/")
+		if rel == "" {
+			rel = "ROOT"
+		}
+		var ours []string
+		for _, imp := range p.Imports {
+			if imp == mod {
+				ours = append(ours, "ROOT")
+			} else if r, ok := strings.CutPrefix(imp, mod+"/"); ok {
+				ours = append(ours, r)
+			}
+		}
+		// Backends never import one another.
+		if b, ok := strings.CutPrefix(rel, "internal/backend/"); ok {
+			name, _, _ := strings.Cut(b, "/")
+			for _, imp := range ours {
+				if o, ok := strings.CutPrefix(imp, "internal/backend/"); ok && !strings.HasPrefix(o, name) && o != "backendtest" {
+					t.Errorf("backend %s imports backend %s", rel, imp)
+				}
+			}
+		}
+		for _, r := range rules {
+			if rel != r.pkg && !strings.HasPrefix(rel, r.pkg+"/") || r.pkg == "ROOT" && rel != "ROOT" {
+				continue
+			}
+			seen[r.pkg] = true
+			for _, imp := range ours {
+				if r.onlyOurs != nil && !contains(r.onlyOurs, imp) {
+					t.Errorf("%s imports %s; it may only import %v of ours", rel, imp, r.onlyOurs)
+				}
+				for _, f := range r.forbidden {
+					if imp == f || strings.HasPrefix(imp, f) {
+						t.Errorf("%s imports %s, which is above it", rel, imp)
+					}
+				}
+			}
+		}
+	}
+	for _, r := range rules {
+		if !seen[r.pkg] {
+			t.Errorf("no package %s: update the layering rules", r.pkg)
+		}
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
