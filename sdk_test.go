@@ -511,3 +511,17 @@ func TestMetadataFilter(t *testing.T) {
 		t.Fatalf("Connect does not reach the same sandbox: %q", got)
 	}
 }
+
+func TestCleanEnvironment(t *testing.T) {
+	// Not parallel: it sets a variable in this process's environment.
+	t.Setenv("DS_TEST_SECRET_TOKEN", "must-not-leak")
+	sbx := newSandbox(t, dssandbox.Options{Envs: map[string]string{"MINE": "yes"}})
+	e := run(t, sbx, "import os; (os.environ.get('DS_TEST_SECRET_TOKEN'), os.environ.get('MINE'))")
+	if e.Text() != "(None, 'yes')" {
+		t.Fatalf("environment in the kernel: %s", e.Text())
+	}
+	res, err := sbx.Commands.Run(t.Context(), "echo \"[$DS_TEST_SECRET_TOKEN][$MINE]\"")
+	if err != nil || res.Stdout != "[][yes]\n" {
+		t.Fatalf("environment in a command: %q %v", res.Stdout, err)
+	}
+}
