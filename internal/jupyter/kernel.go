@@ -82,6 +82,9 @@ type Kernel struct {
 // On failure Start kills the process, removes the socket directory and returns
 // an error quoting the tail of the kernel's output.
 func Start(ctx context.Context, cfg Config) (*Kernel, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("jupyter: start kernel: %w", err)
+	}
 	cfg = cfg.withDefaults()
 	var key [32]byte
 	if _, err := rand.Read(key[:]); err != nil {
@@ -118,50 +121,46 @@ func Start(ctx context.Context, cfg Config) (*Kernel, error) {
 	cmd.WaitDelay = pipeGrace
 	k.cmd = cmd
 
-	if err := startLocked(cmd); err != nil {
+	started := make(chan error)
+	go k.run(started)
+	if err := <-started; err != nil {
 		k.Close()
 		return nil, fmt.Errorf("jupyter: start kernel %s: %w", cfg.Python, err)
 	}
 	k.pid = cmd.Process.Pid
-	go k.reap()
 
 	if err := k.connect(ctx, ci); err != nil {
 		k.Close()
-		msg := fmt.Sprintf("jupyter: start kernel %s (pid %d): %v", cfg.Python, k.pid, err)
+		detail := ""
 		select {
 		case <-k.exited:
 			if errors.Is(err, errExited) && k.waitErr != nil {
-				msg += fmt.Sprintf(" (%v)", k.waitErr)
+				detail = fmt.Sprintf(" (%v)", k.waitErr)
 			}
 		default:
 		}
 		if tail := k.output.tail(); tail != "" {
-			msg += "; kernel output: " + tail
+			detail += "; kernel output: " + tail
 		}
-		return nil, &startError{msg: msg, err: err}
+		return nil, fmt.Errorf("jupyter: start kernel %s (pid %d): %w%s", cfg.Python, k.pid, err, detail)
 	}
 	return k, nil
 }
 
-// startError keeps the cause of a start failure matchable with errors.Is.
-type startError struct {
-	msg string
-	err error
-}
-
-func (e *startError) Error() string { return e.msg }
-func (e *startError) Unwrap() error { return e.err }
-
-// startLocked starts cmd on a locked OS thread: Pdeathsig fires when the
-// thread that forked exits, and Go may otherwise retire that thread.
-func startLocked(cmd *exec.Cmd) error {
+// run starts the process, reports the result on started and, if it started,
+// waits for it and records why the kernel is gone.
+//
+// The goroutine stays locked to its OS thread for the kernel's whole life:
+// Pdeathsig fires when the thread that forked exits, not the process, and Go
+// retires a thread when a goroutine exits while locked to it.
+func (k *Kernel) run(started chan<- error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	return cmd.Start()
-}
-
-// reap waits for the process and records why the kernel is gone.
-func (k *Kernel) reap() {
+	if err := k.cmd.Start(); err != nil {
+		started <- err
+		return
+	}
+	started <- nil
 	err := k.cmd.Wait()
 	k.waitErr = err
 	close(k.exited)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -279,5 +280,36 @@ func TestNoGoroutineLeak(t *testing.T) {
 	if n := runtime.NumGoroutine(); n > before {
 		buf := make([]byte, 1<<20)
 		t.Errorf("%d goroutines before, %d after:\n%s", before, n, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// TestParentDeathKillsKernel re-runs the test binary as a parent that starts
+// a kernel and exits without closing it: Pdeathsig must kill the kernel.
+func TestParentDeathKillsKernel(t *testing.T) {
+	if os.Getenv("JUPYTER_TEST_PARENT") == "1" {
+		dir := os.Getenv("JUPYTER_TEST_DIR")
+		k, err := Start(context.Background(), Config{Python: python, Env: kernelEnv(dir), SocketDir: dir})
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(2)
+		}
+		fmt.Println(k.PID())
+		os.Exit(0) // no Close
+	}
+	t.Parallel()
+	requireKernel(t)
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestParentDeathKillsKernel$")
+	cmd.Env = append(os.Environ(), "JUPYTER_TEST_PARENT=1", "JUPYTER_TEST_DIR="+t.TempDir())
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("parent: %v: %s", err, out)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatalf("parent output %q: %v", out, err)
+	}
+	if !waitGone(pid, 5*time.Second) {
+		syscall.Kill(-pid, syscall.SIGKILL)
+		t.Fatalf("kernel pid %d survived its parent", pid)
 	}
 }
