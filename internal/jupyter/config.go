@@ -102,23 +102,6 @@ func (cfg Config) kernelEnv() []string {
 	return append(env, "MPLBACKEND="+inlineBackend, "PYDEVD_DISABLE_FILE_VALIDATION=1")
 }
 
-// sysProcAttr returns a copy of cfg.SysProcAttr with the attributes Start
-// depends on forced.
-func (cfg Config) sysProcAttr() *syscall.SysProcAttr {
-	var attr syscall.SysProcAttr
-	if cfg.SysProcAttr != nil {
-		attr = *cfg.SysProcAttr
-	}
-	if !attr.Setsid {
-		// setpgid fails with EPERM on a session leader, and a session
-		// leader already leads its own process group.
-		attr.Setpgid = true
-		attr.Pgid = 0
-	}
-	attr.Pdeathsig = syscall.SIGKILL
-	return &attr
-}
-
 // connectionInfo is the kernel connection file.
 type connectionInfo struct {
 	ShellPort       int    `json:"shell_port"`
@@ -169,13 +152,8 @@ func (cfg Config) prepareDir(key string) (dir, connFile string, ci connectionInf
 	if err := os.WriteFile(connFile, b, 0o600); err != nil {
 		return "", "", ci, fmt.Errorf("write connection file: %w", err)
 	}
-	if c := cfg.SysProcAttr; c != nil && c.Credential != nil {
-		uid, gid := int(c.Credential.Uid), int(c.Credential.Gid)
-		for _, p := range []string{dir, connFile} {
-			if err := os.Chown(p, uid, gid); err != nil {
-				return "", "", ci, fmt.Errorf("chown %s to the kernel's credential: %w", p, err)
-			}
-		}
+	if err := cfg.chownToKernel(dir, connFile); err != nil {
+		return "", "", ci, err
 	}
 	return dir, connFile, ci, nil
 }

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"runtime"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/go-zeromq/zmq4"
@@ -55,6 +54,9 @@ type Kernel struct {
 	iopubSeen chan struct{} // closed on the first iopub message
 	iopubOnce sync.Once
 
+	procMu sync.Mutex // guards reaped against the group kill in Close
+	reaped bool       // the kernel's pid may be reused: never signal it
+
 	exited  chan struct{} // closed when cmd.Wait returned
 	waitErr error         // cmd.Wait's result, readable after exited
 
@@ -83,6 +85,9 @@ type Kernel struct {
 // an error quoting the tail of the kernel's output.
 func Start(ctx context.Context, cfg Config) (*Kernel, error) {
 	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("jupyter: start kernel: %w", err)
+	}
+	if err := supported(); err != nil {
 		return nil, fmt.Errorf("jupyter: start kernel: %w", err)
 	}
 	cfg = cfg.withDefaults()
@@ -161,7 +166,22 @@ func (k *Kernel) run(started chan<- error) {
 		return
 	}
 	started <- nil
+	// Observe the exit without reaping: while the kernel is a zombie its
+	// pid, and so its process group id, cannot be reused, so killing the
+	// group is safe. That also ends whatever the kernel left running.
+	zombie := waitZombie(k.cmd.Process.Pid) == nil
+	if zombie {
+		k.procMu.Lock()
+		_ = killGroup(k.cmd.Process.Pid)
+		k.reaped = true
+		k.procMu.Unlock()
+	}
 	err := k.cmd.Wait()
+	if !zombie {
+		k.procMu.Lock()
+		k.reaped = true
+		k.procMu.Unlock()
+	}
 	k.waitErr = err
 	close(k.exited)
 	reason := "kernel process exited"
@@ -308,10 +328,15 @@ func (k *Kernel) close() error {
 	var errs []error
 	if k.pid > 0 {
 		// The kernel leads its own process group (Setpgid/Setsid), so
-		// this also kills whatever it started.
-		if err := syscall.Kill(-k.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-			errs = append(errs, fmt.Errorf("kill kernel process group %d: %w", k.pid, err))
+		// this also kills whatever it started. Once the kernel is reaped
+		// its pid may be reused; run already killed the group then.
+		k.procMu.Lock()
+		if !k.reaped {
+			if err := killGroup(k.pid); err != nil {
+				errs = append(errs, fmt.Errorf("kill kernel process group %d: %w", k.pid, err))
+			}
 		}
+		k.procMu.Unlock()
 		select {
 		case <-k.exited:
 		case <-time.After(reapTimeout):

@@ -1,3 +1,5 @@
+//go:build linux
+
 package jupyter
 
 import (
@@ -234,7 +236,9 @@ func TestKernelDeath(t *testing.T) {
 			k := startKernel(t, Config{})
 			var outs []Output
 			start := time.Now()
-			code := "import sys, time\nprint('before', flush=True)\ntime.sleep(0.3)\n" + tt.code
+			// The cell leaves a child behind, which must die with the kernel.
+			code := "import subprocess, time\np = subprocess.Popen(['sleep', '600'])\n" +
+				"print('before', p.pid, flush=True)\ntime.sleep(0.3)\n" + tt.code
 			_, err := k.Execute(t.Context(), ExecuteRequest{Code: code}, func(o Output) { outs = append(outs, o) })
 			if !errors.Is(err, ErrDead) {
 				t.Fatalf("Execute err = %v, want ErrDead", err)
@@ -242,8 +246,12 @@ func TestKernelDeath(t *testing.T) {
 			if d := time.Since(start); d > 3*time.Second {
 				t.Errorf("Execute took %v to notice the death", d)
 			}
-			if got := streams(outs, "stdout"); got != "before\n" {
-				t.Errorf("stdout = %q, want the output sent before dying", got)
+			var child int
+			if _, err := fmt.Sscanf(streams(outs, "stdout"), "before %d\n", &child); err != nil {
+				t.Fatalf("stdout = %q, want the output sent before dying (%v)", streams(outs, "stdout"), err)
+			}
+			if !waitGone(child, 5*time.Second) {
+				t.Errorf("the kernel's child pid %d survived the kernel", child)
 			}
 			select {
 			case <-k.Done():
