@@ -24,9 +24,6 @@ const (
 // between handshake attempts.
 const dialRetry = 5 * time.Millisecond
 
-// discardLogger silences go-zeromq, which logs to stderr by default.
-var discardLogger = log.New(io.Discard, "", 0)
-
 // inbox is an unbounded queue of messages for one request. Pumps push without
 // ever blocking, so a slow consumer cannot stall iopub; notify (capacity 1)
 // wakes the consumer.
@@ -115,7 +112,8 @@ func (k *Kernel) dial(ctx context.Context, channel, endpoint string) (zmq4.Socke
 	opts := []zmq4.Option{
 		zmq4.WithDialerRetry(dialRetry),
 		zmq4.WithDialerMaxRetries(-1),
-		zmq4.WithLogger(discardLogger),
+		// go-zeromq logs to stderr by default.
+		zmq4.WithLogger(log.New(io.Discard, "", 0)),
 	}
 	if channel == chanShell || channel == chanStdin {
 		// The kernel routes input_request to the identity that sent the

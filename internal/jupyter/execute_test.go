@@ -196,6 +196,23 @@ func TestExecuteOutputs(t *testing.T) {
 				}
 			},
 		},
+		{
+			// More messages than the kernel's PUB high-water mark (1000):
+			// none may be dropped.
+			name: "display flood",
+			req:  ExecuteRequest{Code: "for i in range(1500): display(i)"},
+			check: func(t *testing.T, outs []Output, r *Reply) {
+				d := ofType(outs, "display_data")
+				if len(d) != 1500 {
+					t.Fatalf("got %d display_data, want 1500", len(d))
+				}
+				for i, o := range d {
+					if got := mime(t, o, "text/plain"); got != strconv.Itoa(i) {
+						t.Fatalf("display %d is %q", i, got)
+					}
+				}
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -315,5 +332,22 @@ func TestExecuteSerialized(t *testing.T) {
 				t.Errorf("cells %d %v and %d %v overlap", i, spans[i], j, spans[j])
 			}
 		}
+	}
+}
+
+// TestExecuteSlowConsumer stalls onOutput while the kernel publishes more
+// than its high-water mark: iopub must keep being drained meanwhile.
+func TestExecuteSlowConsumer(t *testing.T) {
+	t.Parallel()
+	k := sharedKernel(t)
+	n := 0
+	_, err := k.Execute(t.Context(), ExecuteRequest{Code: "for i in range(1500): display(i)"}, func(o Output) {
+		if n == 0 {
+			time.Sleep(time.Second)
+		}
+		n++
+	})
+	if err != nil || n != 1500 {
+		t.Errorf("Execute: %d outputs, err %v; want 1500, nil", n, err)
 	}
 }

@@ -55,7 +55,7 @@ type Kernel struct {
 	iopubOnce sync.Once
 
 	procMu sync.Mutex // guards reaped against the group kill in Close
-	reaped bool       // the kernel's pid may be reused: never signal it
+	reaped bool       // the group was killed at exit or the pid reaped: never signal it again
 
 	exited  chan struct{} // closed when cmd.Wait returned
 	waitErr error         // cmd.Wait's result, readable after exited
@@ -289,7 +289,14 @@ func (k *Kernel) waitReady(ctx context.Context) error {
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		case <-k.done:
-			return fmt.Errorf("%w: %s", errExited, k.deadReason)
+			// Usually the process exited and a socket noticed first.
+			k.settle()
+			select {
+			case <-k.exited:
+				return errExited
+			default:
+				return fmt.Errorf("%s before the kernel was ready", k.deadReason)
+			}
 		case <-iopubSeen:
 			iopubSeen = nil
 			ticker.Stop()

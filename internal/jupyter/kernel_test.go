@@ -133,6 +133,7 @@ func TestStartErrors(t *testing.T) {
 			if d, max := time.Since(start), cmpOr(tt.maxDelay, 15*time.Second); d > max {
 				t.Errorf("Start took %v to fail, want < %v", d, max)
 			}
+			t.Logf("error: %v", err)
 			for _, s := range tt.want {
 				if !strings.Contains(err.Error(), s) {
 					t.Errorf("error %q does not contain %q", err, s)
