@@ -3,7 +3,6 @@ package jupyter
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 )
@@ -140,7 +139,12 @@ func (k *Kernel) Execute(ctx context.Context, req ExecuteRequest, onOutput func(
 		StopOnError: false,
 	}, nil, in)
 	if err != nil {
-		return nil, fmt.Errorf("jupyter: execute: %w", err)
+		select {
+		case <-k.done:
+			return nil, k.deadError("execute")
+		default:
+			return nil, fmt.Errorf("jupyter: execute: %w", err)
+		}
 	}
 	defer k.unregister(id)
 
@@ -167,8 +171,12 @@ func (k *Kernel) Execute(ctx context.Context, req ExecuteRequest, onOutput func(
 			_, _ = k.send(k.control, "interrupt_request", struct{}{}, nil, nil)
 		case <-grace:
 			k.Close()
-			return c.reply, fmt.Errorf("jupyter: execute: kernel pid %d did not stop within %v of an interrupt and was killed: %w",
-				k.pid, k.cfg.InterruptGrace, errors.Join(ErrInterrupted, ErrDead, ctx.Err()))
+			if interrupted {
+				return c.reply, fmt.Errorf("jupyter: execute: kernel pid %d did not stop within %v of an interrupt and was killed: %w (%w: %w)",
+					k.pid, k.cfg.InterruptGrace, ErrDead, ErrInterrupted, ctx.Err())
+			}
+			return c.reply, fmt.Errorf("jupyter: execute: kernel pid %d did not finish the cell within %v of its reply and was killed: %w (%w)",
+				k.pid, k.cfg.InterruptGrace, ErrDead, ctx.Err())
 		case <-k.done:
 			k.settle()
 			c.handle(in.take())
