@@ -1,0 +1,159 @@
+package agent
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxKillRounds bounds each phase of killDescendants: a tree that keeps
+// forking faster than it is killed cannot hold the agent forever.
+const maxKillRounds = 100
+
+// setSubreaper makes the calling process the child subreaper: descendants
+// whose parent dies are reparented to it instead of to init, so a daemon that
+// double-forked and called setsid is still its descendant and can be killed.
+func setSubreaper() error {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl(PR_SET_CHILD_SUBREAPER): %w", err)
+	}
+	return nil
+}
+
+// isSubreaper reports whether the calling process is the child subreaper.
+func isSubreaper() bool {
+	var v int32
+	err := unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(&v)), 0, 0, 0)
+	return err == nil && v != 0
+}
+
+// killDescendants SIGKILLs every process whose ancestry (ppid links in /proc)
+// leads to root, root itself excluded. It first stops them all with SIGSTOP,
+// round after round until no new one appears, so that none forks a child that
+// escapes while the others die; then it kills them, again until none is alive.
+// Zombies among them that are the caller's children (orphans adopted by a
+// subreaper) are reaped; the caller must have reaped its own exec'd children
+// first, or their Wait fails. Both phases are bounded by maxKillRounds.
+func killDescendants(root int) {
+	self := os.Getpid()
+	stopped := map[int]bool{}
+	for round := 0; round < maxKillRounds; round++ {
+		procs := readProcs()
+		fresh := 0
+		for _, pid := range descendants(procs, root) {
+			if pid == self || stopped[pid] || procs[pid].zombie() {
+				continue
+			}
+			_ = unix.Kill(pid, unix.SIGSTOP)
+			stopped[pid] = true
+			fresh++
+		}
+		if fresh == 0 {
+			break
+		}
+	}
+	for round := 0; round < maxKillRounds; round++ {
+		procs := readProcs()
+		alive := 0
+		for _, pid := range descendants(procs, root) {
+			st := procs[pid]
+			if pid == self {
+				continue
+			}
+			if st.zombie() {
+				if st.ppid == self {
+					var ws unix.WaitStatus
+					_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+				}
+				continue
+			}
+			alive++
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		if alive == 0 {
+			return
+		}
+		time.Sleep(time.Duration(min(round+1, 20)) * time.Millisecond)
+	}
+}
+
+// procStat is what killDescendants needs of /proc/<pid>/stat.
+type procStat struct {
+	ppid  int
+	state byte
+}
+
+func (s procStat) zombie() bool { return s.state == 'Z' || s.state == 'X' }
+
+// readProcs reads every process's parent and state. Processes that vanish
+// while it reads are left out.
+func readProcs() map[int]procStat {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	out := make(map[int]procStat, len(ents))
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		if st, ok := parseProcStat(b); ok {
+			out[pid] = st
+		}
+	}
+	return out
+}
+
+// parseProcStat parses "pid (comm) state ppid …"; comm may hold spaces and
+// parentheses, so the fields start after the last ')'.
+func parseProcStat(b []byte) (procStat, bool) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 > len(b) {
+		return procStat{}, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 || len(f[0]) == 0 {
+		return procStat{}, false
+	}
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		return procStat{}, false
+	}
+	return procStat{ppid: ppid, state: f[0][0]}, true
+}
+
+// descendants lists the processes below root in procs, root excluded.
+func descendants(procs map[int]procStat, root int) []int {
+	children := map[int][]int{}
+	for pid, st := range procs {
+		if pid != st.ppid {
+			children[st.ppid] = append(children[st.ppid], pid)
+		}
+	}
+	var out []int
+	seen := map[int]bool{root: true}
+	queue := []int{root}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+				queue = append(queue, c)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,15 @@
+//go:build !linux
+
+package agent
+
+import "errors"
+
+// setSubreaper is Linux only.
+func setSubreaper() error { return errors.ErrUnsupported }
+
+// isSubreaper is always false outside Linux.
+func isSubreaper() bool { return false }
+
+// killDescendants does nothing outside Linux: there is no /proc to find a
+// process's descendants in. Process groups are still killed.
+func killDescendants(int) {}
