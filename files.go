@@ -160,5 +160,5 @@ func (f *Files) WatchDir(ctx context.Context, path string, recursive bool, fn fu
 	if err != nil {
 		return nil, err
 	}
-	return &WatchHandle{stop: stop}, nil
+	return &WatchHandle{stop: stop.Stop}, nil
 }
