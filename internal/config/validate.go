@@ -1,0 +1,184 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/template"
+)
+
+// Validate checks every field and returns all problems joined (errors.Join),
+// each naming its key and wrapping api.ErrInvalid.
+func (c Config) Validate() error {
+	var errs []error
+	fail := func(key, format string, args ...any) {
+		errs = append(errs, api.Errorf(api.ErrInvalid, "%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	wrap := func(key string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", key, err))
+		}
+	}
+	oneOf := func(key, v string, valid []string) {
+		if !slices.Contains(valid, v) {
+			fail(key, "%q is not one of %s", v, strings.Join(valid, ", "))
+		}
+	}
+	inRange := func(key string, v, lo, hi int) {
+		if v < lo || v > hi {
+			fail(key, "%d is out of range %d..%d", v, lo, hi)
+		}
+	}
+	absPath := func(key, p string, required bool) {
+		switch {
+		case p == "" && required:
+			fail(key, "is empty")
+		case p != "" && !filepath.IsAbs(p):
+			fail(key, "%q is not an absolute path", p)
+		}
+	}
+
+	oneOf("default_backend", c.DefaultBackend, backends)
+	wrap("default_user", template.ValidateUser(c.DefaultUser))
+	wrap("default_workdir", template.ValidateWorkdir(c.DefaultWorkdir))
+	inRange("default_timeout_sec", c.DefaultTimeoutSec, 1, 86400)
+	inRange("sandbox_timeout_sec", c.SandboxTimeoutSec, 1, 86400)
+	inRange("default_memory_mb", c.DefaultMemoryMB, 512, 65536)
+
+	oneOf("default_network_policy", c.DefaultNetworkPolicy, policies)
+	for i, d := range c.NetworkWhitelist {
+		wrap(fmt.Sprintf("network_whitelist[%d] %q", i, d), checkDestination(d))
+	}
+	if c.AllowInternet && c.DefaultNetworkPolicy == api.NetworkWhitelist && len(c.NetworkWhitelist) == 0 {
+		fail("network_whitelist", "the whitelist policy needs at least one entry")
+	}
+
+	absPath("state_dir", c.StateDir, true)
+	absPath("templates_dir", c.TemplatesDir, false)
+	absPath("workspace_base_dir", c.WorkspaceBaseDir, true)
+	absPath("dataset_registry_dir", c.DatasetRegistryDir, true)
+	oneOf("default_dataset_strategy", c.DefaultDatasetStrategy, datasetStrategies)
+	if c.Python == "" {
+		fail("python", "is empty")
+	} else if strings.Contains(c.Python, "/") && !filepath.IsAbs(c.Python) {
+		fail("python", "%q: want an absolute path or a bare command name", c.Python)
+	}
+	absPath("agent_path", c.AgentPath, false)
+	absPath("audit_log_path", c.AuditLogPath, c.EnableAuditLog)
+	if err := checkListen(c.Listen); err != nil {
+		fail("listen", "%q: %v", c.Listen, err)
+	}
+	return errors.Join(errs...)
+}
+
+func checkListen(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errors.New(`want "host:port", e.g. "127.0.0.1:8000"`)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q is not a number in 0..65535", port)
+	}
+	return nil
+}
+
+var policies = []string{api.NetworkAllow, api.NetworkDeny, api.NetworkWhitelist}
+
+// ValidateNetworkPolicy checks a (per-sandbox or per-request) network policy:
+// Policy is allow, deny or whitelist; every whitelist entry is a domain, a
+// "*.domain" wildcard, an IP address or a CIDR; the whitelist policy has at
+// least one entry. Entries under allow or deny are checked but have no effect.
+// All problems are joined, each wrapping api.ErrInvalid.
+func ValidateNetworkPolicy(p api.NetworkPolicy) error {
+	var errs []error
+	switch {
+	case p.Policy == "":
+		errs = append(errs, api.Errorf(api.ErrInvalid, "network policy is empty: want %s", strings.Join(policies, ", ")))
+	case !slices.Contains(policies, p.Policy):
+		errs = append(errs, api.Errorf(api.ErrInvalid, "network policy %q is not one of %s", p.Policy, strings.Join(policies, ", ")))
+	case p.Policy == api.NetworkWhitelist && len(p.Whitelist) == 0:
+		errs = append(errs, api.Errorf(api.ErrInvalid, "whitelist policy needs at least one entry"))
+	}
+	for i, d := range p.Whitelist {
+		if err := checkDestination(d); err != nil {
+			errs = append(errs, fmt.Errorf("network whitelist[%d] %q: %w", i, d, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkDestination reports whether s is a plausible whitelist entry: an IP
+// address, a CIDR (without host bits), a domain or a "*.domain" wildcard.
+func checkDestination(s string) error {
+	bad := func(format string, args ...any) error { return api.Errorf(api.ErrInvalid, format, args...) }
+	switch {
+	case s == "":
+		return bad("empty entry")
+	case strings.TrimSpace(s) != s:
+		return bad("surrounding spaces")
+	case s == "*" || s == "*.":
+		return bad("a bare wildcard; use the allow policy to allow everything")
+	case strings.Contains(s, "://"):
+		return bad("want a host name, IP or CIDR, not a URL")
+	case strings.Contains(s, "/"):
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return bad("not a valid CIDR")
+		}
+		if m := p.Masked(); m != p {
+			return bad("host bits are set; did you mean %s?", m)
+		}
+		return nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		if a.Zone() != "" {
+			return bad("IPv6 zones are not supported")
+		}
+		return nil
+	}
+	if strings.Contains(s, ":") {
+		if _, _, err := net.SplitHostPort(s); err == nil {
+			return bad("ports are not supported; list the host only")
+		}
+		return bad("not a valid IP address")
+	}
+	d := strings.TrimSuffix(strings.TrimPrefix(s, "*."), ".")
+	if strings.Contains(d, "*") {
+		return bad(`a wildcard is only allowed as a leading "*."`)
+	}
+	if len(d) > 253 {
+		return bad("longer than 253 characters")
+	}
+	labels := strings.Split(d, ".")
+	for _, l := range labels {
+		if err := checkLabel(l); err != nil {
+			return err
+		}
+	}
+	if strings.Trim(labels[len(labels)-1], "0123456789") == "" {
+		return bad("not a valid IP address or domain (the last label is numeric)")
+	}
+	return nil
+}
+
+func checkLabel(l string) error {
+	if l == "" || len(l) > 63 {
+		return api.Errorf(api.ErrInvalid, "domain label %q: want 1 to 63 characters", l)
+	}
+	if l[0] == '-' || l[len(l)-1] == '-' {
+		return api.Errorf(api.ErrInvalid, "domain label %q: must not start or end with '-'", l)
+	}
+	for _, c := range l {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+			return api.Errorf(api.ErrInvalid, "domain label %q: only letters, digits and '-' are allowed", l)
+		}
+	}
+	return nil
+}
