@@ -353,11 +353,11 @@ func TestTemplateApplied(t *testing.T) {
 func TestWorkspaces(t *testing.T) {
 	t.Parallel()
 	sbx := newSandbox(t, dssandbox.Options{})
-	e := run(t, sbx, "import os\n[os.environ[k] for k in ('WORKSPACE','WORKSPACE_DATA','WORKSPACE_MODELS','WORKSPACE_OUTPUTS')] + [os.getcwd()]")
+	e := run(t, sbx, "import os, json\njson.dumps([os.environ[k] for k in ('WORKSPACE','WORKSPACE_DATA','WORKSPACE_MODELS','WORKSPACE_OUTPUTS')] + [os.getcwd()])")
 	info, _ := sbx.GetInfo(t.Context())
 	ws := info.WorkspacePath
-	want := fmt.Sprintf("[%q, %q, %q, %q, %q]", ws, ws+"/data", ws+"/models", ws+"/outputs", ws)
-	if strings.ReplaceAll(e.Text(), "'", `"`) != want {
+	want := fmt.Sprintf("'[%q, %q, %q, %q, %q]'", ws, ws+"/data", ws+"/models", ws+"/outputs", ws)
+	if e.Text() != want {
 		t.Fatalf("workspace env = %s, want %s", e.Text(), want)
 	}
 	for _, d := range []string{"data", "models", "outputs"} {
