@@ -22,8 +22,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
@@ -130,11 +132,11 @@ func Validate(t api.Template) error {
 	if t.Workdir != "" {
 		add("workdir", ValidateWorkdir(t.Workdir))
 	}
-	for k := range t.Files {
+	for _, k := range slices.Sorted(maps.Keys(t.Files)) { // sorted: stable messages
 		add(fmt.Sprintf("files key %q", k), ValidateFilePath(k))
 	}
-	for k, v := range t.Env {
-		add(fmt.Sprintf("env key %q", k), ValidateEnv(k, v))
+	for _, k := range slices.Sorted(maps.Keys(t.Env)) {
+		add(fmt.Sprintf("env key %q", k), ValidateEnv(k, t.Env[k]))
 	}
 	for i, a := range t.Aliases {
 		add(fmt.Sprintf("aliases[%d]", i), ValidateID(a))
