@@ -146,6 +146,7 @@ func run(ctx context.Context, f runFlags, code string, stdout, stderr io.Writer)
 	if f.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
 		if err := enc.Encode(exec); err != nil {
 			return 0, err
 		}

@@ -1,0 +1,170 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+)
+
+func TestMain(m *testing.M) {
+	agent.MainIfReexec()
+	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel").Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "SKIP: /usr/bin/python3 has no ipykernel (run scripts/install-deps.sh)")
+		os.Exit(0)
+	}
+	dir, err := os.MkdirTemp("", "dss-cli-test-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("SANDBOX_STATE_DIR", dir)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func runCLI(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = Main(t.Context(), args, strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	script := filepath.Join(t.TempDir(), "prog.py")
+	if err := os.WriteFile(script, []byte("print('from file')\n6*7\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name               string
+		stdin              string
+		args               []string
+		code               int
+		stdout, stderr     string // substrings
+		notStdout, notBoth string
+	}{
+		{name: "inline", args: []string{"run", "-c", "print('hi')\n1+1"}, stdout: "hi\n2\n"},
+		{name: "file", args: []string{"run", script}, stdout: "from file\n42\n"},
+		{name: "stdin", stdin: "print('piped')", args: []string{"run", "-"}, stdout: "piped\n"},
+		{name: "stderr", args: []string{"run", "-c", "import sys; sys.stderr.write('warn\\n')"}, stderr: "warn\n"},
+		{name: "python error", args: []string{"run", "-c", "def f():\n    1/0\nf()"}, code: 1, stderr: "ZeroDivisionError: division by zero", notStdout: "ZeroDivision"},
+		{name: "timeout", args: []string{"run", "--timeout", "1", "-c", "while True: pass"}, code: 1, stderr: "TimeoutError"},
+		{name: "dataframe", args: []string{"run", "-c", "import pandas as pd; pd.DataFrame({'a': [1, 2]})"}, stdout: "   a\n0  1\n1  2\n"},
+		{name: "nothing to run", args: []string{"run"}, code: 2, stderr: "nothing to run"},
+		{name: "both code and file", args: []string{"run", "-c", "1", script}, code: 2, stderr: "not both"},
+		{name: "missing file", args: []string{"run", "/nonexistent/x.py"}, code: 2, stderr: "no such file"},
+		{name: "unenforceable network", args: []string{"run", "--network", "deny", "-c", "1"}, code: 1, stderr: "cannot enforce"},
+		{name: "bad network", args: []string{"run", "--network", "maybe", "-c", "1"}, code: 1, stderr: "maybe"},
+		{name: "unknown template", args: []string{"run", "--template", "nope", "-c", "1"}, code: 1, stderr: "nope"},
+		{name: "unknown command", args: []string{"frobnicate"}, code: 2, stderr: "unknown command"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			code, out, errOut := runCLI(t, c.stdin, c.args...)
+			if code != c.code || !strings.Contains(out, c.stdout) || !strings.Contains(errOut, c.stderr) {
+				t.Fatalf("exit %d (want %d)\nstdout %q (want %q)\nstderr %q (want %q)", code, c.code, out, c.stdout, errOut, c.stderr)
+			}
+			if c.notStdout != "" && strings.Contains(out, c.notStdout) {
+				t.Fatalf("stdout has %q: %q", c.notStdout, out)
+			}
+		})
+	}
+}
+
+func TestRunJSON(t *testing.T) {
+	t.Parallel()
+	code, out, _ := runCLI(t, "", "run", "--json", "-c", "print('x')\n1/0")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	var v map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	for _, k := range []string{"results", "logs", "error", "execution_count"} {
+		if _, ok := v[k]; !ok {
+			t.Errorf("JSON lacks %q: %s", k, out)
+		}
+	}
+	if !strings.Contains(string(v["logs"]), `"x\n"`) || !strings.Contains(string(v["error"]), "ZeroDivisionError") {
+		t.Fatalf("JSON content: %s", out)
+	}
+}
+
+func TestRunSavesImages(t *testing.T) {
+	t.Parallel()
+	code, out, errOut := runCLI(t, "", "run", "-c", "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	m := regexp.MustCompile(`\[png saved: (\S+)\]`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no saved png in %q", out)
+	}
+	b, err := os.ReadFile(m[1])
+	if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG\r\n\x1a\n")) {
+		t.Fatalf("saved file %s is not a PNG: %v", m[1], err)
+	}
+	if filepath.Base(filepath.Dir(m[1])) != "outputs" || !strings.Contains(errOut, "workspace kept") {
+		t.Fatalf("image not under a kept workspace's outputs/: %s / %q", m[1], errOut)
+	}
+}
+
+func TestRunNamedWorkspace(t *testing.T) {
+	t.Parallel()
+	if code, _, errOut := runCLI(t, "", "run", "--workspace", "cli-ws", "-c", "open('outputs/n.txt', 'w').write('1')"); code != 0 {
+		t.Fatalf("first run: %s", errOut)
+	}
+	code, out, errOut := runCLI(t, "", "run", "--workspace", "cli-ws", "-c", "print(open('outputs/n.txt').read())")
+	if code != 0 || out != "1\n" {
+		t.Fatalf("second run: exit %d %q %q", code, out, errOut)
+	}
+}
+
+func TestBench(t *testing.T) {
+	t.Parallel()
+	args := []string{"bench", "--creates", "1", "--execs", "5", "--json"}
+	peer := "../../../shared/peers/jupyter_client_bench.py"
+	if _, err := os.Stat(peer); err == nil {
+		args = append(args, "--peer", peer)
+	}
+	code, out, errOut := runCLI(t, "", args...)
+	if code != 0 {
+		t.Fatalf("bench: exit %d: %s", code, errOut)
+	}
+	var rep benchReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("bench JSON: %v\n%s", err, out)
+	}
+	if rep.CreateFirst.N != 1 || rep.Exec.N != 5 || rep.Exec.P50 <= 0 {
+		t.Fatalf("report: %+v", rep)
+	}
+	if strings.Contains(strings.Join(args, " "), "--peer") && (rep.Peer == nil || rep.Peer.ExecMs.N != 5) {
+		t.Fatalf("peer did not run: %+v %s", rep.Peer, rep.PeerError)
+	}
+}
+
+func TestSummarise(t *testing.T) {
+	t.Parallel()
+	if s := Summarise(nil); s.N != 0 {
+		t.Fatalf("empty: %+v", s)
+	}
+	var ds []time.Duration
+	for i := 100; i >= 1; i-- {
+		ds = append(ds, time.Duration(i)*time.Millisecond)
+	}
+	want := Stats{N: 100, Min: 1, P50: 50.5, P90: 91, P99: 100, Max: 100}
+	if got := Summarise(ds); got != want {
+		t.Fatalf("Summarise(1..100ms) = %+v, want %+v", got, want)
+	}
+}
