@@ -101,7 +101,7 @@ type Dataset struct {
 	Name        string   `json:"name"`
 	Description string   `json:"description,omitempty"`
 	Tags        []string `json:"tags,omitempty"`
-	// Format is csv, parquet, json, excel, feather, dir or unknown.
+	// Format is csv, tsv, parquet, json, excel, feather, text, dir or unknown.
 	Format string `json:"format"`
 	// SHA256 is the hex digest of the file; for a directory, of its sorted
 	// (relative path, file digest) listing.
