@@ -115,6 +115,7 @@ func (c *Client) WatchDir(ctx context.Context, path string, recursive bool, fn f
 	w := &DirWatch{cancel: cancel, done: make(chan struct{})}
 	go func() { // exits when the stream ends: Stop or ctx cancels the request
 		defer close(w.done)
+		defer cancel()
 		defer resp.Body.Close()
 		sc := bufio.NewScanner(resp.Body)
 		for sc.Scan() {

@@ -44,10 +44,11 @@ type processTable struct {
 	shell string
 	euid  int
 
-	mu     sync.Mutex
-	procs  map[int]*process // running, and finished background ones for a while
-	closed bool
-	wg     sync.WaitGroup
+	mu        sync.Mutex
+	procs     map[int]*process      // running, and finished background ones for a while
+	lingering map[*os.File]struct{} // output pipes still held by descendants of finished processes
+	closed    bool
+	wg        sync.WaitGroup
 }
 
 func newProcessTable(cfg *Config, fs *FS) *processTable {
@@ -55,7 +56,8 @@ func newProcessTable(cfg *Config, fs *FS) *processTable {
 	if _, err := os.Stat("/bin/bash"); err == nil {
 		shell = "/bin/bash"
 	}
-	return &processTable{cfg: cfg, fs: fs, log: cfg.Logger, shell: shell, euid: os.Geteuid(), procs: map[int]*process{}}
+	return &processTable{cfg: cfg, fs: fs, log: cfg.Logger, shell: shell, euid: os.Geteuid(),
+		procs: map[int]*process{}, lingering: map[*os.File]struct{}{}}
 }
 
 // start validates req and starts its command. With attach, the returned
@@ -294,7 +296,8 @@ func (t *processTable) purgeLocked(now time.Time) {
 }
 
 // killAll kills every running process with everything it started, and waits
-// (boundedly) until they are reaped. When the agent is the child subreaper,
+// (boundedly) until they are reaped; then it stops reading the output pipes
+// that survivors hold. When the agent is the child subreaper,
 // every remaining descendant of the agent dies too — daemons that left their
 // process group and parent, whose ancestry now leads to the agent (the code
 // contexts, the agent's only other children, are stopped before this).
@@ -322,6 +325,13 @@ func (t *processTable) killAll() {
 	if isSubreaper() {
 		killDescendants(os.Getpid())
 	}
+	// Pipes still held by survivors (daemons that escaped without a
+	// subreaper): stop reading them, so their pump goroutines end.
+	t.mu.Lock()
+	for f := range t.lingering {
+		_ = f.Close()
+	}
+	t.mu.Unlock()
 }
 
 // procPipes are the pipes of one process's stdio. The parent reads stdout and

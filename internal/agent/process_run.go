@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"sync"
@@ -16,7 +17,8 @@ import (
 const (
 	// drainGrace is how long output is still read after a process exited. A
 	// descendant that inherited its stdout (`server &`) keeps the pipe open;
-	// its later output is not the process's, and the end must not wait for it.
+	// its later output is not the process's, and the end must not wait for it
+	// (it is read and discarded; see pump).
 	drainGrace = 250 * time.Millisecond
 	// stdinWriteTimeout bounds one write to a process that does not read its
 	// stdin.
@@ -69,8 +71,8 @@ func (t *processTable) run(p *process, outR, errR *os.File) {
 	defer t.wg.Done()
 	var pumps sync.WaitGroup
 	pumps.Add(2)
-	go p.pump(outR, api.ProcStdout, &pumps)
-	go p.pump(errR, api.ProcStderr, &pumps)
+	go t.pump(p, outR, api.ProcStdout, &pumps)
+	go t.pump(p, errR, api.ProcStderr, &pumps)
 	var timer *time.Timer
 	if p.timeout > 0 {
 		timer = time.AfterFunc(p.timeout, p.expire)
@@ -103,9 +105,11 @@ func (t *processTable) run(p *process, outR, errR *os.File) {
 }
 
 // pump reads one output pipe until EOF (or the drain deadline) and publishes
-// it chunk by chunk, as it comes.
-func (p *process) pump(r *os.File, typ string, wg *sync.WaitGroup) {
-	defer wg.Done()
+// it chunk by chunk, as it comes. At the drain deadline p's output is
+// complete (wg is released), but a descendant still holds the pipe: the pump
+// goes on reading and discarding, so that descendant is not killed by SIGPIPE
+// on its next write, until the pipe closes or killAll closes it.
+func (t *processTable) pump(p *process, r *os.File, typ string, wg *sync.WaitGroup) {
 	defer r.Close()
 	buf := make([]byte, 32<<10)
 	carry := 0 // bytes of a split UTF-8 character kept at buf[:carry]
@@ -121,9 +125,31 @@ func (p *process) pump(r *os.File, typ string, wg *sync.WaitGroup) {
 		}
 		carry = copy(buf, buf[cut:n])
 		if err != nil {
+			wg.Done()
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.discard(r)
+			}
 			return
 		}
 	}
+}
+
+// discard reads r until EOF (or until killAll closes it), dropping the data.
+func (t *processTable) discard(r *os.File) {
+	if r.SetReadDeadline(time.Time{}) != nil {
+		return
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.lingering[r] = struct{}{}
+	t.mu.Unlock()
+	_, _ = io.Copy(io.Discard, r)
+	t.mu.Lock()
+	delete(t.lingering, r)
+	t.mu.Unlock()
 }
 
 func (p *process) publish(typ string, b []byte) {

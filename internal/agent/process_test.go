@@ -7,7 +7,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -100,6 +99,33 @@ func TestRunCommandStreams(t *testing.T) {
 	}
 }
 
+// TestRunCommandBackgroundChild: a command that leaves a child holding its
+// stdout ends without waiting for it, and the child's later writes neither
+// show up nor kill it (SIGPIPE).
+func TestRunCommandBackgroundChild(t *testing.T) {
+	t.Parallel()
+	a := newLocalAgent(t)
+	marker := filepath.Join(a.workspace, "marker")
+	start := time.Now()
+	res, err := a.c.RunCommand(t.Context(), api.ProcessRequest{Cmd: "(sleep 3; echo late; touch " + marker + ") & echo fg"}, nil)
+	if err != nil || res.ExitCode != 0 || res.Stdout != "fg\n" {
+		t.Fatalf("RunCommand = %+v, %v", res, err)
+	}
+	if d := time.Since(start); d > 2500*time.Millisecond {
+		t.Errorf("RunCommand took %v: it waited for the background child", d)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(marker); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the background child did not survive writing to its stdout")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestRunCommandClientGoneKills(t *testing.T) {
 	t.Parallel()
 	a := newLocalAgent(t)
@@ -121,16 +147,9 @@ func TestRunCommandClientGoneKills(t *testing.T) {
 func waitGone(t *testing.T, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			return
-		}
-		if st, ok := parseProcStat(b); ok && st.zombie() {
-			return
-		}
+	for !processGone(pid) {
 		if time.Now().After(deadline) {
-			t.Fatalf("process %d still runs: %s", pid, b)
+			t.Fatalf("process %d still runs", pid)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

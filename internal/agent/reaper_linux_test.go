@@ -97,6 +97,16 @@ func TestKillAllAttached(t *testing.T) {
 	}
 }
 
+// processGone reports whether pid has exited; a zombie has.
+func processGone(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	st, ok := parseProcStat(b)
+	return ok && st.zombie()
+}
+
 // readPids waits until file holds n pids, one a line.
 func readPids(t *testing.T, file string, n int) []int {
 	t.Helper()
