@@ -11,6 +11,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/local"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/dataset"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 )
 
@@ -103,4 +104,16 @@ func (e *embedded) kill(ctx context.Context, id string) error { return e.m.Kill(
 
 func (e *embedded) prepareDataset(ctx context.Context, id, name, strategy string) (string, error) {
 	return e.m.PrepareDataset(ctx, id, name, strategy)
+}
+
+func (e *embedded) registerDataset(_ context.Context, source, name, description string, tags []string) (api.Dataset, error) {
+	return e.m.Datasets().Register(source, name, description, tags)
+}
+
+func (e *embedded) listDatasets(_ context.Context, f DatasetFilter) ([]api.Dataset, error) {
+	return e.m.Datasets().List(dataset.Filter{NameContains: f.NameContains, Tags: f.Tags, Format: f.Format})
+}
+
+func (e *embedded) removeDataset(_ context.Context, name string) error {
+	return e.m.Datasets().Remove(name)
 }

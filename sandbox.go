@@ -59,6 +59,9 @@ type controlPlane interface {
 	setTimeout(ctx context.Context, id string, d time.Duration) (api.SandboxInfo, error)
 	kill(ctx context.Context, id string) error
 	prepareDataset(ctx context.Context, id, name, strategy string) (string, error)
+	registerDataset(ctx context.Context, source, name, description string, tags []string) (api.Dataset, error)
+	listDatasets(ctx context.Context, f DatasetFilter) ([]api.Dataset, error)
+	removeDataset(ctx context.Context, name string) error
 }
 
 func newSandbox(cp controlPlane, info api.SandboxInfo, ac *agent.Client) *Sandbox {

@@ -1,0 +1,45 @@
+package dssandbox
+
+import (
+	"context"
+)
+
+// DatasetFilter narrows ListDatasets; zero fields match everything.
+type DatasetFilter struct {
+	// NameContains matches names containing it, ignoring case.
+	NameContains string
+	// Tags must all be present.
+	Tags []string
+	// Format is csv, tsv, parquet, json, excel, feather, text, dir or unknown.
+	Format string
+}
+
+// RegisterDataset registers a file or directory (a host path) once under name,
+// recording its description, tags, sha256 and format. Sandboxes then get it
+// with Sandbox.PrepareDataset.
+func RegisterDataset(ctx context.Context, source, name, description string, tags []string) (Dataset, error) {
+	cp, err := defaultControlPlane()
+	if err != nil {
+		return Dataset{}, err
+	}
+	return cp.registerDataset(ctx, source, name, description, tags)
+}
+
+// ListDatasets lists registered datasets, sorted by name.
+func ListDatasets(ctx context.Context, f DatasetFilter) ([]Dataset, error) {
+	cp, err := defaultControlPlane()
+	if err != nil {
+		return nil, err
+	}
+	return cp.listDatasets(ctx, f)
+}
+
+// RemoveDataset removes a dataset from the registry (copies already prepared
+// into workspaces stay).
+func RemoveDataset(ctx context.Context, name string) error {
+	cp, err := defaultControlPlane()
+	if err != nil {
+		return err
+	}
+	return cp.removeDataset(ctx, name)
+}
