@@ -1,0 +1,174 @@
+// Package backendtest is the conformance suite every backend passes: it starts
+// real sandboxes through the backend and checks them through the real agent.
+package backendtest
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+)
+
+// Options describe what the backend under test claims.
+type Options struct {
+	// Python is the interpreter inside the sandbox.
+	Python string
+	// EnforcesNetwork lists the network policies the backend enforces; the
+	// others must be refused with api.ErrUnsupported.
+	EnforcesNetwork []string
+	// WorkspaceEnvRoot maps a spec to the WORKSPACE value its code sees.
+	WorkspaceEnvRoot func(backend.Spec) string
+}
+
+// Run runs the suite against b.
+func Run(t *testing.T, b backend.Backend, opts Options) {
+	t.Helper()
+	if err := b.Available(t.Context()); err != nil {
+		t.Fatalf("backend %s not available: %v", b.Name(), err)
+	}
+	if opts.Python == "" {
+		opts.Python = "/usr/bin/python3"
+	}
+	spec := func(t *testing.T) backend.Spec {
+		ws := t.TempDir()
+		for _, d := range []string{"data", "models", "outputs"} {
+			os.Mkdir(filepath.Join(ws, d), 0o755)
+		}
+		return backend.Spec{
+			ID: "conf" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), User: "user", Workdir: "/home/user",
+			WorkspaceDir: ws, Env: map[string]string{"CONF_VAR": "conf"},
+			Network: api.NetworkPolicy{Policy: api.NetworkAllow}, Python: opts.Python,
+		}
+	}
+	start := func(t *testing.T, s backend.Spec) (backend.Instance, *agent.Client) {
+		t.Helper()
+		inst, err := b.Create(t.Context(), s)
+		if err != nil {
+			t.Fatalf("Create: %v", err)
+		}
+		c := agent.NewClient(inst.AgentSocket())
+		t.Cleanup(func() {
+			c.Close()
+			_ = inst.Destroy(context.Background())
+		})
+		return inst, c
+	}
+
+	t.Run("code runs in the workspace with the sandbox env", func(t *testing.T) {
+		t.Parallel()
+		s := spec(t)
+		_, c := start(t, s)
+		e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "import os\nopen('outputs/hello.txt','w').write('hi')\nprint(os.environ['CONF_VAR'], os.environ['WORKSPACE'])"}, nil)
+		if err != nil || e.Error != nil {
+			t.Fatalf("execute: %v %+v", err, e.Error)
+		}
+		want := "conf " + opts.WorkspaceEnvRoot(s) + "\n"
+		if strings.Join(e.Logs.Stdout, "") != want {
+			t.Fatalf("env in code = %q, want %q", e.Logs.Stdout, want)
+		}
+		b, err := os.ReadFile(filepath.Join(s.WorkspaceDir, "outputs", "hello.txt"))
+		if err != nil || string(b) != "hi" {
+			t.Fatalf("workspace file on the host: %q %v", b, err)
+		}
+		rc, err := c.ReadFile(t.Context(), "/home/user/outputs/hello.txt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(rc)
+		rc.Close()
+		if string(got) != "hi" {
+			t.Fatalf("files API at the workdir: %q", got)
+		}
+	})
+
+	t.Run("destroy stops everything", func(t *testing.T) {
+		t.Parallel()
+		inst, c := start(t, spec(t))
+		p, err := c.StartProcess(t.Context(), api.ProcessRequest{Cmd: "sleep 1000", Background: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := inst.Destroy(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-inst.Done():
+		case <-time.After(30 * time.Second):
+			t.Fatal("Done not closed after Destroy")
+		}
+		if err := inst.Destroy(t.Context()); err != nil {
+			t.Fatalf("second Destroy: %v", err)
+		}
+		if err := c.Health(t.Context()); err == nil {
+			t.Fatal("agent still answers after Destroy")
+		}
+		if syscall.Kill(p.PID, 0) == nil && !zombie(p.PID) {
+			t.Fatalf("process %d survived Destroy", p.PID)
+		}
+	})
+
+	t.Run("network policies are enforced or refused", func(t *testing.T) {
+		t.Parallel()
+		for _, pol := range []string{api.NetworkDeny, api.NetworkWhitelist} {
+			s := spec(t)
+			s.Network = api.NetworkPolicy{Policy: pol, Whitelist: []string{"example.org"}}
+			inst, err := b.Create(t.Context(), s)
+			enforced := contains(opts.EnforcesNetwork, pol)
+			switch {
+			case enforced && err != nil:
+				t.Errorf("%s: %v", pol, err)
+			case !enforced && !errors.Is(err, api.ErrUnsupported):
+				t.Errorf("%s: backend does not enforce it but Create gave %v, want ErrUnsupported", pol, err)
+			}
+			if inst != nil {
+				_ = inst.Destroy(context.Background())
+			}
+		}
+	})
+
+	t.Run("a bad interpreter fails the first cell clearly", func(t *testing.T) {
+		t.Parallel()
+		s := spec(t)
+		s.Python = "/nonexistent/python3"
+		inst, err := b.Create(t.Context(), s)
+		if err != nil {
+			return // refusing at create is fine too
+		}
+		defer inst.Destroy(context.Background())
+		c := agent.NewClient(inst.AgentSocket())
+		defer c.Close()
+		e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "1"}, nil)
+		if err != nil || e.Error == nil || !strings.Contains(e.Error.Value, "nonexistent") {
+			t.Fatalf("execute with a bad interpreter: %v %+v", err, e)
+		}
+	})
+}
+
+func contains(l []string, s string) bool {
+	for _, x := range l {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func zombie(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	return len(f) > 0 && f[0] == "Z"
+}
