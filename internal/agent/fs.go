@@ -65,7 +65,7 @@ var (
 )
 
 // newFS builds the view. Mount paths must be absolute and distinct, host paths
-// absolute existing directories.
+// absolute existing directories, and the workdir inside a mount.
 func newFS(mounts []Mount, workdir string) (*FS, error) {
 	f := &FS{workdir: path.Clean(workdir), started: time.Now()}
 	if mounts == nil {
@@ -94,6 +94,9 @@ func newFS(mounts []Mount, workdir string) (*FS, error) {
 		f.mounts = append(f.mounts, &mount{path: p, host: host, root: r})
 	}
 	sort.SliceStable(f.mounts, func(i, j int) bool { return len(f.mounts[i].path) > len(f.mounts[j].path) })
+	if loc, err := f.resolve(f.workdir); err != nil || loc.synthetic() {
+		return nil, api.Errorf(api.ErrInvalid, "agent: workdir %s is not inside any mount", f.workdir)
+	}
 	return f, nil
 }
 

@@ -416,6 +416,8 @@ func TestFilesBadMounts(t *testing.T) {
 		{"relative host", []Mount{{Path: "/home", HostPath: "tmp"}}},
 		{"missing host", []Mount{{Path: "/home", HostPath: "/nonexistent/ds-sandbox"}}},
 		{"twice", []Mount{{Path: "/a", HostPath: t.TempDir()}, {Path: "/a/", HostPath: t.TempDir()}}},
+		{"workdir outside", []Mount{{Path: "/b", HostPath: t.TempDir()}}},
+		{"no mounts at all", []Mount{}},
 	} {
 		if _, err := New(Config{Workdir: "/a", Mounts: tc.mounts}); !errorsIsInvalid(err) {
 			t.Errorf("%s: New = %v, want ErrInvalid", tc.name, err)
