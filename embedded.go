@@ -117,3 +117,7 @@ func (e *embedded) listDatasets(_ context.Context, f DatasetFilter) ([]api.Datas
 func (e *embedded) removeDataset(_ context.Context, name string) error {
 	return e.m.Datasets().Remove(name)
 }
+
+func (e *embedded) loadTemplate(_ context.Context, id string) (api.Template, error) {
+	return e.m.LoadTemplate(id)
+}

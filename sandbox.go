@@ -62,6 +62,7 @@ type controlPlane interface {
 	registerDataset(ctx context.Context, source, name, description string, tags []string) (api.Dataset, error)
 	listDatasets(ctx context.Context, f DatasetFilter) ([]api.Dataset, error)
 	removeDataset(ctx context.Context, name string) error
+	loadTemplate(ctx context.Context, id string) (api.Template, error)
 }
 
 func newSandbox(cp controlPlane, info api.SandboxInfo, ac *agent.Client) *Sandbox {
@@ -158,3 +159,14 @@ func (s *Sandbox) PrepareDataset(ctx context.Context, name, strategy string) (st
 }
 
 func (s *Sandbox) String() string { return fmt.Sprintf("sandbox %s", s.ID) }
+
+// LoadTemplate loads a stored template by id: a YAML file in the state
+// directory's templates/ or in /etc/ds-sandbox/templates (the seed's
+// SandboxConfig.load_template).
+func LoadTemplate(ctx context.Context, id string) (Template, error) {
+	cp, err := defaultControlPlane()
+	if err != nil {
+		return Template{}, err
+	}
+	return cp.loadTemplate(ctx, id)
+}

@@ -285,6 +285,9 @@ func TestBadInput(t *testing.T) {
 		{"network deny on local", second(dssandbox.Create(t.Context(), dssandbox.Options{Network: &dssandbox.NetworkPolicy{Policy: "deny"}})), dssandbox.ErrUnsupported, "cannot enforce"},
 		{"bad policy", second(dssandbox.Create(t.Context(), dssandbox.Options{Network: &dssandbox.NetworkPolicy{Policy: "sometimes"}})), dssandbox.ErrInvalid, "sometimes"},
 		{"negative timeout", second(dssandbox.Create(t.Context(), dssandbox.Options{Timeout: -time.Second})), dssandbox.ErrInvalid, "negative"},
+		{"limits on local", second(dssandbox.Create(t.Context(), dssandbox.Options{TemplateSpec: &dssandbox.Template{ID: "big", MemoryMB: 1024}})), dssandbox.ErrUnsupported, "memory_mb"},
+		{"image on local", second(dssandbox.Create(t.Context(), dssandbox.Options{TemplateSpec: &dssandbox.Template{ID: "img", Image: "python:3.12"}})), dssandbox.ErrUnsupported, "image"},
+		{"load missing template", second(dssandbox.LoadTemplate(t.Context(), "absent")), dssandbox.ErrNotFound, "absent"},
 		{"bad env name", second(dssandbox.Create(t.Context(), dssandbox.Options{Envs: map[string]string{"A=B": "1"}})), dssandbox.ErrInvalid, "A=B"},
 	}
 	for _, c := range cases {
@@ -327,8 +330,13 @@ func TestTemplateApplied(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "analyst.yaml"), []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	loaded, err := dssandbox.LoadTemplate(t.Context(), "analyst")
+	if err != nil || loaded.Name != "Analyst" || loaded.Env["CUSTOM_VAR"] != "value" {
+		t.Fatalf("LoadTemplate = %+v, %v", loaded, err)
+	}
 	for name, opts := range map[string]dssandbox.Options{
 		"stored": {Template: "analyst"},
+		"loaded": {TemplateSpec: &loaded},
 		"inline": {TemplateSpec: &dssandbox.Template{ID: "analyst", Env: map[string]string{"CUSTOM_VAR": "value"},
 			Files: map[string]string{"setup.sh": "#!/bin/bash\necho hi\n", "conf/config.json": `{"key": "value"}`},
 			User:  "developer", Workdir: "/home/developer"}},

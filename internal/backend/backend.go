@@ -30,6 +30,12 @@ type Spec struct {
 	Network api.NetworkPolicy
 	// Python is the interpreter (inside the sandbox) that runs ipykernel.
 	Python string
+	// Image is the template's image; backends without images refuse it.
+	Image string
+	// MemoryMB and CPUCount are limits asked for by the template (0 = none).
+	// A backend that cannot enforce them must refuse with api.ErrUnsupported.
+	MemoryMB int
+	CPUCount int
 }
 
 // Instance is one running sandbox.

@@ -44,6 +44,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 	spec := backend.Spec{
 		ID: id, User: plan.user, Workdir: plan.workdir, WorkspaceDir: ws.Path,
 		Env: plan.env, Network: plan.network, Python: m.cfg.Python,
+		Image: plan.tmpl.Image, MemoryMB: plan.tmpl.MemoryMB, CPUCount: plan.tmpl.CPUCount,
 	}
 	inst, err := plan.backend.Create(ctx, spec)
 	if err != nil {

@@ -66,6 +66,13 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		return nil, api.Errorf(api.ErrUnsupported,
 			"the local backend cannot enforce network policy %q (its processes share the host's network); use an isolating backend such as oci", p)
 	}
+	switch {
+	case spec.Image != "":
+		return nil, api.Errorf(api.ErrUnsupported, "the local backend runs no images (template image %q); use the docker backend", spec.Image)
+	case spec.MemoryMB != 0 || spec.CPUCount != 0:
+		return nil, api.Errorf(api.ErrUnsupported,
+			"the local backend cannot enforce resource limits (template memory_mb %d, cpu_count %d); use an isolating backend such as oci, or drop the limits", spec.MemoryMB, spec.CPUCount)
+	}
 	argv, extraEnv, err := agent.Command(b.cfg.AgentPath)
 	if err != nil {
 		return nil, fmt.Errorf("local backend: %w", err)
