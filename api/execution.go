@@ -118,6 +118,9 @@ type ExecuteRequest struct {
 	TimeoutMs int64 `json:"timeout_ms,omitempty"`
 	// Envs are set in os.environ for this cell only.
 	Envs map[string]string `json:"envs,omitempty"`
+	// Network is the seed's per-run_code network override. The control plane
+	// applies it (or refuses it when the backend cannot); the agent ignores it.
+	Network *NetworkPolicy `json:"network,omitempty"`
 }
 
 // Event types of an execution stream.

@@ -119,3 +119,24 @@ type Workspace struct {
 	Anonymous bool      `json:"anonymous,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
+
+// Event is one lifecycle or audit-worthy event (sandbox created, killed,
+// timed out, policy changed, …), queryable per sandbox and globally.
+type Event struct {
+	ID        string            `json:"id"`
+	Type      string            `json:"type"`
+	SandboxID string            `json:"sandbox_id,omitempty"`
+	Time      time.Time         `json:"time"`
+	Data      map[string]string `json:"data,omitempty"`
+}
+
+// Lifecycle event types.
+const (
+	EventSandboxCreated   = "sandbox.created"
+	EventSandboxKilled    = "sandbox.killed"
+	EventSandboxExpired   = "sandbox.timeout"
+	EventSandboxExited    = "sandbox.exited"
+	EventSandboxTimeout   = "sandbox.timeout_set"
+	EventSandboxRecovered = "sandbox.recovered"
+	EventSandboxReaped    = "sandbox.reaped"
+)
