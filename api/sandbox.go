@@ -49,7 +49,9 @@ type CreateSandboxRequest struct {
 
 // SandboxInfo describes a sandbox.
 type SandboxInfo struct {
-	SandboxID  string            `json:"sandbox_id"`
+	SandboxID string `json:"sandbox_id"`
+	// Owner is the id of the API key that created the sandbox ("" without keys).
+	Owner      string            `json:"owner,omitempty"`
 	TemplateID string            `json:"template_id,omitempty"`
 	Backend    string            `json:"backend"`
 	State      string            `json:"state"`
