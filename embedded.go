@@ -76,28 +76,28 @@ func (e *embedded) create(ctx context.Context, req api.CreateSandboxRequest) (ap
 	return s.Info(), s.Agent(), nil
 }
 
-func (e *embedded) connect(_ context.Context, id string) (api.SandboxInfo, *agent.Client, error) {
-	s, err := e.m.Get(id)
+func (e *embedded) connect(ctx context.Context, id string) (api.SandboxInfo, *agent.Client, error) {
+	s, err := e.m.Get(ctx, id)
 	if err != nil {
 		return api.SandboxInfo{}, nil, err
 	}
 	return s.Info(), agent.NewClient(s.AgentSocket()), nil
 }
 
-func (e *embedded) list(_ context.Context, md map[string]string) ([]api.SandboxInfo, error) {
-	return e.m.List(md), nil
+func (e *embedded) list(ctx context.Context, md map[string]string) ([]api.SandboxInfo, error) {
+	return e.m.List(ctx, md), nil
 }
 
-func (e *embedded) info(_ context.Context, id string) (api.SandboxInfo, error) {
-	s, err := e.m.Get(id)
+func (e *embedded) info(ctx context.Context, id string) (api.SandboxInfo, error) {
+	s, err := e.m.Get(ctx, id)
 	if err != nil {
 		return api.SandboxInfo{}, err
 	}
 	return s.Info(), nil
 }
 
-func (e *embedded) setTimeout(_ context.Context, id string, d time.Duration) (api.SandboxInfo, error) {
-	return e.m.SetTimeout(id, d)
+func (e *embedded) setTimeout(ctx context.Context, id string, d time.Duration) (api.SandboxInfo, error) {
+	return e.m.SetTimeout(ctx, id, d)
 }
 
 func (e *embedded) kill(ctx context.Context, id string) error { return e.m.Kill(ctx, id) }

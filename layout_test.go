@@ -32,6 +32,7 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: "internal/config", onlyOurs: []string{"api", "internal/template"}},
 		{pkg: "internal/agent", onlyOurs: []string{"api", "internal/jupyter"}},
 		{pkg: "internal/backend", forbidden: append([]string{"internal/manager", "ROOT"}, above...)},
+		{pkg: "internal/auth", onlyOurs: []string{}},
 		{pkg: "internal/manager", forbidden: append([]string{"ROOT"}, above...)},
 		{pkg: "ROOT", forbidden: above},
 	}

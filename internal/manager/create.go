@@ -11,6 +11,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/auth"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/template"
@@ -56,7 +57,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 		inst:  inst,
 		agent: agent.NewClient(inst.AgentSocket()),
 		info: api.SandboxInfo{
-			SandboxID: id, TemplateID: plan.tmpl.ID, Backend: plan.backend.Name(), State: api.StateRunning,
+			SandboxID: id, Owner: auth.FromContext(ctx).KeyID, TemplateID: plan.tmpl.ID, Backend: plan.backend.Name(), State: api.StateRunning,
 			User: plan.user, Workdir: plan.workdir, Metadata: plan.metadata,
 			WorkspaceID: ws.ID, Anonymous: ws.Anonymous, WorkspacePath: ws.Path,
 			Network: plan.network, StartedAt: now, EndAt: now.Add(plan.timeout),

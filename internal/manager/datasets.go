@@ -12,8 +12,8 @@ import (
 // PrepareDataset places a registered dataset into the sandbox's data/
 // directory (by copy or hard link) and returns its path as the sandbox's code
 // sees it.
-func (m *Manager) PrepareDataset(_ context.Context, sandboxID, name, strategy string) (string, error) {
-	s, err := m.Get(sandboxID)
+func (m *Manager) PrepareDataset(ctx context.Context, sandboxID, name, strategy string) (string, error) {
+	s, err := m.Get(ctx, sandboxID)
 	if err != nil {
 		return "", err
 	}

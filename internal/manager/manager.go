@@ -19,6 +19,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/auth"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/dataset"
@@ -130,26 +131,30 @@ func (s *Sandbox) Agent() *agent.Client { return s.agent }
 // AgentSocket returns the host path of the agent's socket.
 func (s *Sandbox) AgentSocket() string { return s.inst.AgentSocket() }
 
-// Get returns a running sandbox.
-func (m *Manager) Get(id string) (*Sandbox, error) {
+// Get returns a running sandbox that the caller in ctx may see (see
+// auth.Identity.CanSee); another key's sandbox is ErrNotFound, as if it did
+// not exist.
+func (m *Manager) Get(ctx context.Context, id string) (*Sandbox, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	s, ok := m.sandboxes[id]
-	if !ok {
+	m.mu.Unlock()
+	if !ok || !auth.FromContext(ctx).CanSee(s.Info().Owner) {
 		return nil, api.Errorf(api.ErrNotFound, "sandbox %s (it never existed, was killed, or its timeout passed)", id)
 	}
 	return s, nil
 }
 
-// List returns every running sandbox whose metadata contains all of match.
-func (m *Manager) List(match map[string]string) []api.SandboxInfo {
+// List returns every running sandbox the caller may see whose metadata
+// contains all of match.
+func (m *Manager) List(ctx context.Context, match map[string]string) []api.SandboxInfo {
+	id := auth.FromContext(ctx)
 	m.mu.Lock()
 	all := slices.Collect(maps.Values(m.sandboxes))
 	m.mu.Unlock()
 	out := make([]api.SandboxInfo, 0, len(all))
 	for _, s := range all {
 		info := s.Info()
-		ok := true
+		ok := id.CanSee(info.Owner)
 		for k, v := range match {
 			if info.Metadata[k] != v {
 				ok = false
@@ -165,11 +170,11 @@ func (m *Manager) List(match map[string]string) []api.SandboxInfo {
 }
 
 // SetTimeout moves the sandbox's deadline to now + d.
-func (m *Manager) SetTimeout(id string, d time.Duration) (api.SandboxInfo, error) {
+func (m *Manager) SetTimeout(ctx context.Context, id string, d time.Duration) (api.SandboxInfo, error) {
 	if d <= 0 || d > MaxTimeout {
 		return api.SandboxInfo{}, api.Errorf(api.ErrInvalid, "timeout %s must be between 1s and %s", d, MaxTimeout)
 	}
-	s, err := m.Get(id)
+	s, err := m.Get(ctx, id)
 	if err != nil {
 		return api.SandboxInfo{}, err
 	}
@@ -189,7 +194,12 @@ func (m *Manager) Kill(ctx context.Context, id string) error { return m.KillKeep
 func (m *Manager) KillKeep(ctx context.Context, id string, keepWorkspace bool) error {
 	m.mu.Lock()
 	s, ok := m.sandboxes[id]
-	delete(m.sandboxes, id)
+	if ok && !auth.FromContext(ctx).CanSee(s.Info().Owner) {
+		ok = false
+	}
+	if ok {
+		delete(m.sandboxes, id)
+	}
 	m.mu.Unlock()
 	if !ok {
 		return api.Errorf(api.ErrNotFound, "sandbox %s (it never existed, was killed, or its timeout passed)", id)
