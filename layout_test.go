@@ -29,7 +29,7 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: "internal/workspace", onlyOurs: []string{"api"}},
 		{pkg: "internal/dataset", onlyOurs: []string{"api", "internal/workspace"}},
 		{pkg: "internal/template", onlyOurs: []string{"api"}},
-		{pkg: "internal/config", onlyOurs: []string{"api", "internal/template"}},
+		{pkg: "internal/config", onlyOurs: []string{"api", "internal/template", "internal/workspace"}},
 		{pkg: "internal/agent", onlyOurs: []string{"api", "internal/jupyter"}},
 		{pkg: "internal/backend", forbidden: append([]string{"internal/manager", "ROOT"}, above...)},
 		{pkg: "internal/auth", onlyOurs: []string{}},

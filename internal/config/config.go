@@ -41,6 +41,10 @@ type Config struct {
 	// template sets them.
 	DefaultUser    string `yaml:"default_user" json:"default_user"`
 	DefaultWorkdir string `yaml:"default_workdir" json:"default_workdir"`
+	// DefaultWorkspaceID, when set, is the named workspace of sandboxes that
+	// name none (so consecutive sandboxes share files); "" gives each sandbox
+	// an anonymous workspace, removed when it is killed.
+	DefaultWorkspaceID string `yaml:"default_workspace_id" json:"default_workspace_id"`
 	// DefaultTimeoutSec is the per-execution timeout (one run_code or command)
 	// when the request gives none, as in the seed: 3600, range 1..86400.
 	DefaultTimeoutSec int `yaml:"default_timeout_sec" json:"default_timeout_sec"`

@@ -33,6 +33,7 @@ var envVars = []envVar{
 	{"SANDBOX_TEMPLATES_DIR", str(func(c *Config) *string { return &c.TemplatesDir })},
 	{"SANDBOX_DEFAULT_USER", str(func(c *Config) *string { return &c.DefaultUser })},
 	{"SANDBOX_DEFAULT_WORKDIR", str(func(c *Config) *string { return &c.DefaultWorkdir })},
+	{"SANDBOX_DEFAULT_WORKSPACE", str(func(c *Config) *string { return &c.DefaultWorkspaceID })},
 	{"SANDBOX_PYTHON", str(func(c *Config) *string { return &c.Python })},
 	{"SANDBOX_AGENT_PATH", str(func(c *Config) *string { return &c.AgentPath })},
 	{"SANDBOX_LISTEN", str(func(c *Config) *string { return &c.Listen })},
@@ -64,6 +65,7 @@ func EnvVars() []string {
 //	SANDBOX_TEMPLATES_DIR     templates_dir
 //	SANDBOX_DEFAULT_USER      default_user
 //	SANDBOX_DEFAULT_WORKDIR   default_workdir
+//	SANDBOX_DEFAULT_WORKSPACE default_workspace_id
 //	SANDBOX_PYTHON            python
 //	SANDBOX_AGENT_PATH        agent_path
 //	SANDBOX_LISTEN            listen

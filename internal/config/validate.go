@@ -12,6 +12,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/template"
+	"github.com/ds-sandbox/ds-sandbox/internal/workspace"
 )
 
 // Validate checks every field and returns all problems joined (errors.Join),
@@ -48,6 +49,9 @@ func (c Config) Validate() error {
 	oneOf("default_backend", c.DefaultBackend, backends)
 	wrap("default_user", template.ValidateUser(c.DefaultUser))
 	wrap("default_workdir", template.ValidateWorkdir(c.DefaultWorkdir))
+	if c.DefaultWorkspaceID != "" {
+		wrap("default_workspace_id", workspace.ValidateID(c.DefaultWorkspaceID))
+	}
 	inRange("default_timeout_sec", c.DefaultTimeoutSec, 1, 86400)
 	inRange("sandbox_timeout_sec", c.SandboxTimeoutSec, 1, 86400)
 	inRange("default_memory_mb", c.DefaultMemoryMB, 512, 65536)

@@ -202,6 +202,9 @@ func (m *Manager) plan(req api.CreateSandboxRequest) (plan, error) {
 
 func (m *Manager) attachWorkspace(id string) (ws api.Workspace, err error) {
 	if id == "" {
+		id = m.cfg.DefaultWorkspaceID
+	}
+	if id == "" {
 		return m.workspaces.CreateAnonymous()
 	}
 	return m.workspaces.Create(id)
