@@ -12,6 +12,7 @@ require (
 
 require (
 	github.com/go-zeromq/goczmq/v4 v4.2.2 // indirect
-	golang.org/x/sync v0.7.0 // indirect
+	github.com/modelcontextprotocol/go-sdk v1.8.0 // indirect
+	golang.org/x/sync v0.20.0 // indirect
 	golang.org/x/text v0.15.0 // indirect
 )

@@ -93,6 +93,29 @@ func CodeOf(err error) string {
 	return CodeInternal
 }
 
+// HTTPStatus is the HTTP status of every ds-sandbox interface for a code.
+func HTTPStatus(code string) int {
+	switch code {
+	case CodeNotFound:
+		return 404
+	case CodeInvalid:
+		return 400
+	case CodeExists:
+		return 409
+	case CodeUnsupported:
+		return 501
+	case CodeLimit:
+		return 429
+	case CodePermission:
+		return 403
+	case CodeUnavailable:
+		return 503
+	case CodeTimeout:
+		return 504
+	}
+	return 500
+}
+
 // ErrorFrom converts any error into the wire shape.
 func ErrorFrom(err error) *Error {
 	return &Error{Code: CodeOf(err), Message: err.Error()}

@@ -14,28 +14,8 @@ import (
 // command lines are far below it; file contents travel as raw streams instead.
 const maxJSONBody = 16 << 20
 
-// statusOf maps an error to its HTTP status: the one table of the agent.
-func statusOf(err error) int {
-	switch api.CodeOf(err) {
-	case api.CodeNotFound:
-		return http.StatusNotFound
-	case api.CodeInvalid:
-		return http.StatusBadRequest
-	case api.CodeExists:
-		return http.StatusConflict
-	case api.CodeUnsupported:
-		return http.StatusNotImplemented
-	case api.CodeLimit:
-		return http.StatusRequestEntityTooLarge
-	case api.CodePermission:
-		return http.StatusForbidden
-	case api.CodeUnavailable:
-		return http.StatusServiceUnavailable
-	case api.CodeTimeout:
-		return http.StatusGatewayTimeout
-	}
-	return http.StatusInternalServerError
-}
+// statusOf maps an error to its HTTP status through the one table in api.
+func statusOf(err error) int { return api.HTTPStatus(api.CodeOf(err)) }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
