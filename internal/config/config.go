@@ -91,12 +91,46 @@ type Config struct {
 	// to <state_dir>/audit.jsonl (see Resolve).
 	EnableAuditLog bool   `yaml:"enable_audit_log" json:"enable_audit_log"`
 	AuditLogPath   string `yaml:"audit_log_path" json:"audit_log_path"`
+	// AuditLogCode records the executed code itself in the audit log (its
+	// sha256 and size are always recorded).
+	AuditLogCode bool `yaml:"audit_log_code" json:"audit_log_code"`
+	// AuditMaxMB and AuditBackups rotate the audit log: past AuditMaxMB it is
+	// renamed to .1 (older ones shift up, AuditBackups are kept).
+	AuditMaxMB   int `yaml:"audit_max_mb" json:"audit_max_mb"`
+	AuditBackups int `yaml:"audit_backups" json:"audit_backups"`
 	// EnableMetrics exposes Prometheus metrics.
 	EnableMetrics bool `yaml:"enable_metrics" json:"enable_metrics"`
+
+	// APIKeys are the keys the HTTP API accepts. With none, the API is open,
+	// which the daemon only allows on a loopback address.
+	APIKeys []APIKey `yaml:"api_keys" json:"api_keys"`
+	// MaxSandboxesPerKey bounds running sandboxes per key (0 = no bound).
+	MaxSandboxesPerKey int `yaml:"max_sandboxes_per_key" json:"max_sandboxes_per_key"`
+	// CreatesPerMinute is the per-key rate of sandbox creation (burst = the
+	// same number); 0 = no limit.
+	CreatesPerMinute int `yaml:"creates_per_minute" json:"creates_per_minute"`
+	// MaxStreamsPerKey bounds a key's open streams (executions, watches,
+	// command streams, downloads); 0 = no bound.
+	MaxStreamsPerKey int `yaml:"max_streams_per_key" json:"max_streams_per_key"`
+	// MaxBodyMB bounds JSON request bodies; MaxUploadMB file uploads (0 = no
+	// bound).
+	MaxBodyMB   int `yaml:"max_body_mb" json:"max_body_mb"`
+	MaxUploadMB int `yaml:"max_upload_mb" json:"max_upload_mb"`
+	// CORSOrigins lists origins allowed to call the API from a browser; CORS
+	// is off when empty.
+	CORSOrigins []string `yaml:"cors_origins" json:"cors_origins"`
 
 	// derived remembers what Resolve filled in, so a later Resolve (after a
 	// flag changed StateDir) re-derives those fields but not ones set since.
 	derived struct{ workspaces, datasets, audit string }
+}
+
+// APIKey is one accepted key. ID names it in audit logs and as the owner of
+// its sandboxes; the key itself is never logged.
+type APIKey struct {
+	ID    string `yaml:"id" json:"id"`
+	Key   string `yaml:"key" json:"key"`
+	Admin bool   `yaml:"admin" json:"admin"`
 }
 
 // Default returns the built-in defaults for this user, resolved (see Resolve).
@@ -126,7 +160,14 @@ func defaults(getenv func(string) string, euid int, home string) Config {
 		Python:                 "/usr/bin/python3",
 		Listen:                 "127.0.0.1:8000",
 		EnableAuditLog:         true,
+		AuditMaxMB:             100,
+		AuditBackups:           5,
 		EnableMetrics:          true,
+		MaxSandboxesPerKey:     50,
+		CreatesPerMinute:       120,
+		MaxStreamsPerKey:       256,
+		MaxBodyMB:              16,
+		MaxUploadMB:            0,
 	}
 }
 

@@ -37,6 +37,10 @@ var envVars = []envVar{
 	{"SANDBOX_PYTHON", str(func(c *Config) *string { return &c.Python })},
 	{"SANDBOX_AGENT_PATH", str(func(c *Config) *string { return &c.AgentPath })},
 	{"SANDBOX_LISTEN", str(func(c *Config) *string { return &c.Listen })},
+	{"DS_SANDBOX_API_KEY", func(c *Config, v string) error {
+		c.APIKeys = append(c.APIKeys, APIKey{ID: "env", Key: v, Admin: true})
+		return nil
+	}},
 }
 
 // EnvVars returns the names of the environment variables ApplyEnv reads.
@@ -69,6 +73,7 @@ func EnvVars() []string {
 //	SANDBOX_PYTHON            python
 //	SANDBOX_AGENT_PATH        agent_path
 //	SANDBOX_LISTEN            listen
+//	DS_SANDBOX_API_KEY        an admin API key with id "env"
 //
 // Values that cannot be parsed are errors naming the variable and the value
 // (all of them, joined, wrapping api.ErrInvalid); the others are still applied.

@@ -55,6 +55,28 @@ func (c Config) Validate() error {
 	inRange("default_timeout_sec", c.DefaultTimeoutSec, 1, 86400)
 	inRange("sandbox_timeout_sec", c.SandboxTimeoutSec, 1, 86400)
 	inRange("default_memory_mb", c.DefaultMemoryMB, 512, 65536)
+	for k, v := range map[string]int{
+		"max_sandboxes_per_key": c.MaxSandboxesPerKey, "creates_per_minute": c.CreatesPerMinute,
+		"max_streams_per_key": c.MaxStreamsPerKey, "max_upload_mb": c.MaxUploadMB,
+		"audit_backups": c.AuditBackups,
+	} {
+		inRange(k, v, 0, 1<<30)
+	}
+	inRange("max_body_mb", c.MaxBodyMB, 1, 1024)
+	inRange("audit_max_mb", c.AuditMaxMB, 1, 1<<20)
+	seenKeys := map[string]bool{}
+	for i, k := range c.APIKeys {
+		key := fmt.Sprintf("api_keys[%d]", i)
+		switch {
+		case k.ID == "" || len(k.ID) > 64 || strings.ContainsAny(k.ID, " \t\n\"'"):
+			fail(key, "id %q must be 1-64 characters without spaces or quotes", k.ID)
+		case len(k.Key) < 16:
+			fail(key, "key of %q is shorter than 16 characters", k.ID)
+		case seenKeys[k.ID]:
+			fail(key, "id %q is used twice", k.ID)
+		}
+		seenKeys[k.ID] = true
+	}
 
 	oneOf("default_network_policy", c.DefaultNetworkPolicy, policies)
 	for i, d := range c.NetworkWhitelist {

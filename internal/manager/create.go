@@ -82,6 +82,9 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 	m.mu.Unlock()
 	go m.watch(s)
 	m.log.Info("sandbox created", "sandbox_id", id, "backend", plan.backend.Name(), "workspace_id", ws.ID)
+	m.emit(api.EventSandboxCreated, id, s.info.Owner, map[string]string{
+		"backend": plan.backend.Name(), "template_id": plan.tmpl.ID, "workspace_id": ws.ID, "network": plan.network.Policy,
+	})
 	return s, nil
 }
 
@@ -104,7 +107,7 @@ func (m *Manager) expire(id string) {
 	if ok {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		_ = m.destroy(ctx, s, "timeout")
+		_ = m.destroy(ctx, s, reasonTimeout)
 	}
 }
 
@@ -119,7 +122,7 @@ func (m *Manager) watch(s *Sandbox) {
 	}
 	m.mu.Unlock()
 	if ok && cur == s {
-		_ = m.destroy(context.Background(), s, "sandbox exited")
+		_ = m.destroy(context.Background(), s, reasonExited)
 	}
 }
 

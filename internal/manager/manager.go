@@ -27,6 +27,13 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/workspace"
 )
 
+// Reasons a sandbox stopped, as recorded in its events.
+const (
+	reasonKilled  = "killed"
+	reasonTimeout = "timeout"
+	reasonExited  = "sandbox exited"
+)
+
 // MaxTimeout is the longest sandbox lifetime one request may ask for.
 const MaxTimeout = 24 * time.Hour
 
@@ -44,6 +51,8 @@ type Manager struct {
 	backends   map[string]backend.Backend
 	workspaces *workspace.Store
 	datasets   *dataset.Registry
+
+	events events
 
 	mu        sync.Mutex
 	sandboxes map[string]*Sandbox
@@ -181,7 +190,9 @@ func (m *Manager) SetTimeout(ctx context.Context, id string, d time.Duration) (a
 	s.mu.Lock()
 	s.info.EndAt = time.Now().Add(d).UTC()
 	s.timer.Reset(d)
+	owner, end := s.info.Owner, s.info.EndAt
 	s.mu.Unlock()
+	m.emit(api.EventSandboxTimeout, id, owner, map[string]string{"end_at": end.Format(time.RFC3339)})
 	return s.Info(), nil
 }
 
@@ -209,7 +220,7 @@ func (m *Manager) KillKeep(ctx context.Context, id string, keepWorkspace bool) e
 		s.info.Anonymous = false
 		s.mu.Unlock()
 	}
-	return m.destroy(ctx, s, "killed")
+	return m.destroy(ctx, s, reasonKilled)
 }
 
 func (m *Manager) destroy(ctx context.Context, s *Sandbox, why string) error {
@@ -226,6 +237,18 @@ func (m *Manager) destroy(ctx context.Context, s *Sandbox, why string) error {
 		}
 	}
 	m.log.Info("sandbox stopped", "sandbox_id", info.SandboxID, "reason", why)
+	typ := api.EventSandboxKilled
+	switch why {
+	case reasonTimeout:
+		typ = api.EventSandboxExpired
+	case reasonExited:
+		typ = api.EventSandboxExited
+	}
+	data := map[string]string{"reason": why}
+	if err != nil {
+		data["error"] = err.Error()
+	}
+	m.emit(typ, info.SandboxID, info.Owner, data)
 	return err
 }
 
