@@ -1,0 +1,141 @@
+// Package audit writes the audit log: one JSON object per line for every
+// action taken through the API (who, what, which sandbox, when, outcome), with
+// size-based rotation. It is a typed sink of its own, not a log level.
+package audit
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Outcomes.
+const (
+	OK     = "ok"
+	Error  = "error"
+	Denied = "denied"
+)
+
+// Record is one audit line.
+type Record struct {
+	Time      time.Time `json:"time"`
+	RequestID string    `json:"request_id,omitempty"`
+	// KeyID is the API key's id ("" without keys); Remote the client address.
+	KeyID  string `json:"key_id,omitempty"`
+	Remote string `json:"remote,omitempty"`
+	// Action is what was asked: sandbox.create, sandbox.kill, sandbox.timeout,
+	// execute, files.read, files.write, files.remove, command.run, context.*,
+	// template.*, dataset.*, auth, …
+	Action    string `json:"action"`
+	SandboxID string `json:"sandbox_id,omitempty"`
+	Outcome   string `json:"outcome"`
+	Status    int    `json:"status,omitempty"`
+	Error     string `json:"error,omitempty"`
+	// CodeSHA256 and CodeSize identify executed code or a command line; Code
+	// holds it only when the daemon is configured to record code.
+	CodeSHA256 string            `json:"code_sha256,omitempty"`
+	CodeSize   int               `json:"code_size,omitempty"`
+	Code       string            `json:"code,omitempty"`
+	Detail     map[string]string `json:"detail,omitempty"`
+}
+
+// Log is an append-only JSON-lines file rotated by size. Safe for concurrent
+// use.
+type Log struct {
+	mu       sync.Mutex
+	path     string
+	f        *os.File
+	size     int64
+	maxBytes int64
+	backups  int
+}
+
+// Open opens (creating, mode 0600) the log at path. Past maxBytes the file is
+// renamed to path.1 (older backups shift to .2 …, at most backups are kept).
+func Open(path string, maxBytes int64, backups int) (*Log, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	l := &Log{path: path, maxBytes: maxBytes, backups: backups}
+	if err := l.open(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Log) open() error {
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("audit log: %w", err)
+	}
+	l.f, l.size = f, st.Size()
+	return nil
+}
+
+// Write appends r (setting Time when zero). A record is never split across
+// files.
+func (l *Log) Write(r Record) error {
+	if r.Time.IsZero() {
+		r.Time = time.Now().UTC()
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	b = append(b, '\n')
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return fmt.Errorf("audit log %s is closed", l.path)
+	}
+	if l.maxBytes > 0 && l.size > 0 && l.size+int64(len(b)) > l.maxBytes {
+		if err := l.rotate(); err != nil {
+			return err
+		}
+	}
+	n, err := l.f.Write(b)
+	l.size += int64(n)
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	return nil
+}
+
+// rotate shifts path.N-1 → path.N … path → path.1 and opens a fresh file.
+// l.mu must be held.
+func (l *Log) rotate() error {
+	l.f.Close()
+	l.f = nil
+	if l.backups <= 0 {
+		os.Remove(l.path)
+	} else {
+		os.Remove(fmt.Sprintf("%s.%d", l.path, l.backups))
+		for i := l.backups - 1; i >= 1; i-- {
+			os.Rename(fmt.Sprintf("%s.%d", l.path, i), fmt.Sprintf("%s.%d", l.path, i+1))
+		}
+		if err := os.Rename(l.path, l.path+".1"); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("audit log rotate: %w", err)
+		}
+	}
+	return l.open()
+}
+
+// Close closes the file; later writes fail.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	return err
+}

@@ -1,0 +1,61 @@
+package audit
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+func TestWriteAndRotate(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit", "audit.jsonl")
+	l, err := Open(path, 2000, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Go(func() {
+			if err := l.Write(Record{Action: "execute", SandboxID: fmt.Sprint(i), Outcome: OK, CodeSize: i}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Write(Record{Action: "x"}); err == nil {
+		t.Fatal("write after Close succeeded")
+	}
+	total := 0
+	for _, p := range []string{path, path + ".1", path + ".2"} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		if st.Size() > 2000 || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: size %d mode %v", p, st.Size(), st.Mode())
+		}
+		f, _ := os.Open(p)
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			var r Record
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil || r.Action != "execute" || r.Time.IsZero() {
+				t.Fatalf("bad line %q: %v", sc.Text(), err)
+			}
+			total++
+		}
+		f.Close()
+	}
+	if _, err := os.Stat(path + ".3"); !os.IsNotExist(err) {
+		t.Fatal("more backups than configured")
+	}
+	if total == 0 || total >= 100 {
+		t.Fatalf("%d records kept across 3 files: rotation should have dropped the oldest", total)
+	}
+}
