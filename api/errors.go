@@ -27,6 +27,8 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrTimeout: an operation of ours (not user code) ran past its deadline.
 	ErrTimeout = errors.New("timeout")
+	// ErrUnauthenticated: no valid API key was given.
+	ErrUnauthenticated = errors.New("unauthenticated")
 )
 
 // Stable error codes, as they appear in Error.Code on the wire.
@@ -39,6 +41,7 @@ const (
 	CodePermission  = "permission_denied"
 	CodeUnavailable = "unavailable"
 	CodeTimeout     = "timeout"
+	CodeUnauth      = "unauthenticated"
 	CodeInternal    = "internal"
 )
 
@@ -55,6 +58,7 @@ var codeTable = []struct {
 	{ErrPermission, CodePermission},
 	{ErrUnavailable, CodeUnavailable},
 	{ErrTimeout, CodeTimeout},
+	{ErrUnauthenticated, CodeUnauth},
 }
 
 // Error is the one error body of every ds-sandbox HTTP interface.
@@ -112,6 +116,8 @@ func HTTPStatus(code string) int {
 		return 503
 	case CodeTimeout:
 		return 504
+	case CodeUnauth:
+		return 401
 	}
 	return 500
 }
