@@ -107,6 +107,9 @@ func (m *Manager) Backend(name string) (backend.Backend, error) {
 	return b, nil
 }
 
+// BackendNames lists the configured backends, sorted.
+func (m *Manager) BackendNames() []string { return slices.Sorted(maps.Keys(m.backends)) }
+
 // LoadTemplate loads a stored template by id from the template directories.
 func (m *Manager) LoadTemplate(id string) (api.Template, error) {
 	return template.Load(m.cfg.TemplateDirs(), id)

@@ -1,0 +1,123 @@
+package httpapi
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/config"
+)
+
+// execute runs a cell. By default the response is the NDJSON event stream of
+// the agent, passed through as events arrive; with ?wait=true it is the whole
+// api.Execution. A per-execution network policy (the seed's run_code
+// arguments) is honoured only when it is the sandbox's own: no backend can
+// change a running sandbox's network for one cell yet, and accepting it
+// silently would fail open.
+func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
+	var req api.ExecuteRequest
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	rec := auditRecord(r)
+	sum := sha256.Sum256([]byte(req.Code))
+	rec.CodeSHA256, rec.CodeSize = hex.EncodeToString(sum[:]), len(req.Code)
+	if s.cfg.AuditLogCode {
+		rec.Code = req.Code
+	}
+	sbx, err := s.m.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if req.Network != nil {
+		if err := config.ValidateNetworkPolicy(*req.Network); err != nil {
+			return err
+		}
+		have := sbx.Info().Network
+		if !samePolicy(have, *req.Network) {
+			rec.Action = "execute.policy"
+			return api.Errorf(api.ErrUnsupported,
+				"this sandbox's network policy is %q; the %s backend cannot change it for one execution (asked for %q): create the sandbox with that policy instead",
+				have.Policy, sbx.Info().Backend, req.Network.Policy)
+		}
+		req.Network = nil
+	}
+	start := time.Now()
+	if r.URL.Query().Get("wait") == "true" {
+		exec, err := sbx.Agent().Execute(r.Context(), req, nil)
+		s.observeExecution(exec, err, start)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, exec)
+		return nil
+	}
+	rc := http.NewResponseController(w)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	started := false
+	exec, err := sbx.Agent().Execute(r.Context(), req, func(ev api.ExecEvent) {
+		if !started {
+			started = true
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.WriteHeader(http.StatusOK)
+		}
+		if enc.Encode(ev) == nil {
+			_ = rc.Flush()
+		}
+	})
+	s.observeExecution(exec, err, start)
+	if err != nil && started {
+		// The stream already began: say what happened in-band. No "end" event
+		// follows, which tells the client the execution was cut.
+		_ = enc.Encode(api.ExecEvent{Type: api.EventError, Error: &api.ExecutionError{Name: "SandboxError", Value: err.Error()}})
+		_ = rc.Flush()
+		return fmt.Errorf("execute: %w", err)
+	}
+	return err
+}
+
+func samePolicy(a, b api.NetworkPolicy) bool {
+	if a.Policy != b.Policy {
+		return false
+	}
+	if a.Policy != api.NetworkWhitelist {
+		return true
+	}
+	x, y := slices.Clone(a.Whitelist), slices.Clone(b.Whitelist)
+	slices.Sort(x)
+	slices.Sort(y)
+	return slices.Equal(x, y)
+}
+
+func (s *Server) observeExecution(exec *api.Execution, err error, start time.Time) {
+	if s.opt.Metrics == nil {
+		return
+	}
+	outcome := "ok"
+	switch {
+	case err != nil:
+		outcome = "failed"
+	case exec.Error == nil:
+	case exec.Error.Name == api.ErrNameTimeout:
+		outcome = "timeout"
+	case exec.Error.Name == api.ErrNameDeadKernel:
+		outcome = "dead_kernel"
+	default:
+		outcome = "error"
+	}
+	s.opt.Metrics.Execution(outcome, time.Since(start))
+	if exec != nil {
+		for _, n := range exec.Notices {
+			if strings.Contains(n, "restarted") {
+				s.opt.Metrics.KernelRestarted()
+			}
+		}
+	}
+}

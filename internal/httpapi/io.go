@@ -1,0 +1,52 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+)
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// writeError writes the one error shape with the request id.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	e := api.ErrorFrom(err)
+	e.RequestID = requestID(r.Context())
+	if s.opt.Metrics != nil {
+		s.opt.Metrics.Error(e.Code)
+	}
+	if e.Code == api.CodeInternal {
+		s.log.Error("request failed", "request_id", e.RequestID, "path", r.URL.Path, "err", err)
+	}
+	writeJSON(w, api.HTTPStatus(e.Code), e)
+}
+
+// decode reads a JSON body bounded by max_body_mb, rejecting unknown fields.
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
+	r.Body = http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxBodyMB)<<20)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			return api.Errorf(api.ErrLimit, "request body is larger than %d MiB", s.cfg.MaxBodyMB)
+		case errors.Is(err, io.EOF):
+			return api.Errorf(api.ErrInvalid, "request body is empty")
+		}
+		return api.Errorf(api.ErrInvalid, "request body: %v", err)
+	}
+	if dec.More() {
+		return api.Errorf(api.ErrInvalid, "request body: more than one JSON value")
+	}
+	return nil
+}

@@ -1,0 +1,109 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+)
+
+// proxy forwards one of the agent's own routes (files, processes, contexts)
+// into the sandbox after authentication and ownership checks: the path under
+// /v1/sandboxes/{id} is the agent's path. Bodies and NDJSON streams pass
+// through without buffering (uploads bounded by max_upload_mb).
+func (s *Server) proxy(w http.ResponseWriter, r *http.Request) error {
+	sbx, err := s.m.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	rec := auditRecord(r)
+	if p := r.URL.Query().Get("path"); p != "" {
+		rec.Detail = map[string]string{"path": p}
+	}
+	switch {
+	case r.Method == http.MethodPut:
+		if s.cfg.MaxUploadMB > 0 {
+			r.Body = http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxUploadMB)<<20)
+		}
+	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/processes"):
+		// Audit the command line: read the (bounded) JSON body and pass it on.
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxBodyMB)<<20))
+		if err != nil {
+			return api.Errorf(api.ErrLimit, "request body: %v", err)
+		}
+		var req api.ProcessRequest
+		if json.Unmarshal(body, &req) == nil {
+			sum := sha256.Sum256([]byte(req.Cmd))
+			rec.CodeSHA256, rec.CodeSize = hex.EncodeToString(sum[:]), len(req.Cmd)
+			if s.cfg.AuditLogCode {
+				rec.Code = req.Cmd
+			}
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+	}
+	prefix := "/v1/sandboxes/" + r.PathValue("id")
+	sock := sbx.AgentSocket()
+	var proxyErr error
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = "agent"
+			pr.Out.URL.Path = strings.TrimPrefix(pr.In.URL.Path, prefix)
+			pr.Out.URL.RawPath = ""
+			pr.Out.Host = "agent"
+			pr.Out.Header.Del("Authorization")
+			pr.Out.Header.Del("X-API-Key")
+			pr.Out.Header.Del("Cookie")
+		},
+		Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", sock)
+			},
+			DisableKeepAlives: true,
+		},
+		FlushInterval: -1,
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode < 400 {
+				return nil
+			}
+			// Give the agent's error the request id and count it.
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+			var e api.Error
+			if json.Unmarshal(b, &e) != nil || e.Code == "" {
+				e = api.Error{Code: api.CodeInternal, Message: "agent: " + strings.TrimSpace(string(b))}
+			}
+			e.RequestID = requestID(r.Context())
+			if s.opt.Metrics != nil {
+				s.opt.Metrics.Error(e.Code)
+			}
+			rec.Error = e.Message
+			nb, _ := json.Marshal(e)
+			resp.Body = io.NopCloser(bytes.NewReader(nb))
+			resp.ContentLength = int64(len(nb))
+			resp.Header.Set("Content-Length", strconv.Itoa(len(nb)))
+			resp.Header.Set("Content-Type", "application/json")
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Context().Err() != nil {
+				proxyErr = r.Context().Err()
+				return
+			}
+			proxyErr = api.Errorf(api.ErrUnavailable, "sandbox %s: agent: %v", sbx.ID(), err)
+		},
+	}
+	rp.ServeHTTP(w, r)
+	return proxyErr
+}

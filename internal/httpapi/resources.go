@@ -1,0 +1,200 @@
+package httpapi
+
+import (
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/dataset"
+	"github.com/ds-sandbox/ds-sandbox/internal/template"
+)
+
+func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) error {
+	list, err := template.List(s.cfg.TemplateDirs())
+	if err != nil && len(list) == 0 {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(list))
+	return nil
+}
+
+func (s *Server) getTemplate(w http.ResponseWriter, r *http.Request) error {
+	t, err := s.m.LoadTemplate(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+// putTemplate stores a template as YAML in the state directory's templates/.
+func (s *Server) putTemplate(w http.ResponseWriter, r *http.Request) error {
+	var t api.Template
+	if err := s.decode(w, r, &t); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if t.ID == "" {
+		t.ID = id
+	}
+	if t.ID != id {
+		return api.Errorf(api.ErrInvalid, "template id %q in the body differs from %q in the path", t.ID, id)
+	}
+	if err := template.Validate(t); err != nil {
+		return err
+	}
+	if err := template.Save(filepath.Join(s.cfg.StateDir, "templates"), t); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := template.ValidateID(id); err != nil {
+		return err
+	}
+	dir := filepath.Join(s.cfg.StateDir, "templates")
+	removed := false
+	for _, ext := range []string{".yaml", ".yml"} {
+		if err := os.Remove(filepath.Join(dir, id+ext)); err == nil {
+			removed = true
+		}
+	}
+	if !removed {
+		return api.Errorf(api.ErrNotFound, "template %s in %s (templates in %s are read-only)", id, dir, s.cfg.TemplatesDir)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request) error {
+	list, err := s.m.Workspaces().List()
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(list))
+	return nil
+}
+
+func (s *Server) getWorkspace(w http.ResponseWriter, r *http.Request) error {
+	ws, err := s.m.Workspaces().Get(r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ws)
+	return nil
+}
+
+func (s *Server) deleteWorkspace(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	for _, info := range s.m.List(r.Context(), nil) {
+		if info.WorkspaceID == id {
+			return api.Errorf(api.ErrExists, "workspace %s is attached to running sandbox %s; kill it first", id, info.SandboxID)
+		}
+	}
+	if err := s.m.Workspaces().Remove(id); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) listDatasets(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	list, err := s.m.Datasets().List(dataset.Filter{NameContains: q.Get("name_contains"), Tags: q["tag"], Format: q.Get("format")})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(list))
+	return nil
+}
+
+func (s *Server) getDataset(w http.ResponseWriter, r *http.Request) error {
+	d, err := s.m.Datasets().Get(r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, d)
+	return nil
+}
+
+type registerRequest struct {
+	Source      string   `json:"source"`
+	Name        string   `json:"name"`
+	Description string   `json:"description,omitempty"`
+	Tags        []string `json:"tags,omitempty"`
+}
+
+// registerDataset registers a file or directory that is already on the
+// server's host (admin keys only: it reads host paths).
+func (s *Server) registerDataset(w http.ResponseWriter, r *http.Request) error {
+	var req registerRequest
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(req.Source) {
+		return api.Errorf(api.ErrInvalid, "source %q must be an absolute path on the server", req.Source)
+	}
+	d, err := s.m.Datasets().Register(req.Source, req.Name, req.Description, req.Tags)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, d)
+	return nil
+}
+
+// uploadDataset registers the request body as a one-file dataset
+// (?filename=data.csv&description=…&tag=…).
+func (s *Server) uploadDataset(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	name := r.PathValue("name")
+	filename := q.Get("filename")
+	if filename == "" {
+		filename = name
+	}
+	if filename != filepath.Base(filename) || strings.HasPrefix(filename, ".") {
+		return api.Errorf(api.ErrInvalid, "filename %q must be a plain file name", filename)
+	}
+	if err := dataset.ValidateName(name); err != nil {
+		return err
+	}
+	if s.cfg.MaxUploadMB > 0 {
+		r.Body = http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxUploadMB)<<20)
+	}
+	tmp, err := os.MkdirTemp(s.cfg.StateDir, ".upload-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	p := filepath.Join(tmp, filename)
+	f, err := os.Create(p)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, r.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return api.Errorf(api.ErrInvalid, "upload: %v", err)
+	}
+	d, err := s.m.Datasets().Register(p, name, q.Get("description"), q["tag"])
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, d)
+	return nil
+}
+
+func (s *Server) deleteDataset(w http.ResponseWriter, r *http.Request) error {
+	if err := s.m.Datasets().Remove(r.PathValue("name")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

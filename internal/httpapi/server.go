@@ -1,0 +1,272 @@
+// Package httpapi is the daemon's REST API under /v1: sandboxes, code
+// execution (NDJSON streams or waited for), files, commands, templates,
+// workspaces, datasets and events, plus /healthz, /readyz, /metrics and the
+// OpenAPI document. It authenticates API keys, scopes sandboxes to the key that
+// made them, bounds bodies, streams and creation rates, writes the audit log
+// and maps every error to one JSON shape {code, message, request_id} through
+// the one table in package api.
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/audit"
+	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/manager"
+	"github.com/ds-sandbox/ds-sandbox/internal/metrics"
+	"golang.org/x/time/rate"
+)
+
+// Options configure the API server.
+type Options struct {
+	// Loopback is true when the daemon listens only on a loopback address.
+	// Without API keys the server refuses to run unless it is.
+	Loopback bool
+	Logger   *slog.Logger
+	// Metrics and Audit are optional sinks.
+	Metrics *metrics.Metrics
+	Audit   *audit.Log
+	// MCP, when set, is served at /mcp behind the same authentication.
+	MCP http.Handler
+}
+
+// Server is the REST API.
+type Server struct {
+	m    *manager.Manager
+	cfg  config.Config
+	opt  Options
+	log  *slog.Logger
+	mux  *http.ServeMux
+	keys []keyEntry
+
+	mu       sync.Mutex
+	limiters map[string]*rate.Limiter
+	streams  map[string]int
+}
+
+// New builds the API over m. It refuses an open API (no keys) on a
+// non-loopback address.
+func New(m *manager.Manager, opt Options) (*Server, error) {
+	cfg := m.Config()
+	if len(cfg.APIKeys) == 0 && !opt.Loopback {
+		return nil, api.Errorf(api.ErrInvalid, "refusing to serve the API on a non-loopback address without API keys: configure api_keys (or DS_SANDBOX_API_KEY), or listen on 127.0.0.1")
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		m: m, cfg: cfg, opt: opt, log: opt.Logger, mux: http.NewServeMux(),
+		keys: newKeys(cfg.APIKeys), limiters: map[string]*rate.Limiter{}, streams: map[string]int{},
+	}
+	s.routes()
+	return s, nil
+}
+
+// Handler returns the API's handler.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rid := r.Header.Get("X-Request-ID")
+		if !validRequestID(rid) {
+			rid = newRequestID()
+		}
+		w.Header().Set("X-Request-ID", rid)
+		r = r.WithContext(context.WithValue(r.Context(), ridKey{}, rid))
+		if s.cors(w, r) {
+			return
+		}
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.log.Error("handler panic", "request_id", rid, "path", r.URL.Path, "panic", v)
+				s.writeError(w, r, fmt.Errorf("internal error (request %s): %v", rid, v))
+			}
+		}()
+		s.mux.ServeHTTP(w, r)
+	})
+}
+
+type ridKey struct{}
+
+func requestID(ctx context.Context) string {
+	rid, _ := ctx.Value(ridKey{}).(string)
+	return rid
+}
+
+func validRequestID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c == '-' || c == '_' || c == '.' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// cors answers preflight requests and sets CORS headers for configured
+// origins. It returns true when the request was fully answered.
+func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" || len(s.cfg.CORSOrigins) == 0 {
+		return false
+	}
+	allowed := false
+	for _, o := range s.cfg.CORSOrigins {
+		allowed = allowed || o == origin || o == "*"
+	}
+	if !allowed {
+		return false
+	}
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", origin)
+	h.Add("Vary", "Origin")
+	h.Set("Access-Control-Expose-Headers", "X-Request-ID")
+	if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE")
+		h.Set("Access-Control-Allow-Headers", "Authorization, X-API-Key, Content-Type, X-Request-ID")
+		h.Set("Access-Control-Max-Age", "600")
+		w.WriteHeader(http.StatusNoContent)
+		return true
+	}
+	return false
+}
+
+// statusWriter records the status of a response and keeps Flush working
+// through http.ResponseController (Unwrap).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// route is how every API route is registered: authentication, the per-route
+// metrics and (when action is set) the audit record around h.
+type routeOpts struct {
+	action string // audit action; "" = not audited
+	open   bool   // no authentication (health, OpenAPI)
+	admin  bool   // admin keys only
+	stream bool   // counts against the key's open streams
+}
+
+func (s *Server) handle(pattern string, o routeOpts, h func(w http.ResponseWriter, r *http.Request) error) {
+	s.mux.HandleFunc(pattern, func(rw http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		w := &statusWriter{ResponseWriter: rw}
+		rec := &audit.Record{Action: o.action, RequestID: requestID(r.Context()), Remote: r.RemoteAddr, SandboxID: r.PathValue("id")}
+		r = r.WithContext(context.WithValue(r.Context(), recKey{}, rec))
+		err := s.serve(w, r, o, rec, h)
+		if err != nil {
+			if w.status == 0 {
+				s.writeError(w, r, err)
+			} else {
+				s.log.Warn("stream ended with an error", "request_id", rec.RequestID, "err", err)
+			}
+		}
+		if w.status == 0 {
+			w.WriteHeader(http.StatusNoContent)
+		}
+		if s.opt.Metrics != nil {
+			s.opt.Metrics.HTTPRequest(pattern, r.Method, w.status, time.Since(start))
+		}
+		if o.action != "" || errors.Is(err, api.ErrUnauthenticated) || errors.Is(err, api.ErrPermission) {
+			s.audit(rec, w.status, err)
+		}
+	})
+}
+
+type recKey struct{}
+
+// auditRecord returns the request's audit record, for handlers to add detail.
+func auditRecord(r *http.Request) *audit.Record {
+	rec, _ := r.Context().Value(recKey{}).(*audit.Record)
+	if rec == nil {
+		rec = &audit.Record{}
+	}
+	return rec
+}
+
+func (s *Server) serve(w *statusWriter, r *http.Request, o routeOpts, rec *audit.Record, h func(http.ResponseWriter, *http.Request) error) error {
+	if !o.open {
+		id, err := s.authenticate(r)
+		if err != nil {
+			if rec.Action == "" {
+				rec.Action = "auth"
+			}
+			return err
+		}
+		rec.KeyID = id.KeyID
+		if o.admin && !id.Admin {
+			return api.Errorf(api.ErrPermission, "%s needs an admin key", strings.SplitN(r.URL.Path, "?", 2)[0])
+		}
+		r = r.WithContext(withIdentity(r.Context(), id))
+		if o.stream {
+			release, err := s.acquireStream(id.KeyID)
+			if err != nil {
+				return err
+			}
+			defer release()
+		}
+	}
+	return h(w, r)
+}
+
+func (s *Server) audit(rec *audit.Record, status int, err error) {
+	if s.opt.Audit == nil {
+		return
+	}
+	rec.Status = status
+	switch {
+	case err == nil && status < 400:
+		rec.Outcome = audit.OK
+	case errors.Is(err, api.ErrUnauthenticated) || errors.Is(err, api.ErrPermission) || errors.Is(err, api.ErrLimit):
+		rec.Outcome = audit.Denied
+	default:
+		rec.Outcome = audit.Error
+	}
+	if err != nil {
+		rec.Error = err.Error()
+	}
+	if werr := s.opt.Audit.Write(*rec); werr != nil {
+		s.log.Error("audit log write failed", "err", werr)
+	}
+}
