@@ -3,13 +3,12 @@ package dssandbox
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
-	"github.com/ds-sandbox/ds-sandbox/internal/backend/local"
+	"github.com/ds-sandbox/ds-sandbox/internal/backends"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/dataset"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
@@ -32,7 +31,7 @@ func defaultControlPlane() (controlPlane, error) {
 			embeddedErr = err
 			return
 		}
-		m, err := NewManager(cfg)
+		m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
 		if err != nil {
 			embeddedErr = err
 			return
@@ -43,14 +42,6 @@ func defaultControlPlane() (controlPlane, error) {
 		return nil, embeddedErr
 	}
 	return embeddedCP, nil
-}
-
-// NewManager builds the in-process manager of embedded mode from cfg, with
-// every backend this build has. It is what Create uses (configured from the
-// environment); the CLI and the daemon call it with their own config.
-func NewManager(cfg config.Config) (*manager.Manager, error) {
-	lb := local.New(local.Config{AgentPath: cfg.AgentPath, CacheDir: filepath.Join(cfg.StateDir, "cache")})
-	return manager.New(cfg, nil, lb)
 }
 
 // Shutdown kills every sandbox the embedded manager started. Programs that

@@ -71,3 +71,16 @@ func WorkspaceEnv(root string) map[string]string {
 		"WORKSPACE_OUTPUTS": root + "/outputs",
 	}
 }
+
+// Recoverable is an Instance whose backend can find it again after a daemon
+// restart: State is persisted with the sandbox's record.
+type Recoverable interface {
+	State() map[string]string
+}
+
+// Recoverer is a Backend that can re-attach to a sandbox from its persisted
+// State. An error wrapping api.ErrNotFound means the sandbox is gone (the
+// manager reaps its record and anonymous workspace).
+type Recoverer interface {
+	Recover(ctx context.Context, state map[string]string) (Instance, error)
+}

@@ -11,9 +11,10 @@ import (
 	"slices"
 	"time"
 
-	dssandbox "github.com/ds-sandbox/ds-sandbox"
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/backends"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 )
 
 // Stats summarises latencies in milliseconds.
@@ -109,7 +110,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 // bench measures create → first result over n sandboxes and RunCode("1+1")
 // round trips in one of them.
 func bench(ctx context.Context, cfg config.Config, backend string, creates, execs int) (*benchReport, error) {
-	m, err := dssandbox.NewManager(cfg)
+	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ const usage = `ds-sandbox runs untrusted Python in sandboxes on your own machine
 
 Usage:
   ds-sandbox run [flags] (FILE.py | -c CODE | -)   run Python in a fresh sandbox
+  ds-sandbox serve [--listen HOST:PORT] [--config FILE]   the daemon: REST API, /metrics, audit log
   ds-sandbox bench [flags]                         measure create and run_code latency beside jupyter_client
   ds-sandbox version                               print the version
 
@@ -33,6 +34,8 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	switch args[0] {
 	case "run":
 		return runCmd(ctx, args[1:], stdin, stdout, stderr)
+	case "serve":
+		return serveCmd(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "agent": // hidden: started by backends inside a sandbox

@@ -15,9 +15,10 @@ import (
 	"strings"
 	"time"
 
-	dssandbox "github.com/ds-sandbox/ds-sandbox"
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/backends"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 )
 
 // maxCodeSize bounds a program read from a file or stdin.
@@ -116,7 +117,7 @@ func run(ctx context.Context, f runFlags, code string, stdout, stderr io.Writer)
 	// The sandbox lives as long as the cell may, plus room to start and stop.
 	req.TimeoutSeconds = int(cellTimeout/time.Second) + 120
 
-	m, err := dssandbox.NewManager(cfg)
+	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
 	if err != nil {
 		return 0, err
 	}

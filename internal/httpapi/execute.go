@@ -73,6 +73,9 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 		}
 	})
 	s.observeExecution(exec, err, start)
+	if err != nil && r.Context().Err() != nil && s.isShuttingDown() {
+		err = api.Errorf(api.ErrUnavailable, "the daemon is shutting down; the execution was interrupted")
+	}
 	if err != nil && started {
 		// The stream already began: say what happened in-band. No "end" event
 		// follows, which tells the client the execution was cut.
@@ -120,4 +123,10 @@ func (s *Server) observeExecution(exec *api.Execution, err error, start time.Tim
 			}
 		}
 	}
+}
+
+func (s *Server) isShuttingDown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shuttingDown
 }

@@ -49,9 +49,14 @@ type Server struct {
 	mux  *http.ServeMux
 	keys []keyEntry
 
-	mu       sync.Mutex
-	limiters map[string]*rate.Limiter
-	streams  map[string]int
+	mu           sync.Mutex
+	limiters     map[string]*rate.Limiter
+	streams      map[string]int
+	shuttingDown bool
+
+	// base is the parent of every request's context, cancelled by CutStreams.
+	base      context.Context
+	cancelAll context.CancelFunc
 }
 
 // New builds the API over m. It refuses an open API (no keys) on a
@@ -68,6 +73,7 @@ func New(m *manager.Manager, opt Options) (*Server, error) {
 		m: m, cfg: cfg, opt: opt, log: opt.Logger, mux: http.NewServeMux(),
 		keys: newKeys(cfg.APIKeys), limiters: map[string]*rate.Limiter{}, streams: map[string]int{},
 	}
+	s.base, s.cancelAll = context.WithCancel(context.Background())
 	s.routes()
 	return s, nil
 }
@@ -80,7 +86,11 @@ func (s *Server) Handler() http.Handler {
 			rid = newRequestID()
 		}
 		w.Header().Set("X-Request-ID", rid)
-		r = r.WithContext(context.WithValue(r.Context(), ridKey{}, rid))
+		ctx, cancel := context.WithCancel(context.WithValue(r.Context(), ridKey{}, rid))
+		defer cancel()
+		stop := context.AfterFunc(s.base, cancel)
+		defer stop()
+		r = r.WithContext(ctx)
 		if s.cors(w, r) {
 			return
 		}
@@ -270,3 +280,14 @@ func (s *Server) audit(rec *audit.Record, status int, err error) {
 		s.log.Error("audit log write failed", "err", werr)
 	}
 }
+
+// BeginShutdown marks the server as shutting down: executions cut from now on
+// say so instead of reporting a vanished client.
+func (s *Server) BeginShutdown() {
+	s.mu.Lock()
+	s.shuttingDown = true
+	s.mu.Unlock()
+}
+
+// CutStreams cancels every request still running (after the shutdown grace).
+func (s *Server) CutStreams() { s.cancelAll() }

@@ -80,6 +80,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 	s.timer = time.AfterFunc(plan.timeout, func() { m.expire(id) })
 	s.mu.Unlock()
 	m.mu.Unlock()
+	m.saveRecord(s)
 	go m.watch(s)
 	m.log.Info("sandbox created", "sandbox_id", id, "backend", plan.backend.Name(), "workspace_id", ws.ID)
 	m.emit(api.EventSandboxCreated, id, s.info.Owner, map[string]string{

@@ -54,9 +54,10 @@ type Manager struct {
 
 	events events
 
-	mu        sync.Mutex
-	sandboxes map[string]*Sandbox
-	closed    bool
+	mu         sync.Mutex
+	sandboxes  map[string]*Sandbox
+	closed     bool
+	recordsDir string // "" = records are not persisted
 }
 
 // New returns a manager over the given backends (keyed by their names).
@@ -195,6 +196,7 @@ func (m *Manager) SetTimeout(ctx context.Context, id string, d time.Duration) (a
 	s.timer.Reset(d)
 	owner, end := s.info.Owner, s.info.EndAt
 	s.mu.Unlock()
+	m.saveRecord(s)
 	m.emit(api.EventSandboxTimeout, id, owner, map[string]string{"end_at": end.Format(time.RFC3339)})
 	return s.Info(), nil
 }
@@ -234,6 +236,7 @@ func (m *Manager) destroy(ctx context.Context, s *Sandbox, why string) error {
 	s.mu.Unlock()
 	s.agent.Close()
 	err := s.inst.Destroy(ctx)
+	m.deleteRecord(info.SandboxID)
 	if info.Anonymous {
 		if rerr := m.workspaces.Remove(info.WorkspaceID); rerr != nil && !errors.Is(rerr, api.ErrNotFound) {
 			err = errors.Join(err, fmt.Errorf("remove workspace %s: %w", info.WorkspaceID, rerr))

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -34,6 +35,11 @@ type Config struct {
 	CacheDir string
 	// StartTimeout bounds the agent start; default 30s.
 	StartTimeout time.Duration
+	// Detach starts agents in their own session without a parent-death
+	// signal, so sandboxes outlive a daemon restart (or crash) and Recover can
+	// re-attach to them. Embedded mode leaves it off: its sandboxes die with
+	// the program.
+	Detach bool
 }
 
 // Backend is the local backend.
@@ -100,24 +106,49 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	cmd := exec.Command(argv[0], args...)
 	cmd.Dir = spec.WorkspaceDir
 	cmd.Env = append(b.environ(spec, tmp), extraEnv...)
-	stderr := &tailBuffer{max: 16 << 10}
-	cmd.Stdout = stderr
-	cmd.Stderr = stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// The agent logs to a file, not a pipe: a detached agent must not die of
+	// SIGPIPE when the daemon that read the pipe is gone.
+	logf, err := os.OpenFile(filepath.Join(dir, "agent.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("local backend: %w", err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if b.cfg.Detach {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	} else {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	}
 	if err := startLocked(cmd); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("local backend: start agent: %w", err)
 	}
-	in := &instance{cmd: cmd, dir: dir, sock: sock, done: make(chan struct{})}
+	in := &instance{pid: cmd.Process.Pid, dir: dir, sock: sock, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		close(in.done)
 	}()
 	if err := waitReady(ctx, sock, in.done, b.cfg.StartTimeout); err != nil {
 		_ = in.Destroy(context.Background())
-		return nil, fmt.Errorf("local backend: agent did not start: %w; agent output: %s", err, bytes.TrimSpace(stderr.Bytes()))
+		return nil, fmt.Errorf("local backend: agent did not start: %w; agent output: %s", err, tail(filepath.Join(dir, "agent.log"), 4<<10))
 	}
 	return in, nil
+}
+
+// tail returns the last n bytes of the file at p (for error messages).
+func tail(p string, n int64) string {
+	f, err := os.Open(p)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > n {
+		_, _ = f.Seek(st.Size()-n, 0)
+	}
+	b := make([]byte, n)
+	k, _ := f.Read(b)
+	return string(bytes.TrimSpace(b[:k]))
 }
 
 // startLocked starts cmd from a locked OS thread: Pdeathsig fires when the
@@ -190,7 +221,7 @@ func waitReady(ctx context.Context, sock string, done <-chan struct{}, timeout t
 }
 
 type instance struct {
-	cmd  *exec.Cmd
+	pid  int
 	dir  string
 	sock string
 	done chan struct{}
@@ -200,12 +231,17 @@ type instance struct {
 func (in *instance) AgentSocket() string   { return in.sock }
 func (in *instance) Done() <-chan struct{} { return in.done }
 
+// State implements backend.Recoverable: what Recover needs to find the
+// sandbox again.
+func (in *instance) State() map[string]string {
+	return map[string]string{"pid": strconv.Itoa(in.pid), "dir": in.dir, "socket": in.sock}
+}
+
 // Destroy asks the agent to stop (SIGTERM: it kills every kernel, process and
 // descendant of the sandbox), then kills its process group after a grace.
 func (in *instance) Destroy(ctx context.Context) error {
 	in.once.Do(func() {
-		pid := in.cmd.Process.Pid
-		_ = syscall.Kill(pid, syscall.SIGTERM)
+		_ = syscall.Kill(in.pid, syscall.SIGTERM)
 		grace := time.NewTimer(5 * time.Second)
 		defer grace.Stop()
 		select {
@@ -213,32 +249,12 @@ func (in *instance) Destroy(ctx context.Context) error {
 		case <-grace.C:
 		case <-ctx.Done():
 		}
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		<-in.done
+		_ = syscall.Kill(-in.pid, syscall.SIGKILL)
+		select {
+		case <-in.done:
+		case <-time.After(10 * time.Second):
+		}
 		os.RemoveAll(in.dir)
 	})
 	return nil
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > t.max {
-		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) Bytes() []byte {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return append([]byte(nil), t.buf...)
 }

@@ -1,0 +1,32 @@
+// Package backends assembles the isolation backends of this build from the
+// configuration. It is the one place that knows every backend package.
+package backends
+
+import (
+	"path/filepath"
+
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend/local"
+	"github.com/ds-sandbox/ds-sandbox/internal/config"
+)
+
+// Mode says who runs the sandboxes.
+type Mode int
+
+const (
+	// Embedded sandboxes die with the program that made them.
+	Embedded Mode = iota
+	// Daemon sandboxes outlive a daemon restart, so it can re-attach.
+	Daemon
+)
+
+// New returns every backend this build has, configured from cfg.
+func New(cfg config.Config, mode Mode) []backend.Backend {
+	return []backend.Backend{
+		local.New(local.Config{
+			AgentPath: cfg.AgentPath,
+			CacheDir:  filepath.Join(cfg.StateDir, "cache"),
+			Detach:    mode == Daemon,
+		}),
+	}
+}

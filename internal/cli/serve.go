@@ -1,0 +1,198 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/audit"
+	"github.com/ds-sandbox/ds-sandbox/internal/backends"
+	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpapi"
+	"github.com/ds-sandbox/ds-sandbox/internal/manager"
+	"github.com/ds-sandbox/ds-sandbox/internal/metrics"
+)
+
+// shutdownGrace bounds how long SIGTERM waits for in-flight requests
+// (executions, streams) before cutting them.
+const shutdownGrace = 20 * time.Second
+
+func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	listen := fl.String("listen", "", "HOST:PORT to listen on (default from config: 127.0.0.1:8000; port 0 picks a free one)")
+	cfgPath := fl.String("config", "", "config file (YAML or JSON)")
+	verbose := fl.Bool("v", false, "debug logging")
+	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	if fl.NArg() > 0 {
+		fmt.Fprintf(stderr, "ds-sandbox serve: unexpected arguments %q\n", fl.Args())
+		return 2
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if err := serve(ctx, *cfgPath, *listen, stdout, log); err != nil {
+		fmt.Fprintln(stderr, "ds-sandbox serve:", err)
+		return 1
+	}
+	return 0
+}
+
+// Daemon is a running API server, for serve and for tests.
+type Daemon struct {
+	URL     string
+	Manager *manager.Manager
+	srv     *http.Server
+	api     *httpapi.Server
+	audit   *audit.Log
+	log     *slog.Logger
+	done    chan error
+}
+
+// StartDaemon starts the daemon: manager with persisted records (re-attaching
+// to sandboxes an earlier daemon left running), metrics, audit log, the REST
+// API and MCP, listening on cfg.Listen.
+func StartDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, error) {
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	d, err := startDaemon(ctx, cfg, ln, log)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func startDaemon(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logger) (*Daemon, error) {
+	loopback := isLoopback(ln.Addr())
+	if len(cfg.APIKeys) == 0 && !loopback {
+		return nil, api.Errorf(api.ErrInvalid, "refusing to listen on %s without API keys: configure api_keys (or DS_SANDBOX_API_KEY), or listen on 127.0.0.1", ln.Addr())
+	}
+	m, err := manager.New(cfg, log, backends.New(cfg, backends.Daemon)...)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Persist(); err != nil {
+		return nil, err
+	}
+	d := &Daemon{Manager: m, log: log, done: make(chan error, 1)}
+	opt := httpapi.Options{Loopback: loopback, Logger: log}
+	if cfg.EnableMetrics {
+		opt.Metrics = metrics.New(func() []metrics.SandboxCount {
+			counts := map[string]int{}
+			for _, s := range m.List(context.Background(), nil) {
+				counts[s.Backend]++
+			}
+			out := make([]metrics.SandboxCount, 0, len(counts))
+			for b, n := range counts {
+				out = append(out, metrics.SandboxCount{State: api.StateRunning, Backend: b, N: n})
+			}
+			return out
+		})
+	}
+	if cfg.EnableAuditLog {
+		d.audit, err = audit.Open(cfg.AuditLogPath, int64(cfg.AuditMaxMB)<<20, cfg.AuditBackups)
+		if err != nil {
+			return nil, err
+		}
+		opt.Audit = d.audit
+	}
+	m.Subscribe(func(ev api.Event, owner string) {
+		if opt.Metrics != nil {
+			switch ev.Type {
+			case api.EventSandboxCreated:
+				opt.Metrics.SandboxCreated(ev.Data["backend"])
+			case api.EventSandboxKilled, api.EventSandboxExpired, api.EventSandboxExited, api.EventSandboxReaped:
+				opt.Metrics.SandboxStopped(ev.Data["reason"])
+			}
+		}
+		// Lifecycle changes nobody asked for over the API (timeouts, exits,
+		// recovery) are audited here; requests are audited by the API.
+		if d.audit != nil && ev.Type != api.EventSandboxCreated && ev.Type != api.EventSandboxKilled && ev.Type != api.EventSandboxTimeout {
+			_ = d.audit.Write(audit.Record{Action: ev.Type, SandboxID: ev.SandboxID, KeyID: owner, Outcome: audit.OK, Detail: ev.Data})
+		}
+	})
+	rep, err := m.Recover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(rep.Reattached)+len(rep.Reaped) > 0 {
+		log.Info("recovered sandboxes after restart", "reattached", rep.Reattached, "reaped", rep.Reaped)
+	}
+	if d.api, err = httpapi.New(m, opt); err != nil {
+		return nil, err
+	}
+	d.srv = &http.Server{
+		Handler:           d.api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	d.URL = "http://" + ln.Addr().String()
+	go func() { d.done <- d.srv.Serve(ln) }()
+	return d, nil
+}
+
+// Shutdown stops accepting requests, lets in-flight ones finish within grace,
+// then cuts the rest (their executions are interrupted and the streams end
+// with an error saying so), and detaches from the sandboxes: they keep
+// running and the next daemon re-attaches to them.
+func (d *Daemon) Shutdown(grace time.Duration) error {
+	d.api.BeginShutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := d.srv.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		d.api.CutStreams()
+		_ = d.srv.Close()
+		err = nil
+	}
+	d.Manager.Detach()
+	if d.audit != nil {
+		d.audit.Close()
+	}
+	return err
+}
+
+func serve(ctx context.Context, cfgPath, listen string, stdout io.Writer, log *slog.Logger) error {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return err
+	}
+	if listen != "" {
+		cfg.Listen = listen
+	}
+	d, err := StartDaemon(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	// The first line on stdout is for programs that start us (the Python
+	// client reads the port from it).
+	fmt.Fprintf(stdout, "ds-sandbox: listening on %s\n", d.URL)
+	log.Info("serving", "url", d.URL, "state_dir", cfg.StateDir, "backends", d.Manager.BackendNames())
+	select {
+	case err := <-d.done:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "grace", shutdownGrace)
+	return d.Shutdown(shutdownGrace)
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}

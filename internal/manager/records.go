@@ -1,0 +1,197 @@
+package manager
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+)
+
+// record is a sandbox as persisted in <state_dir>/sandboxes/<id>.json.
+type record struct {
+	Info         api.SandboxInfo   `json:"info"`
+	BackendState map[string]string `json:"backend_state"`
+}
+
+// Persist makes the manager keep a record of every sandbox on disk (written
+// atomically on create and SetTimeout, removed when the sandbox stops), so a
+// restarted daemon can Recover them. The daemon calls it; embedded mode does
+// not (its sandboxes die with the program).
+func (m *Manager) Persist() error {
+	dir := filepath.Join(m.cfg.StateDir, "sandboxes")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("sandbox records: %w", err)
+	}
+	m.mu.Lock()
+	m.recordsDir = dir
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *Manager) saveRecord(s *Sandbox) {
+	m.mu.Lock()
+	dir := m.recordsDir
+	m.mu.Unlock()
+	if dir == "" {
+		return
+	}
+	rec := record{Info: s.Info()}
+	if r, ok := s.inst.(backend.Recoverable); ok {
+		rec.BackendState = r.State()
+	}
+	b, err := json.MarshalIndent(rec, "", "  ")
+	if err == nil {
+		err = writeAtomic(filepath.Join(dir, rec.Info.SandboxID+".json"), b)
+	}
+	if err != nil {
+		m.log.Error("persist sandbox record", "sandbox_id", rec.Info.SandboxID, "err", err)
+	}
+}
+
+func (m *Manager) deleteRecord(id string) {
+	m.mu.Lock()
+	dir := m.recordsDir
+	m.mu.Unlock()
+	if dir != "" {
+		if err := os.Remove(filepath.Join(dir, id+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+			m.log.Error("remove sandbox record", "sandbox_id", id, "err", err)
+		}
+	}
+}
+
+// writeAtomic writes b to p through a synced temp file and a rename, so a
+// crash leaves either the old or the new record, never half of one.
+func writeAtomic(p string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), p)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// RecoveryReport says what Recover found.
+type RecoveryReport struct {
+	// Reattached sandboxes still ran and are managed again.
+	Reattached []string `json:"reattached"`
+	// Reaped sandboxes were gone (or past their deadline): their records and
+	// anonymous workspaces were removed.
+	Reaped []string `json:"reaped"`
+}
+
+// Recover loads the persisted records (see Persist) and re-attaches to every
+// sandbox whose backend still runs it, re-arming its deadline; the others are
+// reaped. Named workspaces are never removed.
+func (m *Manager) Recover(ctx context.Context) (RecoveryReport, error) {
+	var rep RecoveryReport
+	m.mu.Lock()
+	dir := m.recordsDir
+	m.mu.Unlock()
+	if dir == "" {
+		return rep, errors.New("recover: persistence is off (call Persist first)")
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return rep, fmt.Errorf("recover: %w", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".json") || strings.HasPrefix(name, ".") {
+			if strings.HasPrefix(name, ".tmp-") {
+				os.Remove(filepath.Join(dir, name))
+			}
+			continue
+		}
+		var rec record
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err == nil {
+			err = json.Unmarshal(b, &rec)
+		}
+		if err != nil || rec.Info.SandboxID+".json" != name {
+			m.log.Error("unreadable sandbox record; moving it aside", "file", name, "err", err)
+			os.Rename(filepath.Join(dir, name), filepath.Join(dir, name+".bad"))
+			continue
+		}
+		if m.reattach(ctx, rec) {
+			rep.Reattached = append(rep.Reattached, rec.Info.SandboxID)
+		} else {
+			rep.Reaped = append(rep.Reaped, rec.Info.SandboxID)
+		}
+	}
+	return rep, nil
+}
+
+// reattach re-attaches one recorded sandbox, or reaps it.
+func (m *Manager) reattach(ctx context.Context, rec record) bool {
+	info := rec.Info
+	reap := func(why string) bool {
+		if info.Anonymous {
+			_ = m.workspaces.Remove(info.WorkspaceID)
+		}
+		m.deleteRecord(info.SandboxID)
+		m.log.Info("sandbox reaped after restart", "sandbox_id", info.SandboxID, "reason", why)
+		m.emit(api.EventSandboxReaped, info.SandboxID, info.Owner, map[string]string{"reason": why})
+		return false
+	}
+	b, ok := m.backends[info.Backend]
+	if !ok {
+		return reap("backend " + info.Backend + " is not configured")
+	}
+	rb, ok := b.(backend.Recoverer)
+	if !ok || rec.BackendState == nil {
+		return reap("backend " + info.Backend + " cannot re-attach")
+	}
+	inst, err := rb.Recover(ctx, rec.BackendState)
+	if err != nil {
+		return reap(err.Error())
+	}
+	left := time.Until(info.EndAt)
+	if left <= 0 {
+		_ = inst.Destroy(ctx)
+		return reap("its timeout passed while the daemon was down")
+	}
+	s := &Sandbox{inst: inst, agent: agent.NewClient(inst.AgentSocket()), info: info}
+	m.mu.Lock()
+	m.sandboxes[info.SandboxID] = s
+	s.timer = time.AfterFunc(left, func() { m.expire(info.SandboxID) })
+	m.mu.Unlock()
+	go m.watch(s)
+	m.log.Info("sandbox re-attached after restart", "sandbox_id", info.SandboxID)
+	m.emit(api.EventSandboxRecovered, info.SandboxID, info.Owner, nil)
+	return true
+}
+
+// Detach forgets every sandbox without stopping it, leaving the records for
+// the next daemon's Recover (a graceful daemon shutdown).
+func (m *Manager) Detach() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	for id, s := range m.sandboxes {
+		s.mu.Lock()
+		s.timer.Stop()
+		s.mu.Unlock()
+		s.agent.Close()
+		delete(m.sandboxes, id)
+	}
+}
