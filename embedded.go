@@ -22,9 +22,22 @@ var (
 	embeddedOnce sync.Once
 	embeddedCP   *embedded
 	embeddedErr  error
+
+	remoteOnce sync.Once
+	remoteCP   *remote
+	remoteErr  error
 )
 
+// defaultControlPlane is the server named by DS_SANDBOX_URL when it is set,
+// else the embedded manager.
 func defaultControlPlane() (controlPlane, error) {
+	if u := os.Getenv(URLEnv); u != "" {
+		remoteOnce.Do(func() { remoteCP, remoteErr = newRemote(u, os.Getenv(APIKeyEnv)) })
+		if remoteErr != nil {
+			return nil, remoteErr
+		}
+		return remoteCP, nil
+	}
 	embeddedOnce.Do(func() {
 		cfg, err := config.Load(os.Getenv(ConfigEnv))
 		if err != nil {

@@ -73,12 +73,17 @@ func newSandbox(cp controlPlane, info api.SandboxInfo, ac *agent.Client) *Sandbo
 	}
 }
 
-// Create starts a new sandbox.
+// Create starts a new sandbox: on the server named by DS_SANDBOX_URL when it
+// is set, else embedded in this process.
 func Create(ctx context.Context, opts Options) (*Sandbox, error) {
 	cp, err := defaultControlPlane()
 	if err != nil {
 		return nil, err
 	}
+	return create(ctx, cp, opts)
+}
+
+func create(ctx context.Context, cp controlPlane, opts Options) (*Sandbox, error) {
 	req := api.CreateSandboxRequest{
 		Template: opts.Template, TemplateSpec: opts.TemplateSpec, Backend: opts.Backend,
 		Envs: opts.Envs, Metadata: opts.Metadata, WorkspaceID: opts.WorkspaceID,
@@ -103,6 +108,10 @@ func Connect(ctx context.Context, id string) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
+	return connect(ctx, cp, id)
+}
+
+func connect(ctx context.Context, cp controlPlane, id string) (*Sandbox, error) {
 	info, ac, err := cp.connect(ctx, id)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	dssandbox "github.com/ds-sandbox/ds-sandbox"
+	"github.com/ds-sandbox/ds-sandbox/internal/cli"
+	"github.com/ds-sandbox/ds-sandbox/internal/config"
 )
 
 var stateDir string
@@ -32,8 +35,28 @@ func TestMain(m *testing.M) {
 	}
 	stateDir = dir
 	os.Setenv("SANDBOX_STATE_DIR", dir)
+	// DS_SANDBOX_TEST_REMOTE=1 runs the same behaviour tests against a real
+	// daemon on loopback through the SDK's remote mode.
+	var daemon *cli.Daemon
+	if os.Getenv("DS_SANDBOX_TEST_REMOTE") == "1" {
+		cfg, err := config.Load("")
+		if err != nil {
+			panic(err)
+		}
+		cfg.Listen = "127.0.0.1:0"
+		daemon, err = cli.StartDaemon(context.Background(), cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			panic(err)
+		}
+		os.Setenv(dssandbox.URLEnv, daemon.URL)
+		fmt.Fprintln(os.Stderr, "remote mode: daemon at", daemon.URL)
+	}
 	code := m.Run()
 	_ = dssandbox.Shutdown(context.Background())
+	if daemon != nil {
+		_ = daemon.Manager.Close(context.Background())
+		_ = daemon.Shutdown(5 * time.Second)
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
