@@ -1,15 +1,19 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path"
 	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
 )
 
 // Mount maps a directory of the sandbox's view (Path) onto a host directory
@@ -95,13 +99,64 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Handler returns the agent's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+func (s *Server) Handler() http.Handler { return readBodyFirst(s.mux) }
+
+// readBodyFirst makes every handler's early error reach the client. A handler
+// that rejects a request (unknown pid, a path outside the sandbox) before
+// reading its body would otherwise close the connection while the client is
+// still writing the body, and the client sees a broken pipe instead of the
+// answer. JSON bodies are read up front (they are bounded anyway); for
+// streamed uploads, an error status first drains a bounded part of the body.
+func readBodyFirst(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.Body == nil || r.Body == http.NoBody:
+		case r.Method == http.MethodPost:
+			b, err := io.ReadAll(io.LimitReader(r.Body, maxJSONBody+1))
+			if err != nil {
+				writeError(w, api.Errorf(api.ErrInvalid, "request body: %v", err))
+				return
+			}
+			if len(b) > maxJSONBody {
+				writeError(w, api.Errorf(api.ErrLimit, "request body is larger than %d MiB", maxJSONBody>>20))
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(b))
+		default:
+			w = &drainOnError{ResponseWriter: w, body: r.Body}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// drainOnError reads (and discards) up to 64 MiB of an unread request body
+// before an error status goes out.
+type drainOnError struct {
+	http.ResponseWriter
+	body  io.Reader
+	wrote bool
+}
+
+func (d *drainOnError) WriteHeader(code int) {
+	if !d.wrote && code >= 400 {
+		_, _ = io.Copy(io.Discard, io.LimitReader(d.body, 64<<20))
+	}
+	d.wrote = true
+	d.ResponseWriter.WriteHeader(code)
+}
+
+func (d *drainOnError) Write(b []byte) (int, error) {
+	d.wrote = true
+	return d.ResponseWriter.Write(b)
+}
+
+func (d *drainOnError) Unwrap() http.ResponseWriter { return d.ResponseWriter }
 
 // Serve serves on ln until ctx is done, then shuts down: it stops every kernel
 // and kills every process the sandbox started.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.ctxs.startDefault()
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

@@ -34,18 +34,24 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) error {
 		if s.cfg.MaxUploadMB > 0 {
 			r.Body = http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxUploadMB)<<20)
 		}
-	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/processes"):
-		// Audit the command line: read the (bounded) JSON body and pass it on.
+	case r.Body != nil && r.Body != http.NoBody:
+		// JSON bodies are small: read them (bounded) so they reach the agent
+		// in one write with the headers. The agent may answer an error before
+		// reading a body, and a body still being written then breaks the pipe
+		// and hides the agent's answer.
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxBodyMB)<<20))
 		if err != nil {
 			return api.Errorf(api.ErrLimit, "request body: %v", err)
 		}
-		var req api.ProcessRequest
-		if json.Unmarshal(body, &req) == nil {
-			sum := sha256.Sum256([]byte(req.Cmd))
-			rec.CodeSHA256, rec.CodeSize = hex.EncodeToString(sum[:]), len(req.Cmd)
-			if s.cfg.AuditLogCode {
-				rec.Code = req.Cmd
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/processes") {
+			// Audit the command line.
+			var req api.ProcessRequest
+			if json.Unmarshal(body, &req) == nil {
+				sum := sha256.Sum256([]byte(req.Cmd))
+				rec.CodeSHA256, rec.CodeSize = hex.EncodeToString(sum[:]), len(req.Cmd)
+				if s.cfg.AuditLogCode {
+					rec.Code = req.Cmd
+				}
 			}
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))

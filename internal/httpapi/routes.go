@@ -1,9 +1,18 @@
 package httpapi
 
-import "net/http"
+import (
+	"net/http"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+)
 
 func (s *Server) routes() {
 	open := routeOpts{open: true}
+	// Anything no route matches (including a known path with the wrong
+	// method) gets the one error shape, not the mux's plain text.
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, api.Errorf(api.ErrNotFound, "no route %s %s (see /v1/openapi.json)", r.Method, r.URL.Path))
+	})
 	s.handle("GET /healthz", open, s.healthz)
 	s.handle("GET /readyz", open, s.readyz)
 	s.handle("GET /v1/openapi.json", open, serveOpenAPI)

@@ -49,6 +49,8 @@ type Server struct {
 	mux  *http.ServeMux
 	keys []keyEntry
 
+	patterns []string // every registered route, for the OpenAPI test
+
 	mu           sync.Mutex
 	limiters     map[string]*rate.Limiter
 	streams      map[string]int
@@ -199,6 +201,7 @@ type routeOpts struct {
 }
 
 func (s *Server) handle(pattern string, o routeOpts, h func(w http.ResponseWriter, r *http.Request) error) {
+	s.patterns = append(s.patterns, pattern)
 	s.mux.HandleFunc(pattern, func(rw http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		w := &statusWriter{ResponseWriter: rw}

@@ -1,0 +1,509 @@
+package httpapi_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/audit"
+	"github.com/ds-sandbox/ds-sandbox/internal/backends"
+	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpapi"
+	"github.com/ds-sandbox/ds-sandbox/internal/manager"
+	"github.com/ds-sandbox/ds-sandbox/internal/metrics"
+)
+
+func TestMain(m *testing.M) {
+	agent.MainIfReexec()
+	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel").Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "SKIP: /usr/bin/python3 has no ipykernel")
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+const (
+	adminKey = "admin-key-0123456789"
+	aliceKey = "alice-key-0123456789"
+	bobKey   = "bob-key-0123456789ab"
+)
+
+type env struct {
+	url     string
+	cfg     config.Config
+	m       *manager.Manager
+	auditLn string
+}
+
+// newServer starts the API over a real manager and the local backend.
+func newServer(t *testing.T, edit func(*config.Config)) *env {
+	t.Helper()
+	cfg := config.Default()
+	cfg.StateDir = t.TempDir()
+	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
+	cfg.Resolve()
+	cfg.APIKeys = []config.APIKey{{ID: "admin", Key: adminKey, Admin: true}, {ID: "alice", Key: aliceKey}, {ID: "bob", Key: bobKey}}
+	if edit != nil {
+		edit(&cfg)
+	}
+	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	al, err := audit.Open(cfg.AuditLogPath, 1<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	met := metrics.New(func() []metrics.SandboxCount {
+		return []metrics.SandboxCount{{State: api.StateRunning, Backend: "local", N: len(m.List(context.Background(), nil))}}
+	})
+	m.Subscribe(func(ev api.Event, _ string) {
+		if ev.Type == api.EventSandboxCreated {
+			met.SandboxCreated(ev.Data["backend"])
+		}
+	})
+	s, err := httpapi.New(m, httpapi.Options{Loopback: true, Metrics: met, Audit: al, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(func() {
+		ts.Close()
+		_ = m.Close(context.Background())
+		al.Close()
+	})
+	return &env{url: ts.URL, cfg: cfg, m: m, auditLn: cfg.AuditLogPath}
+}
+
+type resp struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (e *env) do(t *testing.T, key, method, path string, body any) resp {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), method, e.url+path, rd)
+	if key != "" {
+		req.Header.Set("X-API-Key", key)
+	}
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	return resp{r.StatusCode, r.Header, b}
+}
+
+func (r resp) apiError(t *testing.T) api.Error {
+	t.Helper()
+	var e api.Error
+	if err := json.Unmarshal(r.body, &e); err != nil || e.Code == "" {
+		t.Fatalf("not an error body (%d): %s", r.status, r.body)
+	}
+	return e
+}
+
+func (e *env) create(t *testing.T, key string, req api.CreateSandboxRequest) api.SandboxInfo {
+	t.Helper()
+	r := e.do(t, key, "POST", "/v1/sandboxes", req)
+	if r.status != 201 {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	var info api.SandboxInfo
+	json.Unmarshal(r.body, &info)
+	return info
+}
+
+func TestAuthAndOwnership(t *testing.T) {
+	t.Parallel()
+	e := newServer(t, nil)
+
+	for name, c := range map[string]struct {
+		header, value string
+	}{"no key": {}, "bad key": {"X-API-Key", "not-a-key-0123456789"}, "bad bearer": {"Authorization", "Bearer nope"}} {
+		t.Run(name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", e.url+"/v1/sandboxes", nil)
+			if c.header != "" {
+				req.Header.Set(c.header, c.value)
+			}
+			r, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Body.Close()
+			var ae api.Error
+			json.NewDecoder(r.Body).Decode(&ae)
+			if r.StatusCode != 401 || ae.Code != api.CodeUnauth || ae.RequestID == "" || ae.RequestID != r.Header.Get("X-Request-ID") {
+				t.Fatalf("%d %+v (X-Request-ID %q)", r.StatusCode, ae, r.Header.Get("X-Request-ID"))
+			}
+		})
+	}
+
+	alice := e.create(t, aliceKey, api.CreateSandboxRequest{})
+	if alice.Owner != "alice" {
+		t.Fatalf("owner = %q", alice.Owner)
+	}
+	// Bearer works as well as X-API-Key.
+	req, _ := http.NewRequest("GET", e.url+"/v1/sandboxes/"+alice.SandboxID, nil)
+	req.Header.Set("Authorization", "Bearer "+aliceKey)
+	if r, err := http.DefaultClient.Do(req); err != nil || r.StatusCode != 200 {
+		t.Fatalf("bearer: %v %v", r, err)
+	}
+	for _, p := range []struct{ method, path string }{
+		{"GET", "/v1/sandboxes/" + alice.SandboxID},
+		{"POST", "/v1/sandboxes/" + alice.SandboxID + "/execute"},
+		{"GET", "/v1/sandboxes/" + alice.SandboxID + "/files?path=x"},
+		{"DELETE", "/v1/sandboxes/" + alice.SandboxID},
+	} {
+		body := any(nil)
+		if p.method == "POST" {
+			body = api.ExecuteRequest{Code: "1"}
+		}
+		if r := e.do(t, bobKey, p.method, p.path, body); r.status != 404 || r.apiError(t).Code != api.CodeNotFound {
+			t.Errorf("bob %s %s: %d %s", p.method, p.path, r.status, r.body)
+		}
+	}
+	var list []api.SandboxInfo
+	json.Unmarshal(e.do(t, bobKey, "GET", "/v1/sandboxes", nil).body, &list)
+	if len(list) != 0 {
+		t.Fatalf("bob lists %d sandboxes", len(list))
+	}
+	json.Unmarshal(e.do(t, adminKey, "GET", "/v1/sandboxes", nil).body, &list)
+	if len(list) != 1 {
+		t.Fatalf("admin lists %d sandboxes", len(list))
+	}
+	if r := e.do(t, aliceKey, "GET", "/v1/workspaces", nil); r.status != 403 || r.apiError(t).Code != api.CodePermission {
+		t.Fatalf("non-admin workspaces: %d %s", r.status, r.body)
+	}
+	if r := e.do(t, adminKey, "DELETE", "/v1/sandboxes/"+alice.SandboxID, nil); r.status != 204 {
+		t.Fatalf("admin kill: %d %s", r.status, r.body)
+	}
+}
+
+func TestRefusesOpenNonLoopback(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default()
+	cfg.StateDir = t.TempDir()
+	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
+	cfg.Resolve()
+	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := httpapi.New(m, httpapi.Options{Loopback: false}); err == nil || !strings.Contains(err.Error(), "API keys") {
+		t.Fatalf("open API on a non-loopback address: %v", err)
+	}
+}
+
+func TestLimits(t *testing.T) {
+	t.Parallel()
+	e := newServer(t, func(c *config.Config) {
+		c.MaxBodyMB = 1
+		c.CreatesPerMinute = 3
+		c.MaxSandboxesPerKey = 2
+		c.MaxStreamsPerKey = 1
+	})
+	if r := e.do(t, aliceKey, "POST", "/v1/sandboxes", `{"metadata": {"x": "`+strings.Repeat("a", 2<<20)+`"}}`); r.status != 429 || !strings.Contains(r.apiError(t).Message, "larger than 1 MiB") {
+		t.Fatalf("oversized body: %d %s", r.status, r.body)
+	}
+	a := e.create(t, aliceKey, api.CreateSandboxRequest{})
+	e.create(t, aliceKey, api.CreateSandboxRequest{})
+	if r := e.do(t, aliceKey, "POST", "/v1/sandboxes", api.CreateSandboxRequest{}); r.status != 429 || !strings.Contains(r.apiError(t).Message, "max_sandboxes_per_key") {
+		t.Fatalf("third sandbox: %d %s", r.status, r.body)
+	}
+	if r := e.do(t, aliceKey, "POST", "/v1/sandboxes", api.CreateSandboxRequest{}); r.status != 429 || !strings.Contains(r.apiError(t).Message, "a minute") {
+		t.Fatalf("rate limit: %d %s", r.status, r.body)
+	}
+	// Bob has his own budget.
+	e.create(t, bobKey, api.CreateSandboxRequest{})
+
+	// One open stream per key: a watch holds it; the next stream is refused.
+	req, _ := http.NewRequestWithContext(t.Context(), "GET", e.url+"/v1/sandboxes/"+a.SandboxID+"/files/watch?path=.", nil)
+	req.Header.Set("X-API-Key", aliceKey)
+	watch, err := http.DefaultClient.Do(req)
+	if err != nil || watch.StatusCode != 200 {
+		t.Fatalf("watch: %v %v", watch, err)
+	}
+	if r := e.do(t, aliceKey, "POST", "/v1/sandboxes/"+a.SandboxID+"/execute", api.ExecuteRequest{Code: "1"}); r.status != 429 || !strings.Contains(r.apiError(t).Message, "open streams") {
+		t.Fatalf("second stream: %d %s", r.status, r.body)
+	}
+	watch.Body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := e.do(t, aliceKey, "POST", "/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "1+1"})
+		if r.status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream slot never freed: %d %s", r.status, r.body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestErrorsAndRequestIDs(t *testing.T) {
+	t.Parallel()
+	e := newServer(t, nil)
+	sbx := e.create(t, aliceKey, api.CreateSandboxRequest{})
+	cases := []struct {
+		name, method, path string
+		body               any
+		status             int
+		code, msg          string
+	}{
+		{"unknown route", "GET", "/v1/nope", nil, 404, api.CodeNotFound, "no route"},
+		{"wrong method", "PATCH", "/v1/sandboxes", nil, 404, api.CodeNotFound, "no route"},
+		{"malformed json", "POST", "/v1/sandboxes", `{"timeout": `, 400, api.CodeInvalid, "request body"},
+		{"unknown field", "POST", "/v1/sandboxes", `{"timeuot": 5}`, 400, api.CodeInvalid, "timeuot"},
+		{"two values", "POST", "/v1/sandboxes", `{} {}`, 400, api.CodeInvalid, "more than one"},
+		{"empty code", "POST", "/v1/sandboxes/" + sbx.SandboxID + "/execute", api.ExecuteRequest{Code: " "}, 400, api.CodeInvalid, "code is empty"},
+		{"per-run deny on local", "POST", "/v1/sandboxes/" + sbx.SandboxID + "/execute", api.ExecuteRequest{Code: "1", Network: &api.NetworkPolicy{Policy: "deny"}}, 501, api.CodeUnsupported, "cannot change it"},
+		{"bad per-run policy", "POST", "/v1/sandboxes/" + sbx.SandboxID + "/execute", api.ExecuteRequest{Code: "1", Network: &api.NetworkPolicy{Policy: "often"}}, 400, api.CodeInvalid, "often"},
+		{"escape via proxy", "GET", "/v1/sandboxes/" + sbx.SandboxID + "/files?path=/etc/shadow", nil, 403, api.CodePermission, "outside"},
+		{"unknown pid", "POST", "/v1/sandboxes/" + sbx.SandboxID + "/processes/999999/signal", api.SignalRequest{Signal: "SIGKILL"}, 404, api.CodeNotFound, ""},
+		{"bad limit", "GET", "/v1/events?limit=0", nil, 400, api.CodeInvalid, "limit"},
+		{"missing template", "GET", "/v1/templates/none", nil, 404, api.CodeNotFound, "none"},
+		{"bad timeout", "POST", "/v1/sandboxes/" + sbx.SandboxID + "/timeout", api.SetTimeoutRequest{TimeoutSeconds: -1}, 400, api.CodeInvalid, "timeout"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := e.do(t, aliceKey, c.method, c.path, c.body)
+			ae := r.apiError(t)
+			if r.status != c.status || ae.Code != c.code || !strings.Contains(ae.Message, c.msg) || ae.RequestID == "" || r.header.Get("X-Request-ID") != ae.RequestID {
+				t.Fatalf("%d %+v", r.status, ae)
+			}
+		})
+	}
+	// A client's own request id is kept.
+	req, _ := http.NewRequest("GET", e.url+"/healthz", nil)
+	req.Header.Set("X-Request-ID", "my-trace-1")
+	r, _ := http.DefaultClient.Do(req)
+	if r.Header.Get("X-Request-ID") != "my-trace-1" {
+		t.Fatalf("request id not kept: %q", r.Header.Get("X-Request-ID"))
+	}
+	// Allowing what the sandbox already has is fine.
+	if r := e.do(t, aliceKey, "POST", "/v1/sandboxes/"+sbx.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "6*7", Network: &api.NetworkPolicy{Policy: "allow"}}); r.status != 200 || !strings.Contains(string(r.body), `"42"`) {
+		t.Fatalf("per-run allow: %d %s", r.status, r.body)
+	}
+}
+
+func TestStreamingExecute(t *testing.T) {
+	t.Parallel()
+	e := newServer(t, nil)
+	sbx := e.create(t, aliceKey, api.CreateSandboxRequest{})
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", e.url+"/v1/sandboxes/"+sbx.SandboxID+"/execute",
+		strings.NewReader(`{"code": "import time\nprint('a', flush=True)\ntime.sleep(1)\nprint('b')"}`))
+	req.Header.Set("X-API-Key", aliceKey)
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	if r.Header.Get("Content-Type") != "application/x-ndjson" {
+		t.Fatalf("content type %q", r.Header.Get("Content-Type"))
+	}
+	sc := bufio.NewScanner(r.Body)
+	var types []string
+	var firstAt, endAt time.Time
+	for sc.Scan() {
+		var ev api.ExecEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if firstAt.IsZero() {
+			firstAt = time.Now()
+		}
+		types = append(types, ev.Type)
+		endAt = time.Now()
+	}
+	if strings.Join(types, ",") != "stdout,stdout,end" {
+		t.Fatalf("events %v", types)
+	}
+	if endAt.Sub(firstAt) < 500*time.Millisecond {
+		t.Fatal("the first event was not streamed before the cell finished")
+	}
+}
+
+func TestMetricsAndAudit(t *testing.T) {
+	t.Parallel()
+	e := newServer(t, func(c *config.Config) { c.AuditLogCode = true })
+	sbx := e.create(t, aliceKey, api.CreateSandboxRequest{})
+	e.do(t, aliceKey, "POST", "/v1/sandboxes/"+sbx.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "1/0"})
+	e.do(t, aliceKey, "POST", "/v1/sandboxes/"+sbx.SandboxID+"/processes", api.ProcessRequest{Cmd: "echo audited"})
+	e.do(t, "", "GET", "/v1/sandboxes", nil) // denied
+	e.do(t, aliceKey, "DELETE", "/v1/sandboxes/"+sbx.SandboxID, nil)
+
+	r := e.do(t, aliceKey, "GET", "/metrics", nil)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(r.body))
+	if err != nil {
+		t.Fatalf("metrics do not parse: %v", err)
+	}
+	for _, name := range []string{"dssandbox_sandboxes", "dssandbox_sandbox_creates_total", "dssandbox_executions_total",
+		"dssandbox_execution_duration_seconds", "dssandbox_errors_total", "dssandbox_kernel_starts_total", "dssandbox_http_requests_total"} {
+		if fams[name] == nil {
+			t.Errorf("metric %s missing", name)
+		}
+	}
+	count := func(fam string, labels map[string]string) float64 {
+		for _, m := range fams[fam].GetMetric() {
+			ok := true
+			for k, v := range labels {
+				found := false
+				for _, lp := range m.GetLabel() {
+					found = found || lp.GetName() == k && lp.GetValue() == v
+				}
+				ok = ok && found
+			}
+			if ok {
+				if m.GetCounter() != nil {
+					return m.GetCounter().GetValue()
+				}
+				return m.GetGauge().GetValue()
+			}
+		}
+		return -1
+	}
+	if n := count("dssandbox_executions_total", map[string]string{"outcome": "error"}); n != 1 {
+		t.Errorf("error executions = %v", n)
+	}
+	if n := count("dssandbox_errors_total", map[string]string{"code": "unauthenticated"}); n != 1 {
+		t.Errorf("unauthenticated errors = %v", n)
+	}
+	if n := count("dssandbox_http_requests_total", map[string]string{"route": "POST /v1/sandboxes", "status": "201"}); n != 1 {
+		t.Errorf("create requests = %v", n)
+	}
+
+	b, err := os.ReadFile(e.auditLn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var recs []audit.Record
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var rec audit.Record
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("audit line %q: %v", l, err)
+		}
+		recs = append(recs, rec)
+	}
+	find := func(action string) *audit.Record {
+		for i := range recs {
+			if recs[i].Action == action {
+				return &recs[i]
+			}
+		}
+		t.Fatalf("no %s in audit log: %s", action, b)
+		return nil
+	}
+	if c := find("sandbox.create"); c.KeyID != "alice" || c.SandboxID != sbx.SandboxID || c.Outcome != audit.OK || c.Remote == "" {
+		t.Errorf("create record %+v", c)
+	}
+	if x := find("execute"); x.CodeSize != 3 || len(x.CodeSHA256) != 64 || x.Code != "1/0" {
+		t.Errorf("execute record %+v", x)
+	}
+	if c := find("command.run"); !strings.Contains(c.Code, "echo audited") {
+		t.Errorf("command record %+v", c)
+	}
+	if d := find("auth"); d.Outcome != audit.Denied || d.Status != 401 {
+		t.Errorf("denied record %+v", d)
+	}
+	find("sandbox.kill")
+}
+
+func TestOpenAPICoversEveryRoute(t *testing.T) {
+	t.Parallel()
+	e := newServer(t, nil)
+	r := e.do(t, "", "GET", "/v1/openapi.json", nil)
+	var doc struct {
+		OpenAPI string                    `json:"openapi"`
+		Paths   map[string]map[string]any `json:"paths"`
+	}
+	if err := json.Unmarshal(r.body, &doc); err != nil || doc.OpenAPI == "" {
+		t.Fatalf("openapi.json: %v", err)
+	}
+	for _, p := range httpapi.Patterns(e.m) {
+		method, path, ok := strings.Cut(p, " ")
+		if !ok {
+			path, method = p, "POST"
+		}
+		if doc.Paths[path][strings.ToLower(method)] == nil {
+			t.Errorf("route %q is not in api/openapi.json", p)
+		}
+	}
+}
+
+func TestDatasetsAndTemplatesOverHTTP(t *testing.T) {
+	t.Parallel()
+	e := newServer(t, nil)
+	r := e.do(t, aliceKey, "PUT", "/v1/datasets/sales?filename=sales.csv&description=q3&tag=finance", "a,b\n1,2\n")
+	if r.status != 201 || !strings.Contains(string(r.body), `"format":"csv"`) {
+		t.Fatalf("upload: %d %s", r.status, r.body)
+	}
+	if r := e.do(t, aliceKey, "GET", "/v1/datasets?tag=finance", nil); !strings.Contains(string(r.body), `"sales"`) {
+		t.Fatalf("list: %s", r.body)
+	}
+	if r := e.do(t, aliceKey, "POST", "/v1/datasets", map[string]string{"source": "/etc/passwd", "name": "pw"}); r.status != 403 {
+		t.Fatalf("non-admin registering a server path: %d %s", r.status, r.body)
+	}
+	sbx := e.create(t, aliceKey, api.CreateSandboxRequest{})
+	r = e.do(t, aliceKey, "POST", "/v1/sandboxes/"+sbx.SandboxID+"/datasets", map[string]string{"name": "sales"})
+	if r.status != 200 || !strings.Contains(string(r.body), "/home/user/data/sales.csv") {
+		t.Fatalf("prepare: %d %s", r.status, r.body)
+	}
+	tmpl := api.Template{ID: "t1", Env: map[string]string{"A": "1"}, Workdir: "/home/t"}
+	if r := e.do(t, aliceKey, "PUT", "/v1/templates/t1", tmpl); r.status != 403 {
+		t.Fatalf("non-admin template save: %d", r.status)
+	}
+	if r := e.do(t, adminKey, "PUT", "/v1/templates/t1", tmpl); r.status != 200 {
+		t.Fatalf("template save: %d %s", r.status, r.body)
+	}
+	if _, err := os.Stat(filepath.Join(e.cfg.StateDir, "templates", "t1.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.do(t, aliceKey, "GET", "/v1/templates/t1", nil); r.status != 200 || !strings.Contains(string(r.body), `"/home/t"`) {
+		t.Fatalf("template get: %d %s", r.status, r.body)
+	}
+	info := e.create(t, aliceKey, api.CreateSandboxRequest{Template: "t1"})
+	if info.Workdir != "/home/t" {
+		t.Fatalf("template not applied: %+v", info)
+	}
+	if r := e.do(t, adminKey, "DELETE", "/v1/templates/t1", nil); r.status != 204 {
+		t.Fatalf("template delete: %d", r.status)
+	}
+	if r := e.do(t, adminKey, "DELETE", "/v1/workspaces/"+info.WorkspaceID, nil); r.status != 409 {
+		t.Fatalf("deleting an attached workspace: %d %s", r.status, r.body)
+	}
+	var evs []api.Event
+	json.Unmarshal(e.do(t, aliceKey, "GET", "/v1/sandboxes/"+info.SandboxID+"/events", nil).body, &evs)
+	if len(evs) != 1 || evs[0].Type != api.EventSandboxCreated {
+		t.Fatalf("events: %+v", evs)
+	}
+}
