@@ -2,13 +2,16 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +20,13 @@ import (
 
 func TestMain(m *testing.M) {
 	agent.MainIfReexec()
+	// The daemon tests start this binary as `ds-sandbox serve` to kill it -9.
+	if v := os.Getenv("DS_TEST_RUN_CLI"); v != "" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		code := Main(ctx, strings.Split(v, "\x1f"), os.Stdin, os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel").Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "SKIP: /usr/bin/python3 has no ipykernel (run scripts/install-deps.sh)")
 		os.Exit(0)

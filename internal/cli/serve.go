@@ -156,8 +156,15 @@ func (d *Daemon) Shutdown(grace time.Duration) error {
 	defer cancel()
 	err := d.srv.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
+		// Cut what is left: handlers see their context end, interrupt their
+		// cells and answer with an error saying the daemon is stopping; give
+		// them a moment to write it before closing the connections.
 		d.api.CutStreams()
-		_ = d.srv.Close()
+		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer ccancel()
+		if d.srv.Shutdown(cctx) != nil {
+			_ = d.srv.Close()
+		}
 		err = nil
 	}
 	d.Manager.Detach()

@@ -1,0 +1,215 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/config"
+)
+
+// startServe runs this test binary as `ds-sandbox serve` on a free port.
+func startServe(t *testing.T, stateDir string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "DS_TEST_RUN_CLI=serve\x1f--listen\x1f127.0.0.1:0", "SANDBOX_STATE_DIR="+stateDir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		cmd.Process.Kill()
+		t.Fatalf("serve did not start: %v", err)
+	}
+	url, ok := strings.CutPrefix(strings.TrimSpace(line), "ds-sandbox: listening on ")
+	if !ok {
+		t.Fatalf("first line %q", line)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	return cmd, url
+}
+
+func call(t *testing.T, method, url string, body any, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), method, url, rd)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		json.Unmarshal(b, out)
+	}
+	return resp.StatusCode
+}
+
+func agentPID(t *testing.T, stateDir, id string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(stateDir, "sandboxes", id+".json"))
+	if err != nil {
+		t.Fatalf("record of %s: %v", id, err)
+	}
+	var rec struct {
+		BackendState map[string]string `json:"backend_state"`
+	}
+	json.Unmarshal(b, &rec)
+	pid, err := strconv.Atoi(rec.BackendState["pid"])
+	if err != nil {
+		t.Fatalf("record %s: %v", b, err)
+	}
+	return pid
+}
+
+// TestDaemonKill9 kills the daemon with SIGKILL: the next daemon re-attaches
+// to the sandboxes that still run (state intact) and reaps the others, and
+// named workspaces survive.
+func TestDaemonKill9(t *testing.T) {
+	t.Parallel()
+	state := t.TempDir()
+	d1, url := startServe(t, state)
+	var a, b, c api.SandboxInfo
+	call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{}, &a)
+	call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{WorkspaceID: "keep"}, &b)
+	call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{}, &c)
+	if a.SandboxID == "" || b.SandboxID == "" || c.SandboxID == "" {
+		t.Fatal("create failed")
+	}
+	var ex api.Execution
+	call(t, "POST", url+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "x = 7"}, &ex)
+	call(t, "PUT", url+"/v1/sandboxes/"+b.SandboxID+"/files?path=outputs/kept.txt", nil, nil)
+
+	d1.Process.Kill()
+	d1.Wait()
+	// B and C die while no daemon watches.
+	for _, id := range []string{b.SandboxID, c.SandboxID} {
+		pid := agentPID(t, state, id)
+		syscall.Kill(-pid, syscall.SIGKILL)
+	}
+	time.Sleep(200 * time.Millisecond)
+
+	_, url2 := startServe(t, state)
+	var list []api.SandboxInfo
+	call(t, "GET", url2+"/v1/sandboxes", nil, &list)
+	if len(list) != 1 || list[0].SandboxID != a.SandboxID {
+		t.Fatalf("after restart: %+v", list)
+	}
+	ex = api.Execution{}
+	call(t, "POST", url2+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "x * 6"}, &ex)
+	if ex.Text() != "42" {
+		t.Fatalf("kernel state after the daemon's kill -9: %+v", ex)
+	}
+	if st := call(t, "GET", url2+"/v1/sandboxes/"+b.SandboxID, nil, nil); st != 404 {
+		t.Fatalf("dead sandbox B: %d", st)
+	}
+	if _, err := os.Stat(filepath.Join(state, "workspaces", "keep", "outputs", "kept.txt")); err != nil {
+		t.Fatalf("named workspace lost: %v", err)
+	}
+	if _, err := os.Stat(c.WorkspacePath); !os.IsNotExist(err) {
+		t.Fatalf("anonymous workspace of the reaped sandbox C was kept: %v", err)
+	}
+	var evs []api.Event
+	call(t, "GET", url2+"/v1/events", nil, &evs)
+	got := map[string]string{}
+	for _, e := range evs {
+		got[e.SandboxID] = e.Type
+	}
+	if got[a.SandboxID] != api.EventSandboxRecovered || got[b.SandboxID] != api.EventSandboxReaped || got[c.SandboxID] != api.EventSandboxReaped {
+		t.Fatalf("recovery events: %v", got)
+	}
+	if st := call(t, "DELETE", url2+"/v1/sandboxes/"+a.SandboxID, nil, nil); st != 204 {
+		t.Fatalf("kill after recovery: %d", st)
+	}
+	if n := len(mustReadDir(t, filepath.Join(state, "sandboxes"))); n != 0 {
+		t.Fatalf("%d records left", n)
+	}
+}
+
+func mustReadDir(t *testing.T, dir string) []os.DirEntry {
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return es
+}
+
+// TestDaemonGracefulShutdown: on SIGTERM a running cell that fits in the
+// grace finishes; one that does not is interrupted with a clear error; the
+// sandbox itself survives for the next daemon.
+func TestDaemonGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default()
+	cfg.StateDir = t.TempDir()
+	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
+	cfg.Resolve()
+	cfg.Listen = "127.0.0.1:0"
+	d, err := StartDaemon(t.Context(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b api.SandboxInfo
+	call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{}, &a)
+	call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{}, &b)
+	stream := func(id, code string, out chan<- string) {
+		resp, err := http.Post(d.URL+"/v1/sandboxes/"+id+"/execute", "application/json", strings.NewReader(code))
+		if err != nil {
+			out <- "error: " + err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		out <- string(body)
+	}
+	short, long := make(chan string, 1), make(chan string, 1)
+	go stream(a.SandboxID, `{"code": "import time; time.sleep(1); print('finished')"}`, short)
+	go stream(b.SandboxID, `{"code": "import time; time.sleep(60)"}`, long)
+	time.Sleep(300 * time.Millisecond)
+	if err := d.Shutdown(2 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if s := <-short; !strings.Contains(s, "finished") || !strings.Contains(s, `"type":"end"`) {
+		t.Fatalf("short cell: %s", s)
+	}
+	if s := <-long; !strings.Contains(s, "shutting down") || strings.Contains(s, `"type":"end"`) {
+		t.Fatalf("long cell: %s", s)
+	}
+	d2, err := StartDaemon(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		d2.Manager.Close(context.Background())
+		d2.Shutdown(time.Second)
+	}()
+	var list []api.SandboxInfo
+	call(t, "GET", d2.URL+"/v1/sandboxes", nil, &list)
+	if len(list) != 2 {
+		t.Fatalf("sandboxes after a graceful restart: %d", len(list))
+	}
+}
