@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+import urllib.parse
 from typing import Optional
 
 from ._errors import ServerStartError
@@ -30,7 +32,9 @@ ENV_BIN = "DS_SANDBOX_BIN"
 ENV_START_TIMEOUT = "DS_SANDBOX_START_TIMEOUT"
 DEFAULT_START_TIMEOUT = 60.0
 # Seconds between SIGTERM and SIGKILL at exit.
-STOP_GRACE = 15.0
+STOP_GRACE = 25.0
+# Seconds spent at most killing this process's sandboxes before stopping the server.
+KILL_AT_EXIT_BUDGET = 30.0
 
 _LISTEN_RE = re.compile(r"^ds-sandbox: listening on (https?://\S+)\s*$")
 
@@ -43,12 +47,14 @@ def transport_for(endpoint: str | None = None, api_key: str | None = None) -> Tr
     """The transport for an explicit endpoint, else DS_SANDBOX_URL, else the private server."""
     key = api_key if api_key is not None else os.environ.get(ENV_KEY) or None
     url = endpoint or os.environ.get(ENV_URL) or ""
-    if not url:
+    private = not url
+    if private:
         url = _private_server_url()
     with _lock:
         t = _transports.get((url, key))
         if t is None:
             t = _transports[(url, key)] = Transport(url, key)
+            t.private = private
         return t
 
 
@@ -76,13 +82,31 @@ def private_server_url() -> str | None:
 
 
 def shutdown_private_server() -> None:
-    """Stop the private server now (it is also stopped at exit). Its sandboxes are killed."""
+    """Stop the private server now (it is also stopped at exit), killing the
+    sandboxes this process made on it and did not kill: a stopped daemon leaves
+    its sandboxes running for the next one to re-attach, which is right for a
+    long-lived ``ds-sandbox serve`` but would leak a private server's."""
     global _server
     with _lock:
         s, _server = _server, None
-        _transports.clear()
-    if s is not None:
-        s.stop()
+        transports = [t for t in _transports.values() if t.private]
+        for k in [k for k, t in _transports.items() if t.private]:
+            del _transports[k]
+    if s is None:
+        return
+    deadline = time.monotonic() + KILL_AT_EXIT_BUDGET
+    if s.alive():
+        for t in transports:
+            for sid in t.owned():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    t.call("DELETE", "/v1/sandboxes/" + urllib.parse.quote(sid, safe=""), timeout=min(10.0, left))
+                except Exception:
+                    pass
+                t.disown(sid)
+    s.stop()
 
 
 atexit.register(shutdown_private_server)

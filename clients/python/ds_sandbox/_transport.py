@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 import urllib.parse
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -48,6 +49,24 @@ class Transport:
         self._prefix = u.path.rstrip("/")
         self.api_key = api_key or None
         self.timeout = timeout
+        # For the private server only: the sandboxes made through this transport
+        # and not yet killed, killed when the server is stopped at exit.
+        self.private = False
+        self._owned: set[str] = set()
+        self._owned_lock = threading.Lock()
+
+    def own(self, sandbox_id: str) -> None:
+        if self.private:
+            with self._owned_lock:
+                self._owned.add(sandbox_id)
+
+    def disown(self, sandbox_id: str) -> None:
+        with self._owned_lock:
+            self._owned.discard(sandbox_id)
+
+    def owned(self) -> list[str]:
+        with self._owned_lock:
+            return sorted(self._owned)
 
     def __repr__(self) -> str:
         return f"Transport({self.base_url!r})"

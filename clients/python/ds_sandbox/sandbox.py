@@ -187,7 +187,9 @@ class Sandbox:
         if workspace_id:
             req["workspace_id"] = str(workspace_id)
         doc = t.call("POST", "/v1/sandboxes", json_body=req)
-        return cls(t, SandboxInfo._from_wire(doc or {}), cfg)
+        sbx = cls(t, SandboxInfo._from_wire(doc or {}), cfg)
+        t.own(sbx.sandbox_id)
+        return sbx
 
     @classmethod
     def connect(cls, sandbox_id: str, config: Optional[SandboxConfig] = None) -> "Sandbox":
@@ -238,7 +240,9 @@ class Sandbox:
         try:
             self._t.call("DELETE", self._path())
         except NotFoundError:
+            self._t.disown(self.sandbox_id)
             return False
+        self._t.disown(self.sandbox_id)
         return True
 
     def __enter__(self) -> "Sandbox":

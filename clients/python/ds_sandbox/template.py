@@ -12,6 +12,12 @@ _FIELDS = ("id", "name", "description", "image", "env", "files", "user", "workdi
            "aliases", "metadata")
 
 
+def _str(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return "" if v is None else str(v)
+
+
 class Template:
     """A sandbox template, with the seed's fields.
 
@@ -65,7 +71,7 @@ class Template:
             if v is None:
                 continue
             if k in ("env", "metadata", "files"):
-                v = {str(a): str(b) for a, b in dict(v).items()}
+                v = {str(a): _str(b) for a, b in dict(v).items()}
             elif k in ("run_cmds", "aliases"):
                 v = [str(x) for x in v]
             elif k in ("ready_timeout", "cpu_count", "memory_mb"):

@@ -24,6 +24,7 @@ import urllib.parse
 import pytest
 
 import ds_sandbox
+from _helpers import processes_mentioning
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 README = os.environ.get("DS_SANDBOX_SEED_README") or os.path.normpath(
@@ -246,6 +247,8 @@ def test_readme_block(block: Block, runner: ReadmeRunner):
     u = urllib.parse.urlsplit(m.group(1))
     with pytest.raises(OSError):
         socket.create_connection((u.hostname, u.port), timeout=2).close()
+    # ... and took along the sandboxes the block did not kill.
+    assert processes_mentioning(runner.state) == []
     # Downloads got what the upload blocks wrote.
     for path in local_files_written(block.code):
         with open(os.path.join(cwd, path)) as f:
