@@ -25,7 +25,12 @@ func InContext(c CodeContext) RunOption { return func(o *runOptions) { o.req.Con
 // WithTimeout bounds the cell: past it the cell is interrupted, the Execution
 // carries a TimeoutError, and the context's earlier state survives.
 func WithTimeout(d time.Duration) RunOption {
-	return func(o *runOptions) { o.req.TimeoutMs = d.Milliseconds() }
+	return func(o *runOptions) {
+		o.req.TimeoutMs = d.Milliseconds()
+		if d > 0 && o.req.TimeoutMs == 0 {
+			o.req.TimeoutMs = 1
+		}
+	}
 }
 
 // WithEnvs sets environment variables for this cell only.

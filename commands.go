@@ -37,7 +37,12 @@ func WithUser(user string) CommandOption { return func(o *cmdOptions) { o.req.Us
 
 // WithCommandTimeout kills the command when it runs longer than d.
 func WithCommandTimeout(d time.Duration) CommandOption {
-	return func(o *cmdOptions) { o.req.TimeoutMs = d.Milliseconds() }
+	return func(o *cmdOptions) {
+		o.req.TimeoutMs = d.Milliseconds()
+		if d > 0 && o.req.TimeoutMs == 0 {
+			o.req.TimeoutMs = 1
+		}
+	}
 }
 
 // WithStdin keeps the command's stdin open for SendStdin.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
@@ -20,7 +21,7 @@ const ConfigEnv = "DS_SANDBOX_CONFIG"
 
 var (
 	embeddedOnce sync.Once
-	embeddedCP   *embedded
+	embeddedCP   atomic.Pointer[embedded]
 	embeddedErr  error
 
 	remoteOnce sync.Once
@@ -49,22 +50,23 @@ func defaultControlPlane() (controlPlane, error) {
 			embeddedErr = err
 			return
 		}
-		embeddedCP = &embedded{m: m}
+		embeddedCP.Store(&embedded{m: m})
 	})
 	if embeddedErr != nil {
 		return nil, embeddedErr
 	}
-	return embeddedCP, nil
+	return embeddedCP.Load(), nil
 }
 
 // Shutdown kills every sandbox the embedded manager started. Programs that
 // embed the SDK call it before they exit (sandboxes die with the process
 // anyway, but Shutdown also removes their anonymous workspaces).
 func Shutdown(ctx context.Context) error {
-	if embeddedCP == nil {
+	e := embeddedCP.Load()
+	if e == nil {
 		return nil
 	}
-	return embeddedCP.m.Close(ctx)
+	return e.m.Close(ctx)
 }
 
 // embedded is the in-process control plane.

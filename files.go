@@ -17,8 +17,7 @@ import (
 // filesystem (on the local backend: its workspace) is refused with
 // ErrPermission.
 type Files struct {
-	c       *agent.Client
-	workdir string
+	c *agent.Client
 }
 
 // Read returns a file's contents.

@@ -68,7 +68,7 @@ type controlPlane interface {
 func newSandbox(cp controlPlane, info api.SandboxInfo, ac *agent.Client) *Sandbox {
 	return &Sandbox{
 		ID: info.SandboxID, cp: cp, agent: ac, info: info,
-		Files:    &Files{c: ac, workdir: info.Workdir},
+		Files:    &Files{c: ac},
 		Commands: &Commands{c: ac},
 	}
 }

@@ -131,11 +131,17 @@ const (
 	EventError  = "error"
 	EventNotice = "notice"
 	EventEnd    = "end"
+	// EventFailure reports a failure of ds-sandbox itself (the kernel could
+	// not start, the context was deleted, …), not of the user's code: its
+	// Error carries a stable error code in Name and the message in Value, and
+	// clients turn it into an error (an *Error with that code).
+	EventFailure = "failure"
 )
 
 // ExecEvent is one line of an execution's NDJSON stream. The stream ends with an
-// event of type "end" carrying the execution count; a stream that ends without
-// one was cut (the sandbox died or the connection broke).
+// event of type "end" carrying the execution count, or with a "failure" event;
+// a stream that ends with neither was cut (the sandbox died or the connection
+// broke).
 type ExecEvent struct {
 	Type           string          `json:"type"`
 	Text           string          `json:"text,omitempty"`

@@ -12,16 +12,25 @@ import (
 
 // Execute runs code and returns the whole Execution, calling onEvent (when
 // non-nil) for every event as it arrives. A Python error, timeout or dead kernel
-// is in Execution.Error; err is only for failures of the machinery. A stream
-// that ends without its "end" event means the sandbox went away: that is an
-// error wrapping api.ErrUnavailable, with the partial Execution.
+// is in Execution.Error; err is only for failures of the machinery: a
+// "failure" event becomes an *api.Error with its code, and a stream that ends
+// without its "end" event (the sandbox went away) an error wrapping
+// api.ErrUnavailable, each with the partial Execution.
 func (c *Client) Execute(ctx context.Context, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error) {
 	exec := &api.Execution{Results: []api.Result{}, Logs: api.Logs{Stdout: []string{}, Stderr: []string{}}}
 	ended := false
+	var failure *api.Error
 	err := c.stream(ctx, http.MethodPost, "/execute", nil, req, func(line []byte) error {
 		var ev api.ExecEvent
 		if err := json.Unmarshal(line, &ev); err != nil {
 			return fmt.Errorf("agent: bad execution event: %w", err)
+		}
+		if ev.Type == api.EventFailure {
+			failure = &api.Error{Code: api.CodeInternal, Message: "execution failed"}
+			if ev.Error != nil {
+				failure = &api.Error{Code: ev.Error.Name, Message: ev.Error.Value}
+			}
+			return nil
 		}
 		exec.Apply(ev)
 		if ev.Type == api.EventEnd {
@@ -34,6 +43,9 @@ func (c *Client) Execute(ctx context.Context, req api.ExecuteRequest, onEvent fu
 	})
 	if err != nil {
 		return exec, err
+	}
+	if failure != nil {
+		return exec, failure
 	}
 	if !ended {
 		return exec, fmt.Errorf("agent: execution stream ended early: %w", api.ErrUnavailable)

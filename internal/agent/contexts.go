@@ -18,6 +18,9 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/jupyter"
 )
 
+// maxContexts bounds the code contexts of one sandbox.
+const maxContexts = 16
+
 // DefaultContextID names the context every sandbox has from the start.
 const DefaultContextID = "default"
 
@@ -25,19 +28,39 @@ const DefaultContextID = "default"
 // colours, which only confuse an LLM reading them).
 const kernelSetup = `get_ipython().run_line_magic('colors', 'NoColor')`
 
-// codeContext is one Jupyter kernel and its bookkeeping. mu serialises
-// executions, restarts and deletion of the context; the kernel field is only
-// touched with mu held.
+// codeContext is one Jupyter kernel and its bookkeeping.
+//
+// Locking: mu serialises executions and kernel (re)starts and is held for a
+// whole cell. kmu guards the fields below it and is only held for moments, so
+// restart, delete and shutdown can always reach a running cell's kernel and
+// kill it (which ends the cell) without waiting for mu. Order: mu, then kmu.
 type codeContext struct {
 	info api.Context
 	dir  string // host path of the cwd
 
-	mu     sync.Mutex
+	mu sync.Mutex
+
+	kmu    sync.Mutex
 	kernel *jupyter.Kernel
 	// lost is set when the kernel died; the next execution starts a fresh kernel
 	// and tells the caller that earlier state is gone.
 	lost    bool
 	deleted bool
+	// killedFor says why the kernel was killed from outside a cell ("the
+	// context was restarted", …), for the running cell's error.
+	killedFor string
+}
+
+// takeKernel detaches the kernel (nil when none) for the caller to close.
+func (c *codeContext) takeKernel(why string) *jupyter.Kernel {
+	c.kmu.Lock()
+	defer c.kmu.Unlock()
+	k := c.kernel
+	c.kernel = nil
+	if k != nil {
+		c.killedFor = why
+	}
+	return k
 }
 
 // contextTable owns every code context of the sandbox.
@@ -72,12 +95,10 @@ func (t *contextTable) startDefault() {
 		defer t.bg.Done()
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if c.kernel == nil && !c.deleted {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			if err := t.ensureKernel(ctx, c); err != nil {
-				t.cfg.Logger.Warn("default kernel start", "err", err)
-			}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if _, err := t.ensureKernel(ctx, c); err != nil {
+			t.cfg.Logger.Warn("default kernel start", "err", err)
 		}
 	}()
 }
@@ -108,6 +129,9 @@ func (t *contextTable) create(req api.CreateContextRequest, id string) (*codeCon
 	}
 	if _, ok := t.ctxs[id]; ok {
 		return nil, api.Errorf(api.ErrExists, "context %s", id)
+	}
+	if len(t.ctxs) >= maxContexts {
+		return nil, api.Errorf(api.ErrLimit, "a sandbox has at most %d code contexts (each is a kernel process); delete one first", maxContexts)
 	}
 	if t.tmpDir == "" {
 		d, err := os.MkdirTemp("", "dsk")
@@ -152,17 +176,27 @@ func (t *contextTable) list() []api.Context {
 	return out
 }
 
-// ensureKernel starts c's kernel when it has none. c.mu must be held.
-func (t *contextTable) ensureKernel(ctx context.Context, c *codeContext) error {
-	if c.kernel != nil {
+// ensureKernel returns c's kernel, starting one when it has none (or its
+// kernel died). c.mu must be held.
+func (t *contextTable) ensureKernel(ctx context.Context, c *codeContext) (*jupyter.Kernel, error) {
+	c.kmu.Lock()
+	if c.deleted {
+		c.kmu.Unlock()
+		return nil, api.Errorf(api.ErrNotFound, "context %s was deleted", c.info.ID)
+	}
+	if k := c.kernel; k != nil {
 		select {
-		case <-c.kernel.Done():
-			_ = c.kernel.Close()
+		case <-k.Done():
 			c.kernel = nil
 			c.lost = true
+			c.kmu.Unlock()
+			_ = k.Close()
 		default:
-			return nil
+			c.kmu.Unlock()
+			return k, nil
 		}
+	} else {
+		c.kmu.Unlock()
 	}
 	env := append([]string(nil), t.cfg.Env...)
 	if !hasEnv(env, "IPYTHONDIR") {
@@ -175,14 +209,21 @@ func (t *contextTable) ensureKernel(ctx context.Context, c *codeContext) error {
 		SocketDir: t.tmpDir,
 	})
 	if err != nil {
-		return fmt.Errorf("start python kernel: %w", err)
+		return nil, api.Errorf(api.ErrUnavailable, "start python kernel: %v", err)
 	}
 	if _, err := k.Execute(ctx, jupyter.ExecuteRequest{Code: kernelSetup, Silent: true}, nil); err != nil {
 		_ = k.Close()
-		return fmt.Errorf("set up python kernel: %w", err)
+		return nil, api.Errorf(api.ErrUnavailable, "set up python kernel: %v", err)
+	}
+	c.kmu.Lock()
+	defer c.kmu.Unlock()
+	if c.deleted {
+		_ = k.Close()
+		return nil, api.Errorf(api.ErrNotFound, "context %s was deleted", c.info.ID)
 	}
 	c.kernel = k
-	return nil
+	c.killedFor = ""
+	return k, nil
 }
 
 func hasEnv(env []string, key string) bool {
@@ -194,24 +235,25 @@ func hasEnv(env []string, key string) bool {
 	return false
 }
 
-// restart replaces c's kernel with a fresh one.
+// restart replaces c's kernel with a fresh one. The old kernel is killed
+// first, so a cell still running in it ends (with an error saying why) and
+// does not hold the restart up.
 func (t *contextTable) restart(ctx context.Context, c *codeContext) error {
+	if k := c.takeKernel("the context was restarted while this cell ran"); k != nil {
+		_ = k.Close()
+	}
 	if err := lockCtx(ctx, &c.mu); err != nil {
 		return err
 	}
 	defer c.mu.Unlock()
-	if c.deleted {
-		return api.Errorf(api.ErrNotFound, "context %s", c.info.ID)
-	}
-	if c.kernel != nil {
-		_ = c.kernel.Close()
-		c.kernel = nil
-	}
+	c.kmu.Lock()
 	c.lost = false
-	return t.ensureKernel(ctx, c)
+	c.kmu.Unlock()
+	_, err := t.ensureKernel(ctx, c)
+	return err
 }
 
-func (t *contextTable) remove(ctx context.Context, id string) error {
+func (t *contextTable) remove(id string) error {
 	if id == DefaultContextID {
 		return api.Errorf(api.ErrInvalid, "the default context cannot be deleted; restart it instead")
 	}
@@ -219,22 +261,20 @@ func (t *contextTable) remove(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if err := lockCtx(ctx, &c.mu); err != nil {
-		return err
-	}
-	defer c.mu.Unlock()
 	t.mu.Lock()
 	delete(t.ctxs, id)
 	t.mu.Unlock()
+	c.kmu.Lock()
 	c.deleted = true
-	if c.kernel != nil {
-		_ = c.kernel.Close()
-		c.kernel = nil
+	c.kmu.Unlock()
+	if k := c.takeKernel("the context was deleted while this cell ran"); k != nil {
+		_ = k.Close()
 	}
 	return nil
 }
 
-// closeAll stops every kernel. Executions in flight end with DeadKernelError.
+// closeAll kills every kernel without waiting for running cells (killing the
+// kernel is what ends them).
 func (t *contextTable) closeAll() {
 	t.mu.Lock()
 	t.closed = true
@@ -244,13 +284,10 @@ func (t *contextTable) closeAll() {
 	}
 	t.mu.Unlock()
 	for _, c := range ctxs {
-		// Close the kernel without waiting for the lock: a running cell holds it,
-		// and closing the kernel is what ends that cell.
-		c.mu.Lock()
+		c.kmu.Lock()
 		c.deleted = true
-		k := c.kernel
-		c.mu.Unlock()
-		if k != nil {
+		c.kmu.Unlock()
+		if k := c.takeKernel("the sandbox is shutting down"); k != nil {
 			_ = k.Close()
 		}
 	}
@@ -325,7 +362,7 @@ func (s *Server) registerContextRoutes() {
 		if err == nil {
 			err = s.ctxs.restart(r.Context(), c)
 			if err != nil {
-				_ = s.ctxs.remove(context.Background(), c.info.ID)
+				_ = s.ctxs.remove(c.info.ID)
 			}
 		}
 		if err != nil {
@@ -349,7 +386,7 @@ func (s *Server) registerContextRoutes() {
 		writeJSON(w, http.StatusOK, c.info)
 	})
 	s.mux.HandleFunc("DELETE /contexts/{id}", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.ctxs.remove(r.Context(), r.PathValue("id")); err != nil {
+		if err := s.ctxs.remove(r.PathValue("id")); err != nil {
 			writeError(w, err)
 			return
 		}

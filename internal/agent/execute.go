@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
@@ -29,9 +30,28 @@ func sortContexts(cs []api.Context) {
 	})
 }
 
+// Output bounds of one execution. Past maxStreamOutput the cell's stdout and
+// stderr are dropped (a marker says how much); a result larger than
+// maxResultSize is replaced by a notice; and when the client reads slower than
+// the cell produces, at most maxQueued bytes wait for it before events are
+// dropped. Together they keep the agent's (and every client's) memory bounded
+// whatever a cell prints, and the cell's timeout runs regardless of the reader.
+const (
+	maxStreamOutput = 16 << 20
+	maxResultSize   = 32 << 20
+	maxResultsTotal = 128 << 20
+	maxQueued       = 64 << 20
+	// writeTimeout is how long one event may take to reach a client that
+	// stopped reading before the client is given up (and the cell interrupted).
+	writeTimeout = 30 * time.Second
+	// maxTimeout bounds timeout_ms.
+	maxTimeout = 24 * time.Hour
+)
+
 // handleExecute runs one cell and streams its events as NDJSON. Validation
-// errors come back as an api.Error before the stream starts; once the stream
-// has started, everything (including a timeout or a dead kernel) is an event.
+// errors come back as an api.Error before the stream starts; once it has
+// started, everything (a timeout, a dead kernel, a failure of ours) is an
+// event.
 func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 	var req api.ExecuteRequest
 	if err := decodeJSON(r, &req); err != nil {
@@ -42,8 +62,8 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.Errorf(api.ErrInvalid, "code is empty"))
 		return
 	}
-	if req.TimeoutMs < 0 {
-		writeError(w, api.Errorf(api.ErrInvalid, "timeout_ms %d is negative", req.TimeoutMs))
+	if req.TimeoutMs < 0 || req.TimeoutMs > maxTimeout.Milliseconds() {
+		writeError(w, api.Errorf(api.ErrInvalid, "timeout_ms %d must be between 0 (the default) and %d", req.TimeoutMs, maxTimeout.Milliseconds()))
 		return
 	}
 	if err := validateEnvs(req.Envs); err != nil {
@@ -59,49 +79,67 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 	if req.TimeoutMs > 0 {
 		timeout = time.Duration(req.TimeoutMs) * time.Millisecond
 	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
 	out := newNDJSON(w)
-	// The client may hang up; events then go nowhere, but the cell is still
-	// interrupted through the request context.
-	send := func(ev api.ExecEvent) { _ = out.Send(ev) }
-	count := s.ctxs.execute(r.Context(), c, req, timeout, send)
-	send(api.ExecEvent{Type: api.EventEnd, ExecutionCount: count})
+	rc := http.NewResponseController(w)
+	q := newEventQueue(maxQueued)
+	writerDone := make(chan struct{})
+	go func() { // owned by this handler: ends when q is closed and drained
+		defer close(writerDone)
+		broken := false
+		for ev := range q.out {
+			if broken {
+				continue
+			}
+			_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if out.Send(ev) != nil {
+				// The client is gone or stalled: stop the cell as if it hung up.
+				broken = true
+				cancel()
+			}
+		}
+	}()
+	b := &outputBounds{q: q}
+	count, failure := s.ctxs.execute(ctx, c, req, timeout, b.send)
+	b.finish()
+	if failure != nil {
+		q.push(api.ExecEvent{Type: api.EventFailure, Error: &api.ExecutionError{Name: api.CodeOf(failure), Value: failure.Error()}})
+	} else {
+		q.push(api.ExecEvent{Type: api.EventEnd, ExecutionCount: count})
+	}
+	q.close()
+	<-writerDone
 }
 
 // execute runs req in c, sending every event through send, and returns the
-// execution count.
-func (t *contextTable) execute(ctx context.Context, c *codeContext, req api.ExecuteRequest, timeout time.Duration, send func(api.ExecEvent)) int {
+// execution count, or a failure of ours (never of the user's code).
+func (t *contextTable) execute(ctx context.Context, c *codeContext, req api.ExecuteRequest, timeout time.Duration, send func(api.ExecEvent)) (int, error) {
 	if err := lockCtx(ctx, &c.mu); err != nil {
-		send(errorEvent("ContextBusyError", "the request ended while waiting for the previous cell of this context: "+err.Error()))
-		return 0
+		return 0, api.Errorf(api.ErrUnavailable, "the request ended while waiting for the previous cell of context %s: %v", c.info.ID, err)
 	}
 	defer c.mu.Unlock()
-	if c.deleted {
-		send(errorEvent("ContextNotFoundError", "context "+c.info.ID+" was deleted"))
-		return 0
-	}
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	err := t.ensureKernel(startCtx, c)
+	k, err := t.ensureKernel(startCtx, c)
 	cancel()
 	if err != nil {
-		send(errorEvent("KernelStartError", err.Error()))
-		return 0
+		return 0, err
 	}
-	if c.lost {
-		c.lost = false
+	c.kmu.Lock()
+	lost := c.lost
+	c.lost = false
+	c.kmu.Unlock()
+	if lost {
 		send(api.ExecEvent{Type: api.EventNotice, Text: "the previous kernel of context " + c.info.ID + " died; it was restarted and its earlier state is gone"})
 	}
-	k := c.kernel
 	if len(req.Envs) > 0 {
 		if _, err := k.Execute(ctx, jupyter.ExecuteRequest{Code: envCode(req.Envs, false), Silent: true}, nil); err != nil {
-			send(errorEvent("EnvironmentError", "setting envs: "+err.Error()))
-			return 0
+			return 0, api.Errorf(api.ErrUnavailable, "setting the cell's envs: %v", err)
 		}
 		defer func() {
-			if c.kernel == k {
-				rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				_, _ = k.Execute(rctx, jupyter.ExecuteRequest{Code: envCode(nil, true), Silent: true}, nil)
-			}
+			rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, _ = k.Execute(rctx, jupyter.ExecuteRequest{Code: envCode(nil, true), Silent: true}, nil)
 		}()
 	}
 
@@ -120,21 +158,157 @@ func (t *contextTable) execute(ctx context.Context, c *codeContext, req api.Exec
 	case err == nil:
 	case errors.Is(err, jupyter.ErrDead):
 		_ = k.Close()
-		c.kernel = nil
-		c.lost = true
-		if errors.Is(err, jupyter.ErrInterrupted) || ectx.Err() != nil {
+		c.kmu.Lock()
+		why := c.killedFor
+		if c.kernel == k {
+			c.kernel = nil
+			c.lost = true
+		}
+		c.kmu.Unlock()
+		switch {
+		case why != "":
+			send(errorEvent(api.ErrNameDeadKernel, why+"; its state is gone"))
+		case ectx.Err() != nil && ctx.Err() == nil:
 			send(errorEvent(api.ErrNameTimeout, fmt.Sprintf("execution exceeded the timeout of %s and the kernel did not stop on interrupt; it was killed, so the next execution starts a fresh context", timeout)))
-		} else {
+		default:
 			send(errorEvent(api.ErrNameDeadKernel, "the kernel died while running this cell ("+err.Error()+"); the next execution starts a fresh context"))
 		}
 	case errors.Is(err, jupyter.ErrInterrupted):
 		if ctx.Err() == nil {
 			send(errorEvent(api.ErrNameTimeout, fmt.Sprintf("execution exceeded the timeout of %s and was interrupted; the context and its earlier state are kept", timeout)))
 		}
+	case ctx.Err() != nil:
+		return count, api.Errorf(api.ErrUnavailable, "the request ended before the cell started: %v", ctx.Err())
 	default:
-		send(errorEvent("ExecutionError", err.Error()))
+		return count, api.Errorf(api.ErrUnavailable, "execute: %v", err)
 	}
-	return count
+	return count, nil
+}
+
+// outputBounds applies the per-execution output limits to events on their
+// way to the queue.
+type outputBounds struct {
+	q             *eventQueue
+	streamBytes   int
+	droppedStream int
+	resultBytes   int
+}
+
+func (b *outputBounds) send(ev api.ExecEvent) {
+	switch ev.Type {
+	case api.EventStdout, api.EventStderr:
+		if b.streamBytes >= maxStreamOutput {
+			b.droppedStream += len(ev.Text)
+			return
+		}
+		if room := maxStreamOutput - b.streamBytes; len(ev.Text) > room {
+			b.droppedStream += len(ev.Text) - room
+			ev.Text = ev.Text[:room]
+		}
+		b.streamBytes += len(ev.Text)
+	case api.EventResult:
+		n := resultSize(ev.Result)
+		if n > maxResultSize || b.resultBytes+n > maxResultsTotal {
+			b.q.push(api.ExecEvent{Type: api.EventNotice, Text: fmt.Sprintf("a %s result of %d bytes was dropped: results are limited to %d MiB each and %d MiB per execution",
+				strings.Join(ev.Result.Formats(), "/"), n, maxResultSize>>20, maxResultsTotal>>20)})
+			return
+		}
+		b.resultBytes += n
+	}
+	b.q.push(ev)
+}
+
+// finish reports what the bounds dropped.
+func (b *outputBounds) finish() {
+	if b.droppedStream > 0 {
+		b.q.push(api.ExecEvent{Type: api.EventNotice, Text: fmt.Sprintf("output truncated: %d bytes of stdout/stderr beyond the %d MiB limit of one execution were dropped", b.droppedStream, maxStreamOutput>>20)})
+	}
+	if d := b.q.dropped(); d > 0 {
+		b.q.push(api.ExecEvent{Type: api.EventNotice, Text: fmt.Sprintf("%d events were dropped because the client read them slower than the cell produced them", d)})
+	}
+}
+
+func resultSize(r *api.Result) int {
+	if r == nil {
+		return 0
+	}
+	n := len(r.Text) + len(r.HTML) + len(r.Markdown) + len(r.SVG) + len(r.PNG) + len(r.JPEG) + len(r.PDF) + len(r.LaTeX) + len(r.JSON) + len(r.JavaScript)
+	for _, v := range r.Other {
+		n += len(v)
+	}
+	return n
+}
+
+// eventQueue hands events from the cell to the writer goroutine without ever
+// blocking the cell: past max queued bytes it drops events (and counts them);
+// notices and the final events are always kept.
+type eventQueue struct {
+	mu     sync.Mutex
+	cond   *sync.Cond
+	items  []api.ExecEvent
+	bytes  int
+	max    int
+	drops  int
+	closed bool
+	out    chan api.ExecEvent
+}
+
+func newEventQueue(max int) *eventQueue {
+	q := &eventQueue{max: max, out: make(chan api.ExecEvent)}
+	q.cond = sync.NewCond(&q.mu)
+	go q.pump()
+	return q
+}
+
+func eventSize(ev api.ExecEvent) int { return len(ev.Text) + resultSize(ev.Result) + 64 }
+
+func (q *eventQueue) push(ev api.ExecEvent) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := eventSize(ev)
+	essential := ev.Type == api.EventNotice || ev.Type == api.EventEnd || ev.Type == api.EventFailure || ev.Type == api.EventError
+	if !essential && q.bytes+n > q.max {
+		q.drops++
+		return
+	}
+	q.items = append(q.items, ev)
+	q.bytes += n
+	q.cond.Signal()
+}
+
+func (q *eventQueue) dropped() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.drops
+}
+
+// close lets the pump end once the queue is drained.
+func (q *eventQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.cond.Signal()
+	q.mu.Unlock()
+}
+
+// pump moves queued events to out, then closes out.
+func (q *eventQueue) pump() {
+	defer close(q.out)
+	for {
+		q.mu.Lock()
+		for len(q.items) == 0 && !q.closed {
+			q.cond.Wait()
+		}
+		if len(q.items) == 0 {
+			q.mu.Unlock()
+			return
+		}
+		ev := q.items[0]
+		q.items[0] = api.ExecEvent{}
+		q.items = q.items[1:]
+		q.bytes -= eventSize(ev)
+		q.mu.Unlock()
+		q.out <- ev
+	}
 }
 
 func errorEvent(name, value string) api.ExecEvent {

@@ -22,7 +22,15 @@ import (
 // the agent (see EnableReexec and Command).
 const ReexecEnv = "DS_SANDBOX_AGENT_REEXEC"
 
-var reexecEnabled atomic.Bool
+var (
+	reexecEnabled atomic.Bool
+	selfAgent     atomic.Bool
+)
+
+// ServeFromSelf declares that this executable has an `agent` subcommand (the
+// ds-sandbox CLI does, whatever the binary is named), so Command starts the
+// agent from it rather than looking for another ds-sandbox binary.
+func ServeFromSelf() { selfAgent.Store(true) }
 
 // EnableReexec declares that this program serves the agent when started with
 // ReexecEnv=1 (it calls MainIfReexec first thing in main or TestMain), so
@@ -52,11 +60,14 @@ func Command(explicit string) (argv []string, env []string, err error) {
 	}
 	self, err := os.Executable()
 	if err == nil {
-		if filepath.Base(self) == "ds-sandbox" {
-			return []string{self, "agent"}, nil, nil
-		}
+		// A program that re-executes itself as the agent (tests, programs
+		// embedding the SDK) must never be started without the marker: it
+		// would run as itself, which may start sandboxes in turn.
 		if reexecEnabled.Load() {
 			return []string{self}, []string{ReexecEnv + "=1"}, nil
+		}
+		if selfAgent.Load() || filepath.Base(self) == "ds-sandbox" {
+			return []string{self, "agent"}, nil, nil
 		}
 	}
 	if p, err := exec.LookPath("ds-sandbox"); err == nil {
@@ -97,6 +108,9 @@ func Main(args []string, stderr io.Writer) int {
 	if err := fl.Parse(args); err != nil {
 		return 2
 	}
+	// Our own marker must not reach the sandbox's code: a program using the
+	// SDK started inside the sandbox would run as an agent.
+	os.Unsetenv(ReexecEnv)
 	if *socket == "" {
 		fmt.Fprintln(stderr, "agent: --socket is required")
 		return 2
@@ -143,3 +157,8 @@ func Run(ctx context.Context, cfg Config, socketPath string) error {
 	killDescendants(os.Getpid())
 	return err
 }
+
+// KillTree SIGKILLs every descendant of root (not root itself), stopping them
+// all first so none escapes by forking: what a backend does to a sandbox whose
+// agent did not clean up after itself.
+func KillTree(root int) { killDescendants(root) }

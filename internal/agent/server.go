@@ -168,13 +168,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
-	// Streams (executions, watches) may be open forever; close them hard after a
-	// short grace rather than wait.
+	// Kill first: killing the kernels and processes is what ends the
+	// executions and command streams still open, so the HTTP shutdown after
+	// it does not wait for them.
+	s.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
 	_ = srv.Close()
-	s.Close()
 	return nil
 }
 

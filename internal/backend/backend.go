@@ -7,6 +7,7 @@ package backend
 
 import (
 	"context"
+	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 )
@@ -30,6 +31,8 @@ type Spec struct {
 	Network api.NetworkPolicy
 	// Python is the interpreter (inside the sandbox) that runs ipykernel.
 	Python string
+	// DefaultTimeout bounds cells and commands that ask for no timeout.
+	DefaultTimeout time.Duration
 	// Image is the template's image; backends without images refuse it.
 	Image string
 	// MemoryMB and CPUCount are limits asked for by the template (0 = none).

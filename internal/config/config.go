@@ -52,7 +52,8 @@ type Config struct {
 	// none: 3600, range 1..86400. (E2B clients always send their own, 300 by
 	// default; the seed's sandboxes never expired, so ours default to an hour.)
 	SandboxTimeoutSec int `yaml:"sandbox_timeout_sec" json:"sandbox_timeout_sec"`
-	// DefaultMemoryMB is the memory limit when a request gives none: 4096,
+	// DefaultMemoryMB is the memory limit when a request gives none (0 = no
+	// limit; a backend that cannot enforce a limit refuses a non-zero one):
 	// range 512..65536.
 	DefaultMemoryMB int `yaml:"default_memory_mb" json:"default_memory_mb"`
 	// EnableGPU is parsed for compatibility; GPU requests are refused
@@ -150,7 +151,7 @@ func defaults(getenv func(string) string, euid int, home string) Config {
 		DefaultWorkdir:         "/home/user",
 		DefaultTimeoutSec:      3600,
 		SandboxTimeoutSec:      3600,
-		DefaultMemoryMB:        4096,
+		DefaultMemoryMB:        0,
 		AllowInternet:          true,
 		DefaultNetworkPolicy:   api.NetworkAllow,
 		NetworkWhitelist:       []string{},

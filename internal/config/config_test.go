@@ -46,7 +46,7 @@ func TestDefaultsValidate(t *testing.T) {
 			t.Errorf("%s = %q, want %q", ch.name, ch.got, ch.want)
 		}
 	}
-	if c.DefaultTimeoutSec != 3600 || c.SandboxTimeoutSec != 3600 || c.DefaultMemoryMB != 4096 || !c.AllowInternet {
+	if c.DefaultTimeoutSec != 3600 || c.SandboxTimeoutSec != 3600 || c.DefaultMemoryMB != 0 || !c.AllowInternet {
 		t.Errorf("numeric defaults = %+v", c)
 	}
 }

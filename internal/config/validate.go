@@ -54,7 +54,9 @@ func (c Config) Validate() error {
 	}
 	inRange("default_timeout_sec", c.DefaultTimeoutSec, 1, 86400)
 	inRange("sandbox_timeout_sec", c.SandboxTimeoutSec, 1, 86400)
-	inRange("default_memory_mb", c.DefaultMemoryMB, 512, 65536)
+	if c.DefaultMemoryMB != 0 {
+		inRange("default_memory_mb", c.DefaultMemoryMB, 512, 65536)
+	}
 	for k, v := range map[string]int{
 		"max_sandboxes_per_key": c.MaxSandboxesPerKey, "creates_per_minute": c.CreatesPerMinute,
 		"max_streams_per_key": c.MaxStreamsPerKey, "max_upload_mb": c.MaxUploadMB,
@@ -131,6 +133,10 @@ func ValidateNetworkPolicy(p api.NetworkPolicy) error {
 		errs = append(errs, api.Errorf(api.ErrInvalid, "network policy %q is not one of %s", p.Policy, strings.Join(policies, ", ")))
 	case p.Policy == api.NetworkWhitelist && len(p.Whitelist) == 0:
 		errs = append(errs, api.Errorf(api.ErrInvalid, "whitelist policy needs at least one entry"))
+	case p.Policy != api.NetworkWhitelist && len(p.Whitelist) > 0:
+		// Entries that would be ignored are refused, so nobody believes a
+		// list restricts anything under allow.
+		errs = append(errs, api.Errorf(api.ErrInvalid, "network whitelist entries only apply to the whitelist policy (policy is %q)", p.Policy))
 	}
 	for i, d := range p.Whitelist {
 		if err := checkDestination(d); err != nil {

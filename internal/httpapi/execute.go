@@ -77,9 +77,9 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 		err = api.Errorf(api.ErrUnavailable, "the daemon is shutting down; the execution was interrupted")
 	}
 	if err != nil && started {
-		// The stream already began: say what happened in-band. No "end" event
-		// follows, which tells the client the execution was cut.
-		_ = enc.Encode(api.ExecEvent{Type: api.EventError, Error: &api.ExecutionError{Name: "SandboxError", Value: err.Error()}})
+		// The stream already began: say what happened in-band, as the agent
+		// does, with the error's stable code.
+		_ = enc.Encode(api.ExecEvent{Type: api.EventFailure, Error: &api.ExecutionError{Name: api.CodeOf(err), Value: err.Error()}})
 		_ = rc.Flush()
 		return fmt.Errorf("execute: %w", err)
 	}

@@ -45,7 +45,8 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 	spec := backend.Spec{
 		ID: id, User: plan.user, Workdir: plan.workdir, WorkspaceDir: ws.Path,
 		Env: plan.env, Network: plan.network, Python: m.cfg.Python,
-		Image: plan.tmpl.Image, MemoryMB: plan.tmpl.MemoryMB, CPUCount: plan.tmpl.CPUCount,
+		DefaultTimeout: time.Duration(m.cfg.DefaultTimeoutSec) * time.Second,
+		Image:          plan.tmpl.Image, MemoryMB: plan.memoryMB, CPUCount: plan.tmpl.CPUCount,
 	}
 	inst, err := plan.backend.Create(ctx, spec)
 	if err != nil {
@@ -136,6 +137,7 @@ type plan struct {
 	metadata map[string]string
 	network  api.NetworkPolicy
 	timeout  time.Duration
+	memoryMB int
 }
 
 // plan validates a create request and resolves it against the template and the
@@ -160,13 +162,20 @@ func (m *Manager) plan(req api.CreateSandboxRequest) (plan, error) {
 			return p, err
 		}
 	}
+	if m.cfg.EnableGPU {
+		return p, api.Errorf(api.ErrUnsupported, "GPUs were asked for (enable_gpu_by_default / SANDBOX_ENABLE_GPU) but no backend of this build provides them")
+	}
 	p.user = firstOf(p.tmpl.User, req.User, m.cfg.DefaultUser)
 	p.workdir = firstOf(p.tmpl.Workdir, req.Workdir, m.cfg.DefaultWorkdir)
-	if !path.IsAbs(p.workdir) || path.Clean(p.workdir) != p.workdir || p.workdir == "/" {
-		return p, api.Errorf(api.ErrInvalid, "workdir %q must be a clean absolute path other than /", p.workdir)
+	if err := template.ValidateWorkdir(p.workdir); err != nil {
+		return p, err
 	}
-	if !validUser(p.user) {
-		return p, api.Errorf(api.ErrInvalid, "user %q: want a POSIX user name ([a-z_][a-z0-9_-]*, at most 32 characters)", p.user)
+	if err := template.ValidateUser(p.user); err != nil {
+		return p, err
+	}
+	p.memoryMB = p.tmpl.MemoryMB
+	if p.memoryMB == 0 {
+		p.memoryMB = m.cfg.DefaultMemoryMB
 	}
 
 	switch {
@@ -262,19 +271,6 @@ func firstOf(vals ...string) string {
 		}
 	}
 	return ""
-}
-
-func validUser(u string) bool {
-	if u == "" || len(u) > 32 {
-		return false
-	}
-	for i, r := range u {
-		ok := r == '_' || (r >= 'a' && r <= 'z') || (i > 0 && (r == '-' || (r >= '0' && r <= '9')))
-		if !ok {
-			return false
-		}
-	}
-	return true
 }
 
 func checkMap(what string, m map[string]string, max int, envKeys bool) error {

@@ -2,7 +2,6 @@ package manager
 
 import (
 	"context"
-	"path"
 	"path/filepath"
 	"strings"
 
@@ -10,8 +9,10 @@ import (
 )
 
 // PrepareDataset places a registered dataset into the sandbox's data/
-// directory (by copy or hard link) and returns its path as the sandbox's code
-// sees it.
+// directory (by copy or hard link) and returns its path relative to the
+// workdir (the code's working directory, where the files API resolves
+// relative paths too). The registry's copy is verified against its sha256
+// first, so a corrupted registry file is never handed out.
 func (m *Manager) PrepareDataset(ctx context.Context, sandboxID, name, strategy string) (string, error) {
 	s, err := m.Get(ctx, sandboxID)
 	if err != nil {
@@ -21,6 +22,15 @@ func (m *Manager) PrepareDataset(ctx context.Context, sandboxID, name, strategy 
 	if strategy == "" {
 		strategy = m.cfg.DefaultDatasetStrategy
 	}
+	if strategy == "link" && info.Backend == "local" {
+		// A hard link shares the registry's file, and local sandbox code runs
+		// as the daemon's own user: it could chmod and rewrite the file for
+		// every later sandbox.
+		return "", api.Errorf(api.ErrUnsupported, "dataset %s: the link strategy would let local sandbox code (which runs as the daemon's user) modify the registry's copy; use copy", name)
+	}
+	if err := m.datasets.Verify(name); err != nil {
+		return "", err
+	}
 	dst, err := m.datasets.Prepare(name, info.WorkspacePath, strategy)
 	if err != nil {
 		return "", err
@@ -29,5 +39,5 @@ func (m *Manager) PrepareDataset(ctx context.Context, sandboxID, name, strategy 
 	if err != nil || strings.HasPrefix(rel, "..") {
 		return "", api.Errorf(api.ErrInvalid, "dataset %s was prepared outside the workspace", name)
 	}
-	return path.Join(info.Workdir, filepath.ToSlash(rel)), nil
+	return filepath.ToSlash(rel), nil
 }

@@ -184,7 +184,7 @@ func (m *Manager) List(ctx context.Context, match map[string]string) []api.Sandb
 
 // SetTimeout moves the sandbox's deadline to now + d.
 func (m *Manager) SetTimeout(ctx context.Context, id string, d time.Duration) (api.SandboxInfo, error) {
-	if d <= 0 || d > MaxTimeout {
+	if d < time.Second || d > MaxTimeout {
 		return api.SandboxInfo{}, api.Errorf(api.ErrInvalid, "timeout %s must be between 1s and %s", d, MaxTimeout)
 	}
 	s, err := m.Get(ctx, id)
@@ -192,6 +192,10 @@ func (m *Manager) SetTimeout(ctx context.Context, id string, d time.Duration) (a
 		return api.SandboxInfo{}, err
 	}
 	s.mu.Lock()
+	if s.info.State != api.StateRunning {
+		s.mu.Unlock()
+		return api.SandboxInfo{}, api.Errorf(api.ErrNotFound, "sandbox %s (it was killed or its timeout passed)", id)
+	}
 	s.info.EndAt = time.Now().Add(d).UTC()
 	s.timer.Reset(d)
 	owner, end := s.info.Owner, s.info.EndAt

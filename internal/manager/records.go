@@ -44,6 +44,9 @@ func (m *Manager) saveRecord(s *Sandbox) {
 		return
 	}
 	rec := record{Info: s.Info()}
+	if rec.Info.State != api.StateRunning {
+		return
+	}
 	if r, ok := s.inst.(backend.Recoverable); ok {
 		rec.BackendState = r.State()
 	}

@@ -198,6 +198,8 @@ func ValidateWorkdir(dir string) error {
 		return api.Errorf(api.ErrInvalid, "workdir %q: not clean; did you mean %q?", dir, path.Clean(dir))
 	case strings.ContainsRune(dir, 0):
 		return api.Errorf(api.ErrInvalid, "workdir %q: contains a NUL byte", dir)
+	case dir == "/":
+		return api.Errorf(api.ErrInvalid, "workdir %q: the workspace cannot be mounted over the root directory", dir)
 	}
 	return nil
 }

@@ -110,7 +110,8 @@ func TestValidate(t *testing.T) {
 		want []string // substrings; empty means valid
 	}{
 		{name: "minimal", tmpl: api.Template{ID: "a"}},
-		{name: "full ranges", tmpl: api.Template{ID: "a", CPUCount: 16, MemoryMB: 65536, ReadyTimeout: 300, User: "_svc-1", Workdir: "/"}},
+		{name: "full ranges", tmpl: api.Template{ID: "a", CPUCount: 16, MemoryMB: 65536, ReadyTimeout: 300, User: "_svc-1", Workdir: "/w"}},
+		{name: "root workdir", tmpl: api.Template{ID: "a", Workdir: "/"}, want: []string{"root directory"}},
 		{name: "nested file", tmpl: api.Template{ID: "a", Files: map[string]string{"conf/app.json": "{}", "a..b": ""}}},
 		{name: "bad id", tmpl: api.Template{ID: "a/b"}, want: []string{"id:"}},
 		{name: "long id", tmpl: api.Template{ID: strings.Repeat("a", 65)}, want: []string{"longer than 64"}},

@@ -91,15 +91,45 @@ func Run(t *testing.T, b backend.Backend, opts Options) {
 		}
 	})
 
-	t.Run("destroy stops everything", func(t *testing.T) {
+	t.Run("destroy stops everything, even mid-cell and with a done ctx", func(t *testing.T) {
 		t.Parallel()
-		inst, c := start(t, spec(t))
+		s := spec(t)
+		inst, c := start(t, s)
 		p, err := c.StartProcess(t.Context(), api.ProcessRequest{Cmd: "sleep 1000", Background: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := inst.Destroy(t.Context()); err != nil {
+		// A daemon that left its session and process group.
+		if _, err := c.RunCommand(t.Context(), api.ProcessRequest{Cmd: "setsid sh -c 'sleep 1001 & echo $! > cmd-daemon.pid' </dev/null >/dev/null 2>&1; sleep 0.2"}, nil); err != nil {
 			t.Fatal(err)
+		}
+		// A cell that spawned its own daemon and now runs forever, ignoring
+		// SIGINT.
+		go c.Execute(context.Background(), api.ExecuteRequest{Code: "import signal, subprocess, time\n" +
+			"signal.signal(signal.SIGINT, signal.SIG_IGN)\n" +
+			"d = subprocess.Popen(['setsid', 'sleep', '1002'])\n" +
+			"open('cell-daemon.pid', 'w').write(str(d.pid))\n" +
+			"while True: time.sleep(0.1)"}, nil)
+		pids := []int{p.PID}
+		for _, f := range []string{"cmd-daemon.pid", "cell-daemon.pid"} {
+			var pid int
+			deadline := time.Now().Add(90 * time.Second) // kernel start on a loaded machine
+			for {
+				b, err := os.ReadFile(filepath.Join(s.WorkspaceDir, f))
+				if pid, err = strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s never written", f)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			pids = append(pids, pid)
+		}
+		done, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := inst.Destroy(done); err != nil {
+			t.Fatalf("Destroy: %v", err)
 		}
 		select {
 		case <-inst.Done():
@@ -112,8 +142,11 @@ func Run(t *testing.T, b backend.Backend, opts Options) {
 		if err := c.Health(t.Context()); err == nil {
 			t.Fatal("agent still answers after Destroy")
 		}
-		if syscall.Kill(p.PID, 0) == nil && !zombie(p.PID) {
-			t.Fatalf("process %d survived Destroy", p.PID)
+		for _, pid := range pids {
+			if syscall.Kill(pid, 0) == nil && !zombie(pid) {
+				t.Errorf("process %d survived Destroy", pid)
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
 		}
 	})
 
@@ -136,7 +169,7 @@ func Run(t *testing.T, b backend.Backend, opts Options) {
 		}
 	})
 
-	t.Run("a bad interpreter fails the first cell clearly", func(t *testing.T) {
+	t.Run("a bad interpreter is our failure, not a Python error", func(t *testing.T) {
 		t.Parallel()
 		s := spec(t)
 		s.Python = "/nonexistent/python3"
@@ -148,8 +181,8 @@ func Run(t *testing.T, b backend.Backend, opts Options) {
 		c := agent.NewClient(inst.AgentSocket())
 		defer c.Close()
 		e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "1"}, nil)
-		if err != nil || e.Error == nil || !strings.Contains(e.Error.Value, "nonexistent") {
-			t.Fatalf("execute with a bad interpreter: %v %+v", err, e)
+		if !errors.Is(err, api.ErrUnavailable) || !strings.Contains(err.Error(), "nonexistent") || e.Error != nil {
+			t.Fatalf("execute with a bad interpreter: err %v, execution error %+v", err, e.Error)
 		}
 	})
 }

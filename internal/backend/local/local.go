@@ -100,6 +100,9 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		"--mount", spec.Workdir+"="+spec.WorkspaceDir,
 		"--python", spec.Python,
 	)
+	if spec.DefaultTimeout > 0 {
+		args = append(args, "--default-timeout", spec.DefaultTimeout.String())
+	}
 	if spec.WorkspaceDir != spec.Workdir {
 		args = append(args, "--mount", spec.WorkspaceDir+"="+spec.WorkspaceDir)
 	}
@@ -226,6 +229,7 @@ type instance struct {
 	sock string
 	done chan struct{}
 	once sync.Once
+	err  error
 }
 
 func (in *instance) AgentSocket() string   { return in.sock }
@@ -238,23 +242,37 @@ func (in *instance) State() map[string]string {
 }
 
 // Destroy asks the agent to stop (SIGTERM: it kills every kernel, process and
-// descendant of the sandbox), then kills its process group after a grace.
+// descendant of the sandbox). When the agent does not finish within the grace
+// (or ctx ends first), Destroy kills the agent's whole process tree itself —
+// descendants first, while the agent (their subreaper) still holds them — and
+// then the agent. It returns an error when something survived.
 func (in *instance) Destroy(ctx context.Context) error {
 	in.once.Do(func() {
 		_ = syscall.Kill(in.pid, syscall.SIGTERM)
-		grace := time.NewTimer(5 * time.Second)
+		grace := time.NewTimer(destroyGrace)
 		defer grace.Stop()
 		select {
 		case <-in.done:
 		case <-grace.C:
 		case <-ctx.Done():
 		}
-		_ = syscall.Kill(-in.pid, syscall.SIGKILL)
 		select {
 		case <-in.done:
-		case <-time.After(10 * time.Second):
+		default:
+			agent.KillTree(in.pid)
+			_ = syscall.Kill(-in.pid, syscall.SIGKILL)
+			_ = syscall.Kill(in.pid, syscall.SIGKILL)
+			select {
+			case <-in.done:
+			case <-time.After(10 * time.Second):
+				in.err = fmt.Errorf("local backend: agent %d did not exit after SIGKILL", in.pid)
+			}
 		}
 		os.RemoveAll(in.dir)
 	})
-	return nil
+	return in.err
 }
+
+// destroyGrace is how long the agent gets to clean up after SIGTERM; its own
+// shutdown kills kernels and processes first, so it needs far less.
+const destroyGrace = 10 * time.Second
