@@ -547,8 +547,8 @@ func TestCleanEnvironment(t *testing.T) {
 	// Not parallel: it sets a variable in this process's environment.
 	t.Setenv("DS_TEST_SECRET_TOKEN", "must-not-leak")
 	sbx := newSandbox(t, dssandbox.Options{Envs: map[string]string{"MINE": "yes"}})
-	e := run(t, sbx, "import os; (os.environ.get('DS_TEST_SECRET_TOKEN'), os.environ.get('MINE'))")
-	if e.Text() != "(None, 'yes')" {
+	e := run(t, sbx, "import os; (os.environ.get('DS_TEST_SECRET_TOKEN'), os.environ.get('MINE'), os.environ.get('DS_SANDBOX_AGENT_REEXEC'))")
+	if e.Text() != "(None, 'yes', None)" {
 		t.Fatalf("environment in the kernel: %s", e.Text())
 	}
 	res, err := sbx.Commands.Run(t.Context(), "echo \"[$DS_TEST_SECRET_TOKEN][$MINE]\"")

@@ -10,3 +10,10 @@ go vet ./...
 go test -race -count=1 -timeout 30m ./...
 # The SDK's behaviour tests again, through a real daemon (remote mode).
 DS_SANDBOX_TEST_REMOTE=1 go test -race -count=1 -timeout 15m .
+
+# A short pass of every fuzz target over the decoders (the seeds also run
+# above as ordinary tests).
+for target in ./internal/agent:FuzzResolvePath ./internal/agent:FuzzExecuteStream \
+              ./internal/template:FuzzParse ./internal/config:FuzzWhitelistEnv; do
+  go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime 8s -fuzzminimizetime 5s "${target%%:*}"
+done

@@ -15,6 +15,7 @@ import (
 type testAgent struct {
 	c         *Client
 	s         *Server
+	sock      string
 	workspace string // host directory of the workdir (local mode)
 }
 
@@ -59,7 +60,7 @@ func startAgent(t *testing.T, cfg Config) *testAgent {
 		s.Close()
 		_ = os.RemoveAll(dir)
 	})
-	return &testAgent{c: c, s: s}
+	return &testAgent{c: c, s: s, sock: sock}
 }
 
 // wantErr fails unless err wraps want (nil: no error).

@@ -72,9 +72,12 @@ func TestRun(t *testing.T) {
 		{name: "nothing to run", args: []string{"run"}, code: 2, stderr: "nothing to run"},
 		{name: "both code and file", args: []string{"run", "-c", "1", script}, code: 2, stderr: "not both"},
 		{name: "missing file", args: []string{"run", "/nonexistent/x.py"}, code: 2, stderr: "no such file"},
-		{name: "unenforceable network", args: []string{"run", "--network", "deny", "-c", "1"}, code: 1, stderr: "cannot enforce"},
-		{name: "bad network", args: []string{"run", "--network", "maybe", "-c", "1"}, code: 1, stderr: "maybe"},
-		{name: "unknown template", args: []string{"run", "--template", "nope", "-c", "1"}, code: 1, stderr: "nope"},
+		{name: "unenforceable network", args: []string{"run", "--network", "deny", "-c", "1"}, code: 3, stderr: "cannot enforce"},
+		{name: "bad network", args: []string{"run", "--network", "maybe", "-c", "1"}, code: 3, stderr: "maybe"},
+		{name: "ignored whitelist", args: []string{"run", "--network", "allow", "--whitelist", "a.com", "-c", "1"}, code: 3, stderr: "only apply to the whitelist policy"},
+		{name: "unknown template", args: []string{"run", "--template", "nope", "-c", "1"}, code: 3, stderr: "nope"},
+		{name: "timeout too long", args: []string{"run", "--timeout", "10000000000", "-c", "1"}, code: 3, stderr: "want 1..86400"},
+		{name: "longest timeout", args: []string{"run", "--timeout", "86400", "-c", "print(3)"}, stdout: "3\n"},
 		{name: "unknown command", args: []string{"frobnicate"}, code: 2, stderr: "unknown command"},
 	}
 	for _, c := range cases {

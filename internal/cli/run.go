@@ -21,8 +21,17 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 )
 
-// maxCodeSize bounds a program read from a file or stdin.
-const maxCodeSize = 16 << 20
+// maxCodeSize bounds a program read from a file or stdin (JSON escaping may
+// grow it up to six times on the wire; the agent takes 16 MiB bodies).
+const maxCodeSize = 2 << 20
+
+// Exit statuses of run: 1 is a Python error (or timeout) in the user's code,
+// 2 a usage error, 3 a failure of ds-sandbox itself.
+const (
+	exitPythonError = 1
+	exitUsage       = 2
+	exitFailure     = 3
+)
 
 type runFlags struct {
 	backend, template, network, whitelist, workspace, config, code string
@@ -49,17 +58,17 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	fl.StringVar(&f.code, "c", "", "code to run")
 	fl.StringVar(&f.config, "config", "", "config file (YAML or JSON)")
 	if err := fl.Parse(args); err != nil {
-		return 2
+		return exitUsage
 	}
 	code, err := readCode(f.code, fl.Args(), stdin)
 	if err != nil {
 		fmt.Fprintln(stderr, "ds-sandbox run:", err)
-		return 2
+		return exitUsage
 	}
 	status, err := run(ctx, f, code, stdout, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "ds-sandbox run:", err)
-		return 1
+		return exitFailure
 	}
 	return status
 }
@@ -89,7 +98,7 @@ func readCode(inline string, args []string, stdin io.Reader) (string, error) {
 		return "", err
 	}
 	if len(b) > maxCodeSize {
-		return "", fmt.Errorf("program is larger than %d MiB", maxCodeSize>>20)
+		return "", fmt.Errorf("program is larger than %d MiB; put large data in files instead", maxCodeSize>>20)
 	}
 	return string(b), nil
 }
@@ -108,14 +117,14 @@ func run(ctx context.Context, f runFlags, code string, stdout, stderr io.Writer)
 		req.Network = &api.NetworkPolicy{Policy: policy, Whitelist: splitList(f.whitelist)}
 	}
 	cellTimeout := time.Duration(cfg.DefaultTimeoutSec) * time.Second
-	if f.timeout < 0 {
-		return 0, fmt.Errorf("--timeout %d is negative", f.timeout)
+	if f.timeout < 0 || f.timeout > int(manager.MaxTimeout/time.Second) {
+		return 0, fmt.Errorf("--timeout %d: want 1..%d seconds", f.timeout, int(manager.MaxTimeout/time.Second))
 	}
 	if f.timeout > 0 {
 		cellTimeout = time.Duration(f.timeout) * time.Second
 	}
 	// The sandbox lives as long as the cell may, plus room to start and stop.
-	req.TimeoutSeconds = int(cellTimeout/time.Second) + 120
+	req.TimeoutSeconds = int(min(cellTimeout+2*time.Minute, manager.MaxTimeout) / time.Second)
 
 	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
 	if err != nil {
@@ -155,7 +164,7 @@ func run(ctx context.Context, f runFlags, code string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "[workspace kept: %s]\n", info.WorkspacePath)
 	}
 	if exec.Error != nil {
-		return 1, nil
+		return exitPythonError, nil
 	}
 	return 0, nil
 }
