@@ -44,7 +44,7 @@ func TestMain(m *testing.M) {
 			panic(err)
 		}
 		cfg.Listen = "127.0.0.1:0"
-		daemon, err = cli.StartDaemon(context.Background(), cfg, slog.New(slog.DiscardHandler))
+		daemon, err = cli.StartDaemon(context.Background(), cfg, false, slog.New(slog.DiscardHandler))
 		if err != nil {
 			panic(err)
 		}

@@ -29,6 +29,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fl.SetOutput(stderr)
 	listen := fl.String("listen", "", "HOST:PORT to listen on (default from config: 127.0.0.1:8000; port 0 picks a free one)")
 	cfgPath := fl.String("config", "", "config file (YAML or JSON)")
+	ephemeral := fl.Bool("ephemeral", false, "a private server: its sandboxes die with it (no records, no recovery); what clients that start their own server use")
 	verbose := fl.Bool("v", false, "debug logging")
 	if err := fl.Parse(args); err != nil {
 		return 2
@@ -42,7 +43,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if err := serve(ctx, *cfgPath, *listen, stdout, log); err != nil {
+	if err := serve(ctx, *cfgPath, *listen, *ephemeral, stdout, log); err != nil {
 		fmt.Fprintln(stderr, "ds-sandbox serve:", err)
 		return 1
 	}
@@ -51,24 +52,26 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 // Daemon is a running API server, for serve and for tests.
 type Daemon struct {
-	URL     string
-	Manager *manager.Manager
-	srv     *http.Server
-	api     *httpapi.Server
-	audit   *audit.Log
-	log     *slog.Logger
-	done    chan error
+	URL       string
+	Manager   *manager.Manager
+	ephemeral bool
+	srv       *http.Server
+	api       *httpapi.Server
+	audit     *audit.Log
+	log       *slog.Logger
+	done      chan error
 }
 
 // StartDaemon starts the daemon: manager with persisted records (re-attaching
 // to sandboxes an earlier daemon left running), metrics, audit log, the REST
-// API and MCP, listening on cfg.Listen.
-func StartDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*Daemon, error) {
+// API and MCP, listening on cfg.Listen. An ephemeral daemon keeps no records
+// and its sandboxes die with it.
+func StartDaemon(ctx context.Context, cfg config.Config, ephemeral bool, log *slog.Logger) (*Daemon, error) {
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	d, err := startDaemon(ctx, cfg, ln, log)
+	d, err := startDaemon(ctx, cfg, ephemeral, ln, log)
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -76,19 +79,25 @@ func StartDaemon(ctx context.Context, cfg config.Config, log *slog.Logger) (*Dae
 	return d, nil
 }
 
-func startDaemon(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logger) (*Daemon, error) {
+func startDaemon(ctx context.Context, cfg config.Config, ephemeral bool, ln net.Listener, log *slog.Logger) (*Daemon, error) {
 	loopback := isLoopback(ln.Addr())
 	if len(cfg.APIKeys) == 0 && !loopback {
 		return nil, api.Errorf(api.ErrInvalid, "refusing to listen on %s without API keys: configure api_keys (or DS_SANDBOX_API_KEY), or listen on 127.0.0.1", ln.Addr())
 	}
-	m, err := manager.New(cfg, log, backends.New(cfg, backends.Daemon)...)
+	mode := backends.Daemon
+	if ephemeral {
+		mode = backends.Embedded
+	}
+	m, err := manager.New(cfg, log, backends.New(cfg, mode)...)
 	if err != nil {
 		return nil, err
 	}
-	if err := m.Persist(); err != nil {
-		return nil, err
+	if !ephemeral {
+		if err := m.Persist(); err != nil {
+			return nil, err
+		}
 	}
-	d := &Daemon{Manager: m, log: log, done: make(chan error, 1)}
+	d := &Daemon{Manager: m, ephemeral: ephemeral, log: log, done: make(chan error, 1)}
 	opt := httpapi.Options{Loopback: loopback, Logger: log}
 	if cfg.EnableMetrics {
 		opt.Metrics = metrics.New(func() []metrics.SandboxCount {
@@ -125,12 +134,14 @@ func startDaemon(ctx context.Context, cfg config.Config, ln net.Listener, log *s
 			_ = d.audit.Write(audit.Record{Action: ev.Type, SandboxID: ev.SandboxID, KeyID: owner, Outcome: audit.OK, Detail: ev.Data})
 		}
 	})
-	rep, err := m.Recover(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if len(rep.Reattached)+len(rep.Reaped) > 0 {
-		log.Info("recovered sandboxes after restart", "reattached", rep.Reattached, "reaped", rep.Reaped)
+	if !ephemeral {
+		rep, err := m.Recover(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if len(rep.Reattached)+len(rep.Reaped) > 0 {
+			log.Info("recovered sandboxes after restart", "reattached", rep.Reattached, "reaped", rep.Reaped)
+		}
 	}
 	if d.api, err = httpapi.New(m, opt); err != nil {
 		return nil, err
@@ -167,14 +178,20 @@ func (d *Daemon) Shutdown(grace time.Duration) error {
 		}
 		err = nil
 	}
-	d.Manager.Detach()
+	if d.ephemeral {
+		kctx, kcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer kcancel()
+		_ = d.Manager.Close(kctx)
+	} else {
+		d.Manager.Detach()
+	}
 	if d.audit != nil {
 		d.audit.Close()
 	}
 	return err
 }
 
-func serve(ctx context.Context, cfgPath, listen string, stdout io.Writer, log *slog.Logger) error {
+func serve(ctx context.Context, cfgPath, listen string, ephemeral bool, stdout io.Writer, log *slog.Logger) error {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return err
@@ -182,7 +199,7 @@ func serve(ctx context.Context, cfgPath, listen string, stdout io.Writer, log *s
 	if listen != "" {
 		cfg.Listen = listen
 	}
-	d, err := StartDaemon(ctx, cfg, log)
+	d, err := StartDaemon(ctx, cfg, ephemeral, log)
 	if err != nil {
 		return err
 	}

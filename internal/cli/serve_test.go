@@ -22,10 +22,11 @@ import (
 )
 
 // startServe runs this test binary as `ds-sandbox serve` on a free port.
-func startServe(t *testing.T, stateDir string) (*exec.Cmd, string) {
+func startServe(t *testing.T, stateDir string, flags ...string) (*exec.Cmd, string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), "DS_TEST_RUN_CLI=serve\x1f--listen\x1f127.0.0.1:0", "SANDBOX_STATE_DIR="+stateDir)
+	args := strings.Join(append([]string{"serve", "--listen", "127.0.0.1:0"}, flags...), "\x1f")
+	cmd.Env = append(os.Environ(), "DS_TEST_RUN_CLI="+args, "SANDBOX_STATE_DIR="+stateDir)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +170,7 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Resolve()
 	cfg.Listen = "127.0.0.1:0"
-	d, err := StartDaemon(t.Context(), cfg, slog.New(slog.DiscardHandler))
+	d, err := StartDaemon(t.Context(), cfg, false, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +200,7 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 	if s := <-long; !strings.Contains(s, "shutting down") || strings.Contains(s, `"type":"end"`) {
 		t.Fatalf("long cell: %s", s)
 	}
-	d2, err := StartDaemon(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	d2, err := StartDaemon(context.Background(), cfg, false, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,5 +212,36 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 	call(t, "GET", d2.URL+"/v1/sandboxes", nil, &list)
 	if len(list) != 2 {
 		t.Fatalf("sandboxes after a graceful restart: %d", len(list))
+	}
+}
+
+// TestEphemeralServe: a private server (what the Python client starts) takes
+// its sandboxes with it when it stops.
+func TestEphemeralServe(t *testing.T) {
+	t.Parallel()
+	state := t.TempDir()
+	d, url := startServe(t, state, "--ephemeral")
+	var a api.SandboxInfo
+	call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{}, &a)
+	var ex api.Execution
+	call(t, "POST", url+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "import os; os.getpid()"}, &ex)
+	kernel, err := strconv.Atoi(ex.Text())
+	if err != nil {
+		t.Fatalf("kernel pid: %+v", ex)
+	}
+	if _, err := os.Stat(filepath.Join(state, "sandboxes")); !os.IsNotExist(err) {
+		t.Fatalf("an ephemeral server keeps records: %v", err)
+	}
+	d.Process.Signal(syscall.SIGTERM)
+	d.Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for syscall.Kill(kernel, 0) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("kernel %d outlived its ephemeral server", kernel)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := os.Stat(a.WorkspacePath); !os.IsNotExist(err) {
+		t.Fatalf("anonymous workspace left behind: %v", err)
 	}
 }
