@@ -166,7 +166,10 @@ class SandboxConfig:
                 and self.allow_internet:
             policy = "whitelist"
         net: dict[str, Any] = {"policy": policy}
-        if self.network_whitelist:
+        # The whitelist means something only under the whitelist policy (the
+        # seed's "allow" with a whitelist allows everything); the server refuses
+        # entries under another policy, so they are not sent.
+        if policy == "whitelist":
             net["whitelist"] = list(self.network_whitelist)
         return net
 

@@ -42,7 +42,8 @@ def _network_policy(allow_internet: Optional[bool], policy: Optional[str],
                    whitelist: Optional[Iterable[str]]) -> Optional[dict[str, Any]]:
     """The wire network policy for the seed's three arguments, or None when none
     was given. ``allow_internet=False`` means "deny" whatever ``policy`` says; a
-    whitelist alone means the "whitelist" policy."""
+    whitelist alone means the "whitelist" policy; a whitelist under "allow" or
+    "deny" has no effect (as in the seed) and is not sent."""
     if allow_internet is None and policy is None and whitelist is None:
         return None
     wl = [str(w) for w in whitelist] if whitelist is not None else []
@@ -59,7 +60,7 @@ def _network_policy(allow_internet: Optional[bool], policy: Optional[str],
     if p not in ("allow", "deny", "whitelist"):
         raise InvalidArgumentError("invalid_argument", f"network policy {p!r}: want allow, deny or whitelist")
     net: dict[str, Any] = {"policy": p}
-    if wl:
+    if p == "whitelist":  # entries mean nothing under allow or deny: not sent
         net["whitelist"] = wl
     return net
 

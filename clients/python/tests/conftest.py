@@ -79,3 +79,7 @@ def sbx():
     s = Sandbox.create()
     yield s
     s.kill()
+
+
+def pytest_report_header(config):
+    return [f"ds_sandbox: {ds_sandbox.__file__}", f"ds-sandbox binary: {os.environ.get('DS_SANDBOX_BIN')}"]
