@@ -20,6 +20,7 @@ Usage:
   ds-sandbox run [flags] (FILE.py | -c CODE | -)   run Python in a fresh sandbox
   ds-sandbox serve [--listen HOST:PORT] [--config FILE]   the daemon: REST API, /metrics, audit log
   ds-sandbox bench [flags]                         measure create and run_code latency beside jupyter_client
+  ds-sandbox mcp [--config FILE]                   serve the MCP tools on stdio (for LLM clients)
   ds-sandbox version                               print the version
 
 Run 'ds-sandbox COMMAND -h' for a command's flags.
@@ -38,6 +39,8 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return serveCmd(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout, stderr)
+	case "mcp":
+		return mcpCmd(ctx, args[1:], stdin, stdout, stderr)
 	case "agent": // hidden: started by backends inside a sandbox
 		return agent.Main(args[1:], stderr)
 	case "version", "--version":

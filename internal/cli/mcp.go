@@ -1,0 +1,68 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/internal/backends"
+	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/manager"
+	"github.com/ds-sandbox/ds-sandbox/internal/mcpserver"
+)
+
+// mcpCmd serves the MCP tools on stdin/stdout until stdin closes or ctx is
+// done (SIGINT, SIGTERM), then kills the sandboxes it started. stdout carries
+// only the protocol; logs go to stderr.
+func mcpCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fl := flag.NewFlagSet("mcp", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	fl.Usage = func() {
+		fmt.Fprintln(stderr, "usage: ds-sandbox mcp [flags]\n\nServes the MCP tools (create_sandbox, run_code, run_command, read_file, write_file,\nlist_files, kill_sandbox) on stdin and stdout, for an MCP client that starts it.")
+		fl.PrintDefaults()
+	}
+	cfgPath := fl.String("config", "", "config file (YAML or JSON)")
+	verbose := fl.Bool("v", false, "log every session and sandbox (debug level)")
+	if err := fl.Parse(args); err != nil {
+		return 2
+	}
+	if fl.NArg() > 0 {
+		fmt.Fprintf(stderr, "ds-sandbox mcp: unexpected arguments %q\n", fl.Args())
+		return 2
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, "ds-sandbox mcp:", err)
+		return 1
+	}
+	m, err := manager.New(cfg, log, backends.New(cfg, backends.Embedded)...)
+	if err != nil {
+		fmt.Fprintln(stderr, "ds-sandbox mcp:", err)
+		return 1
+	}
+	srv := mcpserver.New(m, mcpserver.Options{Logger: log, Version: Version})
+	log.Info("serving MCP on stdio", "state_dir", cfg.StateDir)
+	serveErr := srv.ServeIO(ctx, stdin, stdout)
+
+	// Kill what the session started; the manager's Close catches anything left.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	_ = srv.Close()
+	if err := m.Close(cctx); err != nil {
+		log.Warn("stopping sandboxes", "error", err)
+	}
+	if serveErr != nil {
+		fmt.Fprintln(stderr, "ds-sandbox mcp:", serveErr)
+		return 1
+	}
+	return 0
+}
