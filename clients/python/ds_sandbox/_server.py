@@ -1,7 +1,7 @@
 """Finding the server: DS_SANDBOX_URL, a configured endpoint, or a private daemon.
 
 With no server URL configured, the first call that needs a server starts ONE
-``ds-sandbox serve --listen 127.0.0.1:0`` for this Python process, reads the
+``ds-sandbox serve --listen 127.0.0.1:0 --ephemeral`` for this Python process, reads the
 address from its first stdout line, and stops it (SIGTERM, then SIGKILL) when
 the interpreter exits. Its log (stderr) goes to a temporary file that is kept
 only when the server failed.
@@ -146,6 +146,17 @@ class _PrivateServer:
 
     @classmethod
     def start(cls) -> "_PrivateServer":
+        # --ephemeral: no persisted records, the sandboxes die with the daemon.
+        # A binary older than that flag is started without it.
+        try:
+            return cls._start(["serve", "--listen", "127.0.0.1:0", "--ephemeral"])
+        except ServerStartError as e:
+            if "flag provided but not defined: -ephemeral" not in e.message:
+                raise
+        return cls._start(["serve", "--listen", "127.0.0.1:0"])
+
+    @classmethod
+    def _start(cls, args: list[str]) -> "_PrivateServer":
         binary = find_binary()
         try:
             timeout = float(os.environ.get(ENV_START_TIMEOUT) or DEFAULT_START_TIMEOUT)
@@ -161,7 +172,7 @@ class _PrivateServer:
         def keeper() -> None:
             try:
                 proc = subprocess.Popen(
-                    [binary, "serve", "--listen", "127.0.0.1:0"],
+                    [binary, *args],
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=fd,
                     preexec_fn=_set_pdeathsig if sys.platform.startswith("linux") else None,
                     close_fds=True)
