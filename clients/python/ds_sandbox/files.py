@@ -158,7 +158,7 @@ class Files:
     def _write_one(self, path: str, data: Data) -> EntryInfo:
         body = _body(path, data)
         doc = self._t().call("PUT", self._p(), query={"path": path}, body=body,
-                             content_type="application/octet-stream", files=True, timeout=None)
+                             content_type="application/octet-stream", files=True)
         return EntryInfo._from_wire(doc or {"path": path})
 
     create = write
@@ -183,7 +183,7 @@ class Files:
         if format not in ("text", "bytes", "stream"):
             raise ValueError(f"files.read: format {format!r}: want 'text', 'bytes' or 'stream'")
         stream = self._t().open("GET", self._p(), query={"path": path}, files=True,
-                                accept="application/octet-stream", timeout=None)
+                                accept="application/octet-stream")
         if format == "stream":
             return ReadStream(stream)
         with stream:

@@ -320,7 +320,7 @@ class EntryInfo:
     path: str
     type: str
     size: int = 0
-    mode: int = 0
+    mode: int = field(default=0, repr=False)
     permissions: str = ""
     modified_time: Optional[datetime] = None
     symlink_target: Optional[str] = None

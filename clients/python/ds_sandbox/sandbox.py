@@ -341,9 +341,11 @@ class Sandbox:
                     ended = True
                     break
         if not ended:
+            why = "the sandbox died or the connection broke"
+            if execution.error is not None and execution.error.name == "SandboxError":
+                why = execution.error.value  # the server's in-band explanation
             raise UnavailableError("unavailable",
-                                   f"sandbox {self.sandbox_id}: the execution stream ended before the cell did "
-                                   "(the sandbox died or the connection broke)")
+                                   f"sandbox {self.sandbox_id}: the execution ended before the cell did: {why}")
         return execution
 
     def create_code_context(self, cwd: Optional[str] = None, language: Optional[str] = None) -> Context:

@@ -618,3 +618,37 @@ def test_config_from_env(monkeypatch):
     assert c.allow_internet is False and c.network_whitelist == ["api.github.com", "pypi.org"]
     assert c.default_timeout_sec == 12 and c.default_user == "bob"
     assert c.is_set("default_user") and not c.is_set("default_workdir")
+
+
+def test_kill_during_execution_is_reported():
+    s = Sandbox.create()
+    got: list = []
+
+    def run():
+        try:
+            got.append(s.run_code("import time\nprint('go', flush=True)\ntime.sleep(60)"))
+        except BaseException as e:  # noqa: BLE001
+            got.append(e)
+
+    t = threading.Thread(target=run)
+    started = time.monotonic()
+    t.start()
+    time.sleep(2)
+    assert s.kill()
+    t.join(30)
+    assert not t.is_alive()
+    assert time.monotonic() - started < 30
+    r = got[0]
+    # either the call failed with the reason, or the cell ended with an error
+    if isinstance(r, Execution):
+        assert r.error is not None, r
+    else:
+        assert isinstance(r, ds_sandbox.UnavailableError) or isinstance(r, NotFoundError), repr(r)
+
+
+def test_datasets():
+    assert isinstance(ds_sandbox.list_datasets(), list)
+    assert ds_sandbox.list_datasets(name_contains="no-such-dataset-xyz") == []
+    with Sandbox.create() as s:
+        with pytest.raises(NotFoundError):
+            s.prepare_dataset("no-such-dataset-xyz")
