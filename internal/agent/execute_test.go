@@ -63,7 +63,7 @@ func TestStalledClientDoesNotStallTheCell(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	body := `{"code": "import time\nwhile True:\n    print('y' * 65536)\n    time.sleep(0.001)", "timeout_ms": 2000}`
+	body := `{"code": "import time\nwhile True:\n    print('y' * 65536)\n    time.sleep(0.01)", "timeout_ms": 2000}`
 	fmt.Fprintf(conn, "POST /execute HTTP/1.1\r\nHost: agent\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 	// Never read. The next cell must get the context once the stalled cell's
 	// 2 s timeout has interrupted it.

@@ -187,11 +187,16 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 		resp.Body.Close()
 		out <- string(body)
 	}
+	// Warm both kernels first, so the short cell's time is its own.
+	for _, id := range []string{a.SandboxID, b.SandboxID} {
+		var ex api.Execution
+		call(t, "POST", d.URL+"/v1/sandboxes/"+id+"/execute?wait=true", api.ExecuteRequest{Code: "1"}, &ex)
+	}
 	short, long := make(chan string, 1), make(chan string, 1)
-	go stream(a.SandboxID, `{"code": "import time; time.sleep(1); print('finished')"}`, short)
-	go stream(b.SandboxID, `{"code": "import time; time.sleep(60)"}`, long)
-	time.Sleep(300 * time.Millisecond)
-	if err := d.Shutdown(2 * time.Second); err != nil {
+	go stream(a.SandboxID, `{"code": "import time; time.sleep(0.5); print('finished')"}`, short)
+	go stream(b.SandboxID, `{"code": "import time; time.sleep(120)"}`, long)
+	time.Sleep(200 * time.Millisecond)
+	if err := d.Shutdown(8 * time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if s := <-short; !strings.Contains(s, "finished") || !strings.Contains(s, `"type":"end"`) {
