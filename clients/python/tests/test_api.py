@@ -61,9 +61,7 @@ def test_logs(sbx):
 
 
 def test_png_result_from_matplotlib(sbx):
-    e = sbx.run_code(
-        "import matplotlib\nmatplotlib.use('module://matplotlib_inline.backend_inline')\n"
-        "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()")
+    e = sbx.run_code("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [1, 4, 9])\nplt.show()")
     assert e.error is None, e.error
     pngs = [r for r in e.results if r.png]
     assert pngs, e.results
