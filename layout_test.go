@@ -33,7 +33,9 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: "internal/agent", onlyOurs: []string{"api", "internal/jupyter"}},
 		{pkg: "internal/backend", forbidden: append([]string{"internal/manager", "ROOT"}, above...)},
 		{pkg: "internal/auth", onlyOurs: []string{}},
-		{pkg: "internal/manager", forbidden: append([]string{"ROOT"}, above...)},
+		{pkg: "internal/manager", forbidden: append([]string{"ROOT", "internal/httpapi", "internal/mcpserver"}, above...)},
+		{pkg: "internal/httpapi", forbidden: append([]string{"ROOT", "internal/mcpserver"}, above...)},
+		{pkg: "internal/mcpserver", forbidden: append([]string{"ROOT", "internal/httpapi"}, above...)},
 		{pkg: "ROOT", forbidden: above},
 	}
 	dec := json.NewDecoder(strings.NewReader(string(out)))

@@ -18,7 +18,7 @@ const usage = `ds-sandbox runs untrusted Python in sandboxes on your own machine
 
 Usage:
   ds-sandbox run [flags] (FILE.py | -c CODE | -)   run Python in a fresh sandbox
-  ds-sandbox serve [--listen HOST:PORT] [--config FILE]   the daemon: REST API, /metrics, audit log
+  ds-sandbox serve [--listen HOST:PORT] [--config FILE] [--ephemeral]   the daemon: REST API, MCP, /metrics, audit log
   ds-sandbox bench [flags]                         measure create and run_code latency beside jupyter_client
   ds-sandbox mcp [--config FILE]                   serve the MCP tools on stdio (for LLM clients)
   ds-sandbox version                               print the version

@@ -17,6 +17,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/httpapi"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
+	"github.com/ds-sandbox/ds-sandbox/internal/mcpserver"
 	"github.com/ds-sandbox/ds-sandbox/internal/metrics"
 )
 
@@ -58,6 +59,7 @@ type Daemon struct {
 	srv       *http.Server
 	api       *httpapi.Server
 	audit     *audit.Log
+	mcp       *mcpserver.Server
 	log       *slog.Logger
 	done      chan error
 }
@@ -143,6 +145,8 @@ func startDaemon(ctx context.Context, cfg config.Config, ephemeral bool, ln net.
 			log.Info("recovered sandboxes after restart", "reattached", rep.Reattached, "reaped", rep.Reaped)
 		}
 	}
+	d.mcp = mcpserver.New(m, mcpserver.Options{Logger: log, Version: Version})
+	opt.MCP = d.mcp.Handler()
 	if d.api, err = httpapi.New(m, opt); err != nil {
 		return nil, err
 	}
@@ -178,6 +182,7 @@ func (d *Daemon) Shutdown(grace time.Duration) error {
 		}
 		err = nil
 	}
+	_ = d.mcp.Close()
 	if d.ephemeral {
 		kctx, kcancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer kcancel()
