@@ -132,7 +132,8 @@ class Sandbox:
                network_whitelist: Optional[list[str]] = None) -> "Sandbox":
         """Create a sandbox.
 
-        ``template``: a Template, or the id of a template stored on the server.
+        ``template``: a Template, or the id of a template stored on the server
+        (as is a Template with nothing but an id).
         ``config``: a SandboxConfig whose set fields give the server, the user,
         workdir, network policy, backend and run_code timeout defaults.
         ``envs``: environment variables of its code and commands. ``metadata``:
@@ -153,7 +154,11 @@ class Sandbox:
             if template.copy_files:
                 raise InvalidArgumentError("invalid_argument",
                                            "template copy_files is not supported; use files={...} or sbx.files.upload")
-            req["template_spec"] = template.to_dict()
+            spec = template.to_dict()
+            if set(spec) == {"id"}:
+                req["template"] = spec["id"]  # Template("id") alone names a stored template
+            else:
+                req["template_spec"] = spec
         elif isinstance(template, str) and template:
             req["template"] = template
         elif template is not None:

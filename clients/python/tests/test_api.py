@@ -306,6 +306,8 @@ def test_stored_templates():
     assert loaded == Template(id=tid, name="T", env={"K": "v"}, workdir="/home/t")
     assert tid in SandboxConfig.list_templates()
     assert tid in SandboxConfig().list_templates()
+    with Sandbox.create(template=Template(id=tid)) as s:
+        assert s.workdir == "/home/t"
     with Sandbox.create(template=tid) as s:
         assert s.workdir == "/home/t"
         assert s.template_id == tid
