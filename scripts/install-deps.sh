@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what ds-sandbox needs on a Debian/Ubuntu machine and is missing:
-# Debian's Python data stack with ipykernel, and the Go modules. Idempotent.
+# Debian's Python data stack with ipykernel, pip/setuptools/pytest for the
+# Python client, and the Go modules. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-pkgs=(python3 python3-ipykernel python3-jupyter-client python3-numpy python3-pandas python3-matplotlib)
+pkgs=(python3 python3-ipykernel python3-jupyter-client python3-numpy python3-pandas python3-matplotlib
+      python3-pip python3-setuptools python3-pytest)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

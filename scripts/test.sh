@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Set-up command 2: run the whole test suite (vet, race-enabled tests, a short fuzz pass).
+# Set-up command 2: run the whole test suite: gofmt and vet, the Go tests with
+# the race detector (against a real ipykernel), the SDK's behaviour tests again
+# through a real daemon, the Python client against the daemon (including the
+# seed README's blocks), the MCP server driven by the official TypeScript SDK,
+# and a short fuzz pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -10,6 +14,9 @@ go vet ./...
 go test -race -count=1 -timeout 30m ./...
 # The SDK's behaviour tests again, through a real daemon (remote mode).
 DS_SANDBOX_TEST_REMOTE=1 go test -race -count=1 -timeout 15m .
+
+./scripts/test-python.sh
+./scripts/test-mcp-node.sh
 
 # A short pass of every fuzz target over the decoders (the seeds also run
 # above as ordinary tests).
