@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -94,6 +95,7 @@ func agentPID(t *testing.T, stateDir, id string) int {
 func TestDaemonKill9(t *testing.T) {
 	t.Parallel()
 	state := t.TempDir()
+	reapOnFailure(t, state)
 	d1, url := startServe(t, state)
 	var a, b, c api.SandboxInfo
 	call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{}, &a)
@@ -152,6 +154,34 @@ func TestDaemonKill9(t *testing.T) {
 	}
 }
 
+// reapOnFailure kills, when the test ends, every agent a daemon over stateDir
+// left recorded: daemon-mode sandboxes outlive their daemon by design, so a
+// test that fails halfway must not leave them running.
+func reapOnFailure(t *testing.T, stateDir string) {
+	t.Cleanup(func() {
+		es, _ := os.ReadDir(filepath.Join(stateDir, "sandboxes"))
+		for _, e := range es {
+			id, ok := strings.CutSuffix(e.Name(), ".json")
+			if !ok {
+				continue
+			}
+			b, err := os.ReadFile(filepath.Join(stateDir, "sandboxes", e.Name()))
+			if err != nil {
+				continue
+			}
+			var rec struct {
+				BackendState map[string]string `json:"backend_state"`
+			}
+			if json.Unmarshal(b, &rec) == nil {
+				if pid, err := strconv.Atoi(rec.BackendState["pid"]); err == nil && pid > 1 {
+					t.Logf("killing sandbox %s (agent %d) left by the test", id, pid)
+					syscall.Kill(-pid, syscall.SIGKILL)
+				}
+			}
+		}
+	})
+}
+
 func mustReadDir(t *testing.T, dir string) []os.DirEntry {
 	es, err := os.ReadDir(dir)
 	if err != nil {
@@ -170,6 +200,7 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Resolve()
 	cfg.Listen = "127.0.0.1:0"
+	reapOnFailure(t, cfg.StateDir)
 	d, err := StartDaemon(t.Context(), cfg, false, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -249,4 +280,28 @@ func TestEphemeralServe(t *testing.T) {
 	if _, err := os.Stat(a.WorkspacePath); !os.IsNotExist(err) {
 		t.Fatalf("anonymous workspace left behind: %v", err)
 	}
+}
+
+// TestOneDaemonPerStateDir: a second daemon on the same state directory would
+// re-attach (and reap) the first one's sandboxes; it is refused.
+func TestOneDaemonPerStateDir(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default()
+	cfg.StateDir = t.TempDir()
+	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
+	cfg.Resolve()
+	cfg.Listen = "127.0.0.1:0"
+	d, err := StartDaemon(t.Context(), cfg, false, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := StartDaemon(t.Context(), cfg, false, slog.New(slog.DiscardHandler)); !errors.Is(err, api.ErrExists) || !strings.Contains(err.Error(), "another ds-sandbox daemon") {
+		t.Fatalf("second daemon: %v", err)
+	}
+	d.Shutdown(time.Second)
+	d2, err := StartDaemon(t.Context(), cfg, false, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("after the first stopped: %v", err)
+	}
+	d2.Shutdown(time.Second)
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -57,7 +58,8 @@ type Manager struct {
 	mu         sync.Mutex
 	sandboxes  map[string]*Sandbox
 	closed     bool
-	recordsDir string // "" = records are not persisted
+	recordsDir string   // "" = records are not persisted
+	stateLock  *os.File // held while persisting (see Persist)
 }
 
 // New returns a manager over the given backends (keyed by their names).
@@ -275,6 +277,9 @@ func (m *Manager) Close(ctx context.Context) error {
 		wg.Go(func() { errs[i] = m.destroy(ctx, s, "manager closed") })
 	}
 	wg.Wait()
+	m.mu.Lock()
+	m.unlock()
+	m.mu.Unlock()
 	return errors.Join(errs...)
 }
 

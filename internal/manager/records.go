@@ -30,10 +30,23 @@ func (m *Manager) Persist() error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("sandbox records: %w", err)
 	}
+	lock, err := lockStateDir(m.cfg.StateDir)
+	if err != nil {
+		return err
+	}
 	m.mu.Lock()
 	m.recordsDir = dir
+	m.stateLock = lock
 	m.mu.Unlock()
 	return nil
+}
+
+// unlock releases the state directory for the next daemon.
+func (m *Manager) unlock() {
+	if m.stateLock != nil {
+		m.stateLock.Close()
+		m.stateLock = nil
+	}
 }
 
 func (m *Manager) saveRecord(s *Sandbox) {
@@ -189,6 +202,7 @@ func (m *Manager) reattach(ctx context.Context, rec record) bool {
 func (m *Manager) Detach() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	defer m.unlock()
 	m.closed = true
 	for id, s := range m.sandboxes {
 		s.mu.Lock()

@@ -1,0 +1,12 @@
+//go:build !unix
+
+package manager
+
+import (
+	"errors"
+	"os"
+)
+
+func lockStateDir(string) (*os.File, error) {
+	return nil, errors.ErrUnsupported
+}
