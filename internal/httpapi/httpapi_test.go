@@ -507,3 +507,54 @@ func TestDatasetsAndTemplatesOverHTTP(t *testing.T) {
 		t.Fatalf("events: %+v", evs)
 	}
 }
+
+func TestCORSAndReadiness(t *testing.T) {
+	t.Parallel()
+	e := newServer(t, func(c *config.Config) { c.CORSOrigins = []string{"https://notebook.example"} })
+	pre := func(origin string) *http.Response {
+		req, _ := http.NewRequest("OPTIONS", e.url+"/v1/sandboxes", nil)
+		req.Header.Set("Origin", origin)
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		return r
+	}
+	if r := pre("https://notebook.example"); r.StatusCode != 204 || r.Header.Get("Access-Control-Allow-Origin") != "https://notebook.example" {
+		t.Fatalf("allowed origin: %d %v", r.StatusCode, r.Header)
+	}
+	if r := pre("https://evil.example"); r.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("other origin got CORS headers: %v", r.Header)
+	}
+	// Off by default.
+	plain := newServer(t, nil)
+	req, _ := http.NewRequest("GET", plain.url+"/healthz", nil)
+	req.Header.Set("Origin", "https://notebook.example")
+	r, err := http.DefaultClient.Do(req)
+	if err != nil || r.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("CORS without configuration: %v %v", err, r.Header)
+	}
+
+	rr := e.do(t, "", "GET", "/readyz", nil)
+	var ready struct {
+		Ready    bool `json:"ready"`
+		Backends map[string]struct {
+			Ready    bool     `json:"ready"`
+			Enforces []string `json:"enforces"`
+		} `json:"backends"`
+	}
+	if err := json.Unmarshal(rr.body, &ready); err != nil || rr.status != 200 || !ready.Ready || !ready.Backends["local"].Ready || len(ready.Backends["local"].Enforces) == 0 {
+		t.Fatalf("readyz: %d %s", rr.status, rr.body)
+	}
+}
+
+func TestReadyzReportsAnUnusableBackend(t *testing.T) {
+	t.Parallel()
+	e := newServer(t, func(c *config.Config) { c.AgentPath = "/nonexistent/ds-sandbox" })
+	r := e.do(t, "", "GET", "/readyz", nil)
+	if r.status != 503 || !strings.Contains(string(r.body), "nonexistent") {
+		t.Fatalf("readyz with a missing agent binary: %d %s", r.status, r.body)
+	}
+}
