@@ -151,8 +151,8 @@ func (r *remote) create(ctx context.Context, req api.CreateSandboxRequest) (api.
 }
 
 func (r *remote) connect(ctx context.Context, id string) (api.SandboxInfo, *agent.Client, error) {
-	info, err := r.info(ctx, id)
-	if err != nil {
+	var info api.SandboxInfo
+	if err := r.call(ctx, http.MethodPost, "/v1/sandboxes/"+url.PathEscape(id)+"/connect", nil, nil, &info); err != nil {
 		return info, nil, err
 	}
 	return info, r.agentFor(id), nil

@@ -33,6 +33,7 @@ func (s *Server) routes() {
 	s.handle("POST /v1/sandboxes", routeOpts{action: "sandbox.create"}, s.createSandbox)
 	s.handle("GET /v1/sandboxes", routeOpts{}, s.listSandboxes)
 	s.handle("GET /v1/sandboxes/{id}", routeOpts{}, s.getSandbox)
+	s.handle("POST /v1/sandboxes/{id}/connect", routeOpts{action: "sandbox.connect"}, s.getSandbox)
 	s.handle("POST /v1/sandboxes/{id}/timeout", routeOpts{action: "sandbox.timeout"}, s.setTimeout)
 	s.handle("DELETE /v1/sandboxes/{id}", routeOpts{action: "sandbox.kill"}, s.killSandbox)
 	s.handle("GET /v1/sandboxes/{id}/events", routeOpts{}, s.sandboxEvents)
