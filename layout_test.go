@@ -26,9 +26,10 @@ func TestDependencyDirection(t *testing.T) {
 	}{
 		{pkg: "api", onlyOurs: []string{}},
 		{pkg: "internal/jupyter", onlyOurs: []string{}},
-		{pkg: "internal/workspace", onlyOurs: []string{"api"}},
-		{pkg: "internal/dataset", onlyOurs: []string{"api", "internal/workspace"}},
-		{pkg: "internal/template", onlyOurs: []string{"api"}},
+		{pkg: "internal/atomicfile", onlyOurs: []string{}},
+		{pkg: "internal/workspace", onlyOurs: []string{"api", "internal/atomicfile"}},
+		{pkg: "internal/dataset", onlyOurs: []string{"api", "internal/workspace", "internal/atomicfile"}},
+		{pkg: "internal/template", onlyOurs: []string{"api", "internal/atomicfile"}},
 		{pkg: "internal/config", onlyOurs: []string{"api", "internal/template", "internal/workspace"}},
 		{pkg: "internal/agent", onlyOurs: []string{"api", "internal/jupyter"}},
 		{pkg: "internal/backend", forbidden: append([]string{"internal/manager", "ROOT"}, above...)},

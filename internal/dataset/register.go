@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ds-sandbox/ds-sandbox/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -180,38 +181,8 @@ func (r *Registry) save(idx index) error {
 	if err != nil {
 		return fmt.Errorf("dataset index: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(r.dir, indexName), append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(r.dir, indexName), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("dataset index: %w", err)
-	}
-	return nil
-}
-
-func writeFileAtomic(p string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(p)
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name()) // no-op after a successful rename
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), perm)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), p)
-	}
-	if err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // make the rename durable; best effort
-		d.Close()
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ds-sandbox/ds-sandbox/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,7 +66,7 @@ func (m *Manager) saveRecord(s *Sandbox) {
 	}
 	b, err := json.MarshalIndent(rec, "", "  ")
 	if err == nil {
-		err = writeAtomic(filepath.Join(dir, rec.Info.SandboxID+".json"), b)
+		err = atomicfile.Write(filepath.Join(dir, rec.Info.SandboxID+".json"), b, 0o600)
 	}
 	if err != nil {
 		m.log.Error("persist sandbox record", "sandbox_id", rec.Info.SandboxID, "err", err)
@@ -81,29 +82,6 @@ func (m *Manager) deleteRecord(id string) {
 			m.log.Error("remove sandbox record", "sandbox_id", id, "err", err)
 		}
 	}
-}
-
-// writeAtomic writes b to p through a synced temp file and a rename, so a
-// crash leaves either the old or the new record, never half of one.
-func writeAtomic(p string, b []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), p)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
 }
 
 // RecoveryReport says what Recover found.

@@ -3,6 +3,7 @@ package template
 import (
 	"errors"
 	"fmt"
+	"github.com/ds-sandbox/ds-sandbox/internal/atomicfile"
 	"io"
 	"io/fs"
 	"os"
@@ -131,7 +132,7 @@ func Save(dir string, t api.Template) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("save template %s: %w", t.ID, err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, t.ID+".yaml"), data, 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, t.ID+".yaml"), data, 0o644); err != nil {
 		return fmt.Errorf("save template %s: %w", t.ID, err)
 	}
 	return nil
@@ -175,28 +176,4 @@ func isZero(n *yaml.Node) bool {
 		}
 	}
 	return false
-}
-
-// writeFileAtomic writes data to a temporary file next to p, fsyncs it and
-// renames it over p, so readers see the old or the new content, never a mix.
-func writeFileAtomic(p string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name()) // no-op after a successful rename
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), perm)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), p)
-	}
-	return err
 }

@@ -23,6 +23,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ds-sandbox/ds-sandbox/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -316,26 +317,7 @@ func (s *Store) writeMeta(m metadata) error {
 	if err != nil {
 		return err
 	}
-	p := s.metaPath(m.ID)
-	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("workspace %s: write metadata: %w", m.ID, err)
-	}
-	defer os.Remove(f.Name()) // no-op after a successful rename
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), filePerm)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), p)
-	}
-	if err != nil {
+	if err := atomicfile.Write(s.metaPath(m.ID), append(b, '\n'), filePerm); err != nil {
 		return fmt.Errorf("workspace %s: write metadata: %w", m.ID, err)
 	}
 	return nil
