@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ds-sandbox/ds-sandbox/internal/atomicfile"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/atomicfile"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 )
 

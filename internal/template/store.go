@@ -3,7 +3,6 @@ package template
 import (
 	"errors"
 	"fmt"
-	"github.com/ds-sandbox/ds-sandbox/internal/atomicfile"
 	"io"
 	"io/fs"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/atomicfile"
 	"go.yaml.in/yaml/v3"
 )
 

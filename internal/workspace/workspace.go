@@ -23,7 +23,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ds-sandbox/ds-sandbox/internal/atomicfile"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -33,6 +32,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/atomicfile"
 )
 
 // Names of the subdirectories every workspace has. Code sees them relative to
