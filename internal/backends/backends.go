@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend/docker"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/local"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 )
@@ -22,11 +23,15 @@ const (
 
 // New returns every backend this build has, configured from cfg.
 func New(cfg config.Config, mode Mode) []backend.Backend {
-	return []backend.Backend{
+	bs := []backend.Backend{
 		local.New(local.Config{
 			AgentPath: cfg.AgentPath,
 			CacheDir:  filepath.Join(cfg.StateDir, "cache"),
 			Detach:    mode == Daemon,
 		}),
 	}
+	if docker.Present(cfg.AgentPath) {
+		bs = append(bs, docker.New(docker.Config{AgentPath: cfg.AgentPath, StateDir: filepath.Join(cfg.StateDir, "docker")}))
+	}
+	return bs
 }

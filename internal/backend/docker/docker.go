@@ -1,0 +1,465 @@
+// Package docker is the `docker` backend: each sandbox is a container, made
+// through the Docker Engine API, from the template's image (default: the
+// ds-sandbox base image built by scripts/docker-setup.sh). The agent binary is
+// bind-mounted read-only and runs as the container's entrypoint (under
+// docker-init), serving on a socket in a host directory bind-mounted at
+// /run/ds-sandbox, which the manager dials from the host.
+//
+// Containers run as a non-root user with every capability dropped,
+// no-new-privileges, a read-only root filesystem with a tmpfs /tmp, a pids
+// limit and the template's memory and CPU limits. Network policy deny is
+// network "none", allow is the default bridge; whitelist needs the egress proxy
+// and is refused until it exists. Containers carry the labels
+// ds-sandbox.managed=true and ds-sandbox.sandbox-id, so a restarted daemon
+// re-attaches to them (Recover) and reaps the ones it lost (ReapOrphans).
+package docker
+
+import (
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/errdefs"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+)
+
+// DefaultImage is the image of sandboxes whose template names none: the base
+// image scripts/docker-setup.sh builds from Debian packages.
+const DefaultImage = "ds-sandbox/base:bookworm"
+
+// Labels on every container this backend makes.
+const (
+	LabelManaged   = "ds-sandbox.managed"
+	LabelSandboxID = "ds-sandbox.sandbox-id"
+	// LabelOwner is the backend's StateDir: daemons with different state
+	// directories on one Docker host never reap each other's containers.
+	LabelOwner = "ds-sandbox.owner"
+)
+
+// Paths inside the container.
+const (
+	agentPath = "/opt/ds-sandbox/ds-sandbox"
+	socketDir = "/run/ds-sandbox"
+)
+
+// Config configures the docker backend.
+type Config struct {
+	// AgentPath is the ds-sandbox binary mounted into containers as the agent;
+	// it must be statically linked (CGO_ENABLED=0). "" finds it as the local
+	// backend does (agent.Command).
+	AgentPath string
+	// StateDir holds one directory per sandbox with the agent's socket.
+	// Default: a directory under os.TempDir.
+	StateDir string
+	// Image is the default image; "" means DefaultImage.
+	Image string
+	// Host is the Docker Engine address; "" means DOCKER_HOST or the default
+	// socket.
+	Host string
+	// SandboxUID and SandboxGID run containers whose workspace is owned by
+	// root (the workspace is chowned to them first); default 1000. A workspace
+	// owned by anyone else is used as it is, the container running as its
+	// owner.
+	SandboxUID, SandboxGID int
+	// PidsLimit bounds the processes of one sandbox; default 4096.
+	PidsLimit int64
+	// StartTimeout bounds the agent start; default 60s.
+	StartTimeout time.Duration
+}
+
+// Backend is the docker backend.
+type Backend struct {
+	cfg Config
+
+	mu  sync.Mutex
+	cli *client.Client
+	// checked holds "imageID python" pairs known to have ipykernel.
+	checked sync.Map
+}
+
+var (
+	_ backend.Backend   = (*Backend)(nil)
+	_ backend.Recoverer = (*Backend)(nil)
+)
+
+// New returns a docker backend. It does not contact the daemon.
+func New(cfg Config) *Backend {
+	if cfg.Image == "" {
+		cfg.Image = DefaultImage
+	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = filepath.Join(os.TempDir(), "ds-sandbox-docker")
+	}
+	if cfg.SandboxUID == 0 {
+		cfg.SandboxUID = 1000
+	}
+	if cfg.SandboxGID == 0 {
+		cfg.SandboxGID = cfg.SandboxUID
+	}
+	if cfg.PidsLimit <= 0 {
+		cfg.PidsLimit = 4096
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 60 * time.Second
+	}
+	return &Backend{cfg: cfg}
+}
+
+// Name implements backend.Backend.
+func (b *Backend) Name() string { return "docker" }
+
+// client returns the Engine API client, made on first use. The API version is
+// negotiated: Debian 12's docker.io speaks 1.41.
+func (b *Backend) client() (*client.Client, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.cli != nil {
+		return b.cli, nil
+	}
+	opts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
+	if b.cfg.Host != "" {
+		opts = append(opts, client.WithHost(b.cfg.Host))
+	}
+	c, err := client.NewClientWithOpts(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("docker backend: %w", err)
+	}
+	b.cli = c
+	return c, nil
+}
+
+// Available implements backend.Backend: it needs a daemon that answers, a
+// static agent binary and the default image.
+func (b *Backend) Available(ctx context.Context) error {
+	if _, err := b.agentBinary(); err != nil {
+		return err
+	}
+	c, err := b.client()
+	if err != nil {
+		return err
+	}
+	if _, err := c.Ping(ctx); err != nil {
+		return fmt.Errorf("docker backend: no Docker daemon answers (%v); install docker.io and start dockerd (scripts/docker-setup.sh does both)", err)
+	}
+	if _, err := c.ImageInspect(ctx, b.cfg.Image); err != nil {
+		return fmt.Errorf("docker backend: image %s: %v; build it with scripts/docker-setup.sh", b.cfg.Image, err)
+	}
+	return nil
+}
+
+// agentBinary returns the host path of the agent binary, checking that it is
+// statically linked: it runs in images with whatever libc (or none).
+func (b *Backend) agentBinary() (string, error) {
+	argv, _, err := agent.Command(b.cfg.AgentPath)
+	if err != nil {
+		return "", fmt.Errorf("docker backend: %w", err)
+	}
+	if len(argv) < 2 || argv[1] != "agent" {
+		return "", errors.New("docker backend: the agent must be a ds-sandbox binary (set SANDBOX_AGENT_PATH); this program only re-executes itself as one")
+	}
+	f, err := elf.Open(argv[0])
+	if err != nil {
+		return "", fmt.Errorf("docker backend: agent binary %s: %w", argv[0], err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return "", fmt.Errorf("docker backend: agent binary %s is dynamically linked; build it with CGO_ENABLED=0", argv[0])
+		}
+	}
+	return argv[0], nil
+}
+
+// Create implements backend.Backend.
+func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instance, error) {
+	netMode := ""
+	switch spec.Network.Policy {
+	case "", api.NetworkAllow:
+		netMode = "bridge"
+	case api.NetworkDeny:
+		netMode = "none"
+	case api.NetworkWhitelist:
+		// Never fail open: without the egress proxy a whitelist cannot be
+		// enforced.
+		return nil, api.Errorf(api.ErrUnsupported,
+			"the docker backend cannot enforce network policy %q yet (it needs the egress proxy); use deny or allow", spec.Network.Policy)
+	default:
+		return nil, api.Errorf(api.ErrUnsupported, "the docker backend does not know network policy %q", spec.Network.Policy)
+	}
+	bin, err := b.agentBinary()
+	if err != nil {
+		return nil, err
+	}
+	c, err := b.client()
+	if err != nil {
+		return nil, err
+	}
+	image := spec.Image
+	if image == "" {
+		image = b.cfg.Image
+	}
+	img, err := c.ImageInspect(ctx, image)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, api.Errorf(api.ErrInvalid, "docker backend: image %s not found; build it (ds-sandbox template build, or scripts/docker-setup.sh for the default image)", image)
+		}
+		return nil, fmt.Errorf("docker backend: image %s: %w", image, err)
+	}
+	uid, gid, err := b.workspaceOwner(spec.WorkspaceDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(b.cfg.StateDir, 0o711); err != nil {
+		return nil, fmt.Errorf("docker backend: %w", err)
+	}
+	dir, err := os.MkdirTemp(b.cfg.StateDir, "sb-")
+	if err != nil {
+		return nil, fmt.Errorf("docker backend: %w", err)
+	}
+	// The agent (uid) creates its socket here; nobody else may.
+	if err := os.Chown(dir, uid, gid); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("docker backend: %w", err)
+	}
+	name := "ds-sandbox-" + spec.ID
+	b.removeStale(ctx, c, name)
+
+	args := []string{"agent",
+		"--socket", socketDir + "/agent.sock",
+		"--workdir", spec.Workdir,
+		"--user", spec.User,
+		"--python", spec.Python,
+	}
+	if spec.DefaultTimeout > 0 {
+		args = append(args, "--default-timeout", spec.DefaultTimeout.String())
+	}
+	init := true
+	hc := &container.HostConfig{
+		Init:           &init,
+		NetworkMode:    container.NetworkMode(netMode),
+		CapDrop:        []string{"ALL"},
+		SecurityOpt:    []string{"no-new-privileges"},
+		ReadonlyRootfs: true,
+		Tmpfs:          map[string]string{"/tmp": "rw,nosuid,nodev,exec,mode=1777"},
+		Mounts: []mount.Mount{
+			{Type: mount.TypeBind, Source: bin, Target: agentPath, ReadOnly: true},
+			{Type: mount.TypeBind, Source: dir, Target: socketDir},
+			{Type: mount.TypeBind, Source: spec.WorkspaceDir, Target: spec.Workdir},
+		},
+		Resources: container.Resources{PidsLimit: &b.cfg.PidsLimit},
+	}
+	if spec.MemoryMB > 0 {
+		hc.Resources.Memory = int64(spec.MemoryMB) << 20
+		hc.Resources.MemorySwap = hc.Resources.Memory
+	}
+	if spec.CPUCount > 0 {
+		hc.Resources.NanoCPUs = int64(spec.CPUCount) * 1e9
+	}
+	cc := &container.Config{
+		Image:      image,
+		Entrypoint: append([]string{agentPath}, args...),
+		Cmd:        nil,
+		User:       strconv.Itoa(uid) + ":" + strconv.Itoa(gid),
+		WorkingDir: spec.Workdir,
+		Env:        environ(spec),
+		Labels: map[string]string{
+			LabelManaged:   "true",
+			LabelSandboxID: spec.ID,
+			LabelOwner:     b.cfg.StateDir,
+		},
+	}
+	created, err := c.ContainerCreate(ctx, cc, hc, nil, nil, name)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("docker backend: create container: %w", err)
+	}
+	in := b.newInstance(c, created.ID, dir)
+	if err := c.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		_ = in.Destroy(context.Background())
+		return nil, fmt.Errorf("docker backend: start container: %w", err)
+	}
+	go in.watch()
+	if err := waitReady(ctx, in.sock, in.done, b.cfg.StartTimeout); err != nil {
+		logs := in.logs(4 << 10)
+		_ = in.Destroy(context.Background())
+		return nil, fmt.Errorf("docker backend: agent did not start: %w; container output: %s", err, logs)
+	}
+	if err := b.checkPython(ctx, in, img.ID, spec.Python); err != nil {
+		_ = in.Destroy(context.Background())
+		return nil, err
+	}
+	return in, nil
+}
+
+// checkPython makes sure the image's interpreter can run a kernel, once per
+// image and interpreter: an image without Python or ipykernel fails here, at
+// create, rather than at the first cell.
+func (b *Backend) checkPython(ctx context.Context, in *instance, imageID, python string) error {
+	key := imageID + " " + python
+	if _, ok := b.checked.Load(key); ok {
+		return nil
+	}
+	ac := agent.NewClient(in.sock)
+	defer ac.Close()
+	res, err := ac.RunCommand(ctx, api.ProcessRequest{Cmd: shellQuote(python) + ` -c "import ipykernel"`, TimeoutMs: 60000}, nil)
+	if err != nil {
+		return fmt.Errorf("docker backend: check the image's Python: %w", err)
+	}
+	if res.ExitCode != 0 {
+		return api.Errorf(api.ErrInvalid, "docker backend: image %s cannot run Python kernels: `%s -c \"import ipykernel\"` failed (exit %d): %s; install python3 and ipykernel in the image (see docs/DOCKER.md)",
+			imageID, python, res.ExitCode, strings.TrimSpace(res.Stderr+" "+res.Error))
+	}
+	b.checked.Store(key, true)
+	return nil
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// workspaceOwner decides the uid and gid the container runs as: the owner of
+// the workspace, so it stays writable; a root-owned workspace is chowned to
+// the sandbox uid first, since sandboxes never run as root.
+func (b *Backend) workspaceOwner(ws string) (int, int, error) {
+	st, err := os.Stat(ws)
+	if err != nil {
+		return 0, 0, fmt.Errorf("docker backend: workspace: %w", err)
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, 0, api.Errorf(api.ErrUnsupported, "docker backend: cannot read the owner of %s", ws)
+	}
+	if sys.Uid != 0 {
+		return int(sys.Uid), int(sys.Gid), nil
+	}
+	uid, gid := b.cfg.SandboxUID, b.cfg.SandboxGID
+	err = filepath.WalkDir(ws, func(p string, _ os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("docker backend: give the workspace to the sandbox user %d: %w", uid, err)
+	}
+	return uid, gid, nil
+}
+
+// removeStale removes a container of ours left under name by a daemon that
+// died mid-create.
+func (b *Backend) removeStale(ctx context.Context, c *client.Client, name string) {
+	js, err := c.ContainerInspect(ctx, name)
+	if err != nil || js.Config == nil || js.Config.Labels[LabelManaged] != "true" {
+		return
+	}
+	_ = c.ContainerRemove(ctx, js.ID, container.RemoveOptions{Force: true})
+}
+
+// environ is the container's environment on top of the image's.
+func environ(spec backend.Spec) []string {
+	env := map[string]string{
+		"HOME":             spec.Workdir,
+		"USER":             spec.User,
+		"LANG":             "C.UTF-8",
+		"TMPDIR":           "/tmp",
+		"PYTHONUNBUFFERED": "1",
+		// The root filesystem is read-only and HOME is the workspace.
+		"MPLCONFIGDIR": "/tmp/.matplotlib",
+	}
+	for k, v := range spec.Env {
+		env[k] = v
+	}
+	for k, v := range backend.WorkspaceEnv(spec.Workdir) {
+		env[k] = v
+	}
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func waitReady(ctx context.Context, sock string, done <-chan struct{}, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c := agent.NewClient(sock)
+	defer c.Close()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			hctx, hcancel := context.WithTimeout(ctx, time.Second)
+			err := c.Health(hctx)
+			hcancel()
+			if err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-done:
+			return errors.New("container exited")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// ReapOrphans removes the containers this backend (same StateDir) made whose
+// sandbox id live does not know: those of sandboxes a crashed daemon never
+// recorded. Call it after recovering the recorded sandboxes. It returns how
+// many it removed.
+func (b *Backend) ReapOrphans(ctx context.Context, live func(sandboxID string) bool) (int, error) {
+	c, err := b.client()
+	if err != nil {
+		return 0, err
+	}
+	list, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
+		filters.Arg("label", LabelManaged+"=true"),
+		filters.Arg("label", LabelOwner+"="+b.cfg.StateDir),
+	)})
+	if err != nil {
+		return 0, fmt.Errorf("docker backend: list containers: %w", err)
+	}
+	n := 0
+	for _, ct := range list {
+		if live(ct.Labels[LabelSandboxID]) {
+			continue
+		}
+		if err := c.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true}); err == nil || errdefs.IsNotFound(err) {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Present reports, without contacting anything, whether this host looks set
+// up for the docker backend: a daemon endpoint is configured (DOCKER_HOST) or
+// the default socket exists, and the agent is a ds-sandbox binary rather than
+// a program re-executing itself (tests, SDK embedders), which no container can
+// run. Builders of the backend list offer docker only then, so hosts without
+// Docker do not report an unusable backend.
+func Present(agentPath string) bool {
+	if os.Getenv("DOCKER_HOST") == "" {
+		if _, err := os.Stat("/var/run/docker.sock"); err != nil {
+			return false
+		}
+	}
+	argv, _, err := agent.Command(agentPath)
+	return err == nil && len(argv) >= 2 && argv[1] == "agent"
+}

@@ -1,0 +1,266 @@
+package docker_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend/backendtest"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend/docker"
+)
+
+var (
+	setupOnce sync.Once
+	setupErr  string // why the docker tests skip
+	agentBin  string
+	stateDir  string
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if stateDir != "" {
+		os.RemoveAll(filepath.Dir(agentBin))
+		os.RemoveAll(stateDir)
+	}
+	os.Exit(code)
+}
+
+// setup skips the test unless a Docker daemon answers and the default image
+// exists (scripts/docker-setup.sh provides both), and builds a static agent
+// once.
+func setup(t testing.TB) docker.Config {
+	t.Helper()
+	setupOnce.Do(func() {
+		c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err = c.Ping(ctx)
+			cancel()
+		}
+		if err != nil {
+			setupErr = "no Docker daemon reachable (run scripts/docker-setup.sh): " + err.Error()
+			return
+		}
+		if _, err := c.ImageInspect(context.Background(), docker.DefaultImage); err != nil {
+			setupErr = "image " + docker.DefaultImage + " missing (run scripts/docker-setup.sh): " + err.Error()
+			return
+		}
+		dir, err := os.MkdirTemp("", "dss-docker-agent-")
+		if err != nil {
+			setupErr = err.Error()
+			return
+		}
+		agentBin = filepath.Join(dir, "ds-sandbox")
+		cmd := exec.Command("go", "build", "-o", agentBin, "github.com/ds-sandbox/ds-sandbox/cmd/ds-sandbox")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			setupErr = "build the agent: " + err.Error() + ": " + string(out)
+			agentBin = ""
+			return
+		}
+		stateDir, _ = os.MkdirTemp("", "dss-docker-state-")
+	})
+	if setupErr != "" {
+		t.Skip(setupErr)
+	}
+	return docker.Config{AgentPath: agentBin, StateDir: stateDir}
+}
+
+func spec(t *testing.T) backend.Spec {
+	ws := t.TempDir()
+	return backend.Spec{
+		ID: "t" + strings.ToLower(strings.NewReplacer("/", "-", " ", "-", ",", "").Replace(t.Name())), User: "user", Workdir: "/home/user",
+		WorkspaceDir: ws, Network: api.NetworkPolicy{Policy: api.NetworkAllow}, Python: "/usr/bin/python3",
+	}
+}
+
+func start(t *testing.T, b *docker.Backend, s backend.Spec) (backend.Instance, *agent.Client) {
+	t.Helper()
+	inst, err := b.Create(t.Context(), s)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	c := agent.NewClient(inst.AgentSocket())
+	t.Cleanup(func() {
+		c.Close()
+		_ = inst.Destroy(context.Background())
+	})
+	return inst, c
+}
+
+func run(t *testing.T, c *agent.Client, cmd string) api.CommandResult {
+	t.Helper()
+	r, err := c.RunCommand(t.Context(), api.ProcessRequest{Cmd: cmd}, nil)
+	if err != nil {
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	return r
+}
+
+func TestConformance(t *testing.T) {
+	cfg := setup(t)
+	backendtest.Run(t, docker.New(cfg), backendtest.Options{
+		EnforcesNetwork:  []string{api.NetworkAllow, api.NetworkDeny},
+		WorkspaceEnvRoot: func(s backend.Spec) string { return s.Workdir },
+	})
+}
+
+func TestIsolation(t *testing.T) {
+	t.Parallel()
+	b := docker.New(setup(t))
+	s := spec(t)
+	s.Network = api.NetworkPolicy{Policy: api.NetworkDeny}
+	_, c := start(t, b, s)
+	tests := []struct {
+		name, cmd, want string
+	}{
+		{"network deny leaves only loopback", "ls /sys/class/net", "lo"},
+		{"no capabilities", "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status | awk '{print $2}' | sort -u", "0000000000000000"},
+		{"no new privileges", "grep NoNewPrivs /proc/self/status | awk '{print $2}'", "1"},
+		{"user is not root", "test $(id -u) -ne 0 && echo nonroot", "nonroot"},
+		{"root fs is read-only", "touch /usr/x 2>/dev/null && echo writable || echo read-only", "read-only"},
+		{"tmp is writable", "touch /tmp/x && echo ok", "ok"},
+		{"workspace is writable", "touch /home/user/x && echo ok", "ok"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := run(t, c, tt.cmd)
+			if got := strings.TrimSpace(r.Stdout); got != tt.want {
+				t.Errorf("%s = %q (stderr %q), want %q", tt.cmd, got, r.Stderr, tt.want)
+			}
+		})
+	}
+}
+
+func TestRemovedBehindOurBackIsDead(t *testing.T) {
+	t.Parallel()
+	b := docker.New(setup(t))
+	inst, _ := start(t, b, spec(t))
+	removeContainer(t, inst)
+	select {
+	case <-inst.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("Done not closed after the container was removed")
+	}
+}
+
+func removeContainer(t *testing.T, inst backend.Instance) {
+	t.Helper()
+	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := inst.(backend.Recoverable).State()["container"]
+	if err := c.ContainerRemove(t.Context(), id, container.RemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRecoverAfterDaemonRestart(t *testing.T) {
+	t.Parallel()
+	cfg := setup(t)
+	old := docker.New(cfg)
+	live, _ := start(t, old, spec(t))
+	s := spec(t)
+	s.ID += "-gone"
+	gone, _ := start(t, old, s)
+	s = spec(t)
+	s.ID += "-orphan"
+	orphan, _ := start(t, old, s)
+	removeContainer(t, gone)
+
+	// A new daemon: a fresh backend with the same state directory.
+	b := docker.New(cfg)
+	in, err := b.Recover(t.Context(), live.(backend.Recoverable).State())
+	if err != nil {
+		t.Fatalf("Recover a running sandbox: %v", err)
+	}
+	c := agent.NewClient(in.AgentSocket())
+	defer c.Close()
+	if r := run(t, c, "echo back"); strings.TrimSpace(r.Stdout) != "back" {
+		t.Fatalf("recovered sandbox answers %q", r.Stdout)
+	}
+	if _, err := b.Recover(t.Context(), gone.(backend.Recoverable).State()); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("Recover a removed container: %v, want ErrNotFound", err)
+	}
+	liveID := s.ID[:len(s.ID)-len("-orphan")]
+	n, err := b.ReapOrphans(t.Context(), func(id string) bool { return id == liveID || !strings.HasPrefix(id, liveID) })
+	if err != nil || n != 1 {
+		t.Fatalf("ReapOrphans = %d, %v; want 1 (the orphan)", n, err)
+	}
+	select {
+	case <-orphan.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the reaped orphan's Done did not close")
+	}
+	if err := in.Destroy(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-live.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the old instance did not see its container go")
+	}
+}
+
+func TestImageWithoutIpykernel(t *testing.T) {
+	t.Parallel()
+	b := docker.New(setup(t))
+	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The base image minus ipykernel, made with a commit (no registry here).
+	const image = "ds-sandbox/test-no-ipykernel:latest"
+	ctx := t.Context()
+	ct, err := c.ContainerCreate(ctx, &container.Config{Image: docker.DefaultImage,
+		Entrypoint: []string{"sh", "-c", "rm -rf /usr/lib/python3/dist-packages/ipykernel*"}}, nil, nil, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.ContainerRemove(context.Background(), ct.ID, container.RemoveOptions{Force: true})
+	if err := c.ContainerStart(ctx, ct.ID, container.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	okc, errc := c.ContainerWait(ctx, ct.ID, container.WaitConditionNotRunning)
+	select {
+	case <-okc:
+	case err := <-errc:
+		t.Fatal(err)
+	}
+	if _, err := c.ContainerCommit(ctx, ct.ID, container.CommitOptions{Reference: image}); err != nil {
+		t.Fatal(err)
+	}
+	s := spec(t)
+	s.Image = image
+	inst, err := b.Create(ctx, s)
+	if err == nil {
+		inst.Destroy(context.Background())
+		t.Fatal("Create succeeded on an image without ipykernel")
+	}
+	if !errors.Is(err, api.ErrInvalid) || !strings.Contains(err.Error(), "ipykernel") {
+		t.Fatalf("Create: %v; want ErrInvalid naming ipykernel", err)
+	}
+}
+
+func TestWhitelistRefused(t *testing.T) {
+	t.Parallel()
+	b := docker.New(docker.Config{})
+	s := spec(t)
+	s.Network = api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"example.org"}}
+	if _, err := b.Create(t.Context(), s); !errors.Is(err, api.ErrUnsupported) {
+		t.Fatalf("whitelist: %v, want ErrUnsupported", err)
+	}
+}

@@ -1,0 +1,184 @@
+package docker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/errdefs"
+	"github.com/docker/docker/pkg/stdcopy"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+)
+
+// instance is one sandbox container.
+type instance struct {
+	c    *client.Client
+	id   string // container id
+	dir  string // host directory with the agent's socket
+	sock string
+
+	// stop ends watch; done closes when the container is gone or stopped.
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
+	doneOnce sync.Once
+
+	once sync.Once
+	err  error
+}
+
+var _ backend.Recoverable = (*instance)(nil)
+
+func (b *Backend) newInstance(c *client.Client, id, dir string) *instance {
+	return &instance{c: c, id: id, dir: dir, sock: filepath.Join(dir, "agent.sock"),
+		stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (in *instance) AgentSocket() string   { return in.sock }
+func (in *instance) Done() <-chan struct{} { return in.done }
+
+// State implements backend.Recoverable.
+func (in *instance) State() map[string]string {
+	return map[string]string{"container": in.id, "dir": in.dir}
+}
+
+func (in *instance) markDone() { in.doneOnce.Do(func() { close(in.done) }) }
+
+// watch closes done when the container stops or disappears — also when it
+// was removed behind our back. A broken wait stream (a dockerd restart) is not
+// an end: watch then asks the daemon until it answers for the container again.
+func (in *instance) watch() {
+	defer in.markDone()
+	for {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-in.stop:
+			case <-ctx.Done():
+			}
+			cancel()
+		}()
+		okc, errc := in.c.ContainerWait(ctx, in.id, container.WaitConditionNotRunning)
+		select {
+		case <-okc:
+			cancel()
+			return
+		case err := <-errc:
+			cancel()
+			if errdefs.IsNotFound(err) {
+				return
+			}
+		case <-in.stop:
+			cancel()
+			return
+		}
+		// The stream broke: find out whether the container still runs.
+		for {
+			select {
+			case <-in.stop:
+				return
+			case <-time.After(time.Second):
+			}
+			ictx, icancel := context.WithTimeout(context.Background(), 5*time.Second)
+			js, err := in.c.ContainerInspect(ictx, in.id)
+			icancel()
+			if errdefs.IsNotFound(err) || (err == nil && (js.State == nil || !js.State.Running)) {
+				return
+			}
+			if err == nil {
+				break // running: wait again
+			}
+		}
+	}
+}
+
+// Destroy removes the container (SIGKILL to everything in it: the sandbox has
+// its own pid namespace, so nothing survives) and the socket directory. It is
+// idempotent; ctx bounds nothing that could leave processes behind, so a done
+// ctx still destroys.
+func (in *instance) Destroy(context.Context) error {
+	in.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		err := in.c.ContainerRemove(ctx, in.id, container.RemoveOptions{Force: true, RemoveVolumes: true})
+		if err != nil && !errdefs.IsNotFound(err) {
+			in.err = fmt.Errorf("docker backend: remove container %s: %w", shortID(in.id), err)
+		}
+		in.stopOnce.Do(func() { close(in.stop) })
+		if in.err == nil {
+			in.markDone()
+		}
+		os.RemoveAll(in.dir)
+	})
+	return in.err
+}
+
+// logs returns the tail of the container's output, for error messages.
+func (in *instance) logs(n int) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rc, err := in.c.ContainerLogs(ctx, in.id, container.LogsOptions{ShowStdout: true, ShowStderr: true, Tail: "40"})
+	if err != nil {
+		return ""
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	_, _ = stdcopy.StdCopy(&buf, &buf, io.LimitReader(rc, int64(n)))
+	return strings.TrimSpace(buf.String())
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// Recover implements backend.Recoverer: the container must still run and its
+// agent answer. A container that stopped is removed; anything gone is an error
+// wrapping api.ErrNotFound, so the manager reaps the sandbox.
+func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend.Instance, error) {
+	id, dir := state["container"], state["dir"]
+	if id == "" || dir == "" || !strings.HasPrefix(dir, b.cfg.StateDir+"/") {
+		return nil, api.Errorf(api.ErrInvalid, "docker backend: unusable recovery state %v", state)
+	}
+	c, err := b.client()
+	if err != nil {
+		return nil, err
+	}
+	in := b.newInstance(c, id, dir)
+	js, err := c.ContainerInspect(ctx, id)
+	switch {
+	case errdefs.IsNotFound(err):
+		os.RemoveAll(dir)
+		return nil, api.Errorf(api.ErrNotFound, "docker backend: container %s is gone", shortID(id))
+	case err != nil:
+		return nil, fmt.Errorf("docker backend: inspect container %s: %w", shortID(id), err)
+	case js.Config == nil || js.Config.Labels[LabelManaged] != "true":
+		return nil, api.Errorf(api.ErrNotFound, "docker backend: container %s is not a ds-sandbox container", shortID(id))
+	case js.State == nil || !js.State.Running:
+		_ = in.Destroy(context.Background())
+		return nil, api.Errorf(api.ErrNotFound, "docker backend: container %s stopped", shortID(id))
+	}
+	ac := agent.NewClient(in.sock)
+	defer ac.Close()
+	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := ac.Health(hctx); err != nil {
+		_ = in.Destroy(context.Background())
+		return nil, api.Errorf(api.ErrNotFound, "docker backend: agent in container %s does not answer: %v", shortID(id), err)
+	}
+	go in.watch()
+	return in, nil
+}
