@@ -237,7 +237,7 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("docker backend: %w", err)
 	}
-	name := "ds-sandbox-" + spec.ID
+	name := containerName(spec.ID)
 	b.removeStale(ctx, c, name)
 
 	args := []string{"agent",
@@ -357,6 +357,18 @@ func (b *Backend) workspaceOwner(ws string) (int, int, error) {
 		return 0, 0, fmt.Errorf("docker backend: give the workspace to the sandbox user %d: %w", uid, err)
 	}
 	return uid, gid, nil
+}
+
+// containerName is the container's name for sandbox id: Docker allows only
+// [a-zA-Z0-9][a-zA-Z0-9_.-]; other bytes become '_'.
+func containerName(id string) string {
+	b := []byte("ds-sandbox-" + id)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
 }
 
 // removeStale removes a container of ours left under name by a daemon that

@@ -13,6 +13,7 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/errdefs"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
@@ -262,5 +263,29 @@ func TestWhitelistRefused(t *testing.T) {
 	s.Network = api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"example.org"}}
 	if _, err := b.Create(t.Context(), s); !errors.Is(err, api.ErrUnsupported) {
 		t.Fatalf("whitelist: %v, want ErrUnsupported", err)
+	}
+}
+
+// TestDestroyLeavesNothing backs the conformance suite, which cannot check the
+// pids of a sandbox with its own pid namespace: Destroy removes the container,
+// and with it the namespace and every process in it.
+func TestDestroyLeavesNothing(t *testing.T) {
+	t.Parallel()
+	b := docker.New(setup(t))
+	inst, c := start(t, b, spec(t))
+	run(t, c, "setsid sh -c 'sleep 1000 &' </dev/null >/dev/null 2>&1")
+	id := inst.(backend.Recoverable).State()["container"]
+	if err := inst.Destroy(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	dc, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dc.ContainerInspect(t.Context(), id); !errdefs.IsNotFound(err) {
+		t.Fatalf("container after Destroy: %v, want not found", err)
+	}
+	if _, err := os.Stat(inst.AgentSocket()); !os.IsNotExist(err) {
+		t.Fatalf("socket after Destroy: %v", err)
 	}
 }
