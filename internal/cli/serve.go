@@ -15,6 +15,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 	"github.com/ds-sandbox/ds-sandbox/internal/backends"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/e2b"
 	"github.com/ds-sandbox/ds-sandbox/internal/httpapi"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 	"github.com/ds-sandbox/ds-sandbox/internal/mcpserver"
@@ -147,6 +148,7 @@ func startDaemon(ctx context.Context, cfg config.Config, ephemeral bool, ln net.
 	}
 	d.mcp = mcpserver.New(m, mcpserver.Options{Logger: log, Version: Version})
 	opt.MCP = d.mcp.Handler()
+	opt.E2B = e2b.New(m, e2b.Options{Loopback: loopback, Logger: log})
 	if d.api, err = httpapi.New(m, opt); err != nil {
 		return nil, err
 	}

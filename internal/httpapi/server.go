@@ -38,6 +38,10 @@ type Options struct {
 	Audit   *audit.Log
 	// MCP, when set, is served at /mcp behind the same authentication.
 	MCP http.Handler
+	// E2B, when set, serves E2B's protocol: requests carrying E2b-Sandbox-Id
+	// and E2B's control-plane paths (/sandboxes, /v2/sandboxes, /templates).
+	// It does its own authentication (E2B's headers and tokens).
+	E2B http.Handler
 }
 
 // Server is the REST API.
@@ -105,8 +109,25 @@ func (s *Server) Handler() http.Handler {
 				s.writeError(w, r, fmt.Errorf("internal error (request %s): %v", rid, v))
 			}
 		}()
+		if s.opt.E2B != nil && isE2B(r) {
+			s.opt.E2B.ServeHTTP(w, r)
+			return
+		}
 		s.mux.ServeHTTP(w, r)
 	})
+}
+
+// isE2B reports whether r belongs to E2B's protocol (see Options.E2B).
+func isE2B(r *http.Request) bool {
+	if r.Header.Get("E2b-Sandbox-Id") != "" {
+		return true
+	}
+	for _, p := range []string{"/sandboxes", "/v2/sandboxes", "/templates"} {
+		if r.URL.Path == p || strings.HasPrefix(r.URL.Path, p+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 type ridKey struct{}
