@@ -8,6 +8,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/docker"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/local"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend/oci"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 )
 
@@ -28,6 +29,12 @@ func New(cfg config.Config, mode Mode) []backend.Backend {
 			AgentPath: cfg.AgentPath,
 			CacheDir:  filepath.Join(cfg.StateDir, "cache"),
 			Detach:    mode == Daemon,
+		}),
+		// Containers outlive the daemon in both modes; the manager destroys
+		// embedded-mode sandboxes when it closes.
+		oci.New(oci.Config{
+			AgentPath: cfg.AgentPath,
+			StateDir:  filepath.Join(cfg.StateDir, "oci"),
 		}),
 	}
 	if docker.Present(cfg.AgentPath) {

@@ -28,6 +28,14 @@ type Options struct {
 	EnforcesNetwork []string
 	// WorkspaceEnvRoot maps a spec to the WORKSPACE value its code sees.
 	WorkspaceEnvRoot func(backend.Spec) string
+	// Network is the policy of the suite's ordinary sandboxes; default allow.
+	// A backend that enforces only deny passes deny.
+	Network string
+	// OwnPIDNamespace says the sandbox's processes live in a pid namespace of
+	// their own: the pids its agent reports mean nothing on the host, so the
+	// suite cannot check them after Destroy (the backend's own tests must
+	// prove nothing survives).
+	OwnPIDNamespace bool
 }
 
 // Run runs the suite against b.
@@ -39,6 +47,9 @@ func Run(t *testing.T, b backend.Backend, opts Options) {
 	if opts.Python == "" {
 		opts.Python = "/usr/bin/python3"
 	}
+	if opts.Network == "" {
+		opts.Network = api.NetworkAllow
+	}
 	spec := func(t *testing.T) backend.Spec {
 		ws := t.TempDir()
 		for _, d := range []string{"data", "models", "outputs"} {
@@ -47,7 +58,7 @@ func Run(t *testing.T, b backend.Backend, opts Options) {
 		return backend.Spec{
 			ID: "conf" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), User: "user", Workdir: "/home/user",
 			WorkspaceDir: ws, Env: map[string]string{"CONF_VAR": "conf"},
-			Network: api.NetworkPolicy{Policy: api.NetworkAllow}, Python: opts.Python,
+			Network: api.NetworkPolicy{Policy: opts.Network}, Python: opts.Python,
 		}
 	}
 	start := func(t *testing.T, s backend.Spec) (backend.Instance, *agent.Client) {
@@ -142,6 +153,9 @@ func Run(t *testing.T, b backend.Backend, opts Options) {
 		if err := c.Health(t.Context()); err == nil {
 			t.Fatal("agent still answers after Destroy")
 		}
+		if opts.OwnPIDNamespace {
+			return
+		}
 		for _, pid := range pids {
 			if syscall.Kill(pid, 0) == nil && !zombie(pid) {
 				t.Errorf("process %d survived Destroy", pid)
@@ -152,7 +166,7 @@ func Run(t *testing.T, b backend.Backend, opts Options) {
 
 	t.Run("network policies are enforced or refused", func(t *testing.T) {
 		t.Parallel()
-		for _, pol := range []string{api.NetworkDeny, api.NetworkWhitelist} {
+		for _, pol := range []string{api.NetworkAllow, api.NetworkDeny, api.NetworkWhitelist} {
 			s := spec(t)
 			s.Network = api.NetworkPolicy{Policy: pol, Whitelist: []string{"example.org"}}
 			inst, err := b.Create(t.Context(), s)

@@ -1,0 +1,301 @@
+package oci
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+)
+
+var (
+	_ backend.Recoverer   = (*Backend)(nil)
+	_ backend.Recoverable = (*instance)(nil)
+)
+
+// Available implements backend.Backend: it needs the runtime binary, root
+// (rootless runtimes are not supported yet), user namespaces, the agent
+// binary and a state directory.
+func (b *Backend) Available(context.Context) error {
+	var missing []string
+	if _, err := exec.LookPath(b.cfg.Runtime); err != nil {
+		missing = append(missing, fmt.Sprintf("the OCI runtime %q is not installed (run scripts/oci-setup.sh, or apt-get install runc)", b.cfg.Runtime))
+	}
+	if os.Geteuid() != 0 {
+		missing = append(missing, "the daemon must run as root (rootless runtimes are not supported yet)")
+	}
+	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
+		missing = append(missing, "the kernel has no user namespaces (CONFIG_USER_NS)")
+	} else if n, err := os.ReadFile("/proc/sys/user/max_user_namespaces"); err == nil && strings.TrimSpace(string(n)) == "0" {
+		missing = append(missing, "user namespaces are disabled (sysctl user.max_user_namespaces=0)")
+	}
+	if _, _, err := agent.Command(b.cfg.AgentPath); err != nil {
+		missing = append(missing, err.Error())
+	}
+	if b.cfg.StateDir == "" {
+		missing = append(missing, "no state directory configured")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("oci backend unavailable: %s", strings.Join(missing, "; "))
+	}
+	return nil
+}
+
+func (b *Backend) runtime() runtimeCLI {
+	return runtimeCLI{bin: b.cfg.Runtime, root: filepath.Join(b.cfg.StateDir, "runtime")}
+}
+
+// Create implements backend.Backend.
+func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instance, error) {
+	if p := spec.Network.Policy; p != api.NetworkDeny {
+		if p == "" {
+			p = api.NetworkAllow
+		}
+		return nil, api.Errorf(api.ErrUnsupported,
+			"the oci backend enforces only network policy deny (loopback only); %q needs the egress machinery, not built yet: use --network deny (network_policy: deny)", p)
+	}
+	if spec.Image != "" {
+		return nil, api.Errorf(api.ErrUnsupported, "the oci backend runs the host's system read-only, not images (template image %q); use the docker backend", spec.Image)
+	}
+	if spec.MemoryMB < 0 || spec.CPUCount < 0 {
+		return nil, api.Errorf(api.ErrInvalid, "oci backend: negative limits (memory_mb %d, cpu_count %d)", spec.MemoryMB, spec.CPUCount)
+	}
+	if err := checkWorkdir(spec.Workdir); err != nil {
+		return nil, err
+	}
+	argv, agentEnv, err := agent.Command(b.cfg.AgentPath)
+	if err != nil {
+		return nil, fmt.Errorf("oci backend: %w", err)
+	}
+	if err := os.MkdirAll(b.cfg.StateDir, 0o711); err != nil {
+		return nil, fmt.Errorf("oci backend: %w", err)
+	}
+	dir, err := os.MkdirTemp(b.cfg.StateDir, "s-")
+	if err != nil {
+		return nil, fmt.Errorf("oci backend: %w", err)
+	}
+	// The runtime's init, already in the user namespace, walks to the rootfs.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("oci backend: %w", err)
+	}
+	l := bundle{dir: dir}
+	cid := containerID(spec.ID)
+	rt := b.runtime()
+	fail := func(err error) (backend.Instance, error) {
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = rt.run(dctx, "delete", "--force", cid)
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	uid, gid := int(b.cfg.UIDBase+sandboxUID), int(b.cfg.UIDBase+sandboxGID)
+	if err := chownWorkspace(spec.WorkspaceDir, uid, gid); err != nil {
+		return fail(fmt.Errorf("oci backend: give the workspace to the sandbox user: %w", err))
+	}
+	if err := b.build(l, spec, argv, agentEnv, cid); err != nil {
+		return fail(fmt.Errorf("oci backend: bundle: %w", err))
+	}
+	logf, err := os.OpenFile(l.log(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fail(fmt.Errorf("oci backend: %w", err))
+	}
+	// The container's stdio is the log file (never a pipe: the container
+	// outlives this call and the daemon).
+	cmd := exec.CommandContext(ctx, rt.bin, "--root", rt.root, "create", "--bundle", dir, "--pid-file", l.pidFile(), cid)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, logf, logf
+	err = cmd.Run()
+	logf.Close()
+	if err != nil {
+		return fail(fmt.Errorf("oci backend: %s create: %w: %s", rt.bin, err, tail(l.log(), 4<<10)))
+	}
+	if _, err := rt.run(ctx, "start", cid); err != nil {
+		return fail(fmt.Errorf("oci backend: %w", err))
+	}
+	in, err := attach(ctx, rt, cid, l)
+	if err != nil {
+		return fail(fmt.Errorf("oci backend: %w", err))
+	}
+	if err := waitReady(ctx, l.socket(), in.done, b.cfg.StartTimeout); err != nil {
+		_ = in.Destroy(context.Background())
+		return nil, fmt.Errorf("oci backend: agent did not start: %w; agent output: %s", err, tail(l.log(), 4<<10))
+	}
+	return in, nil
+}
+
+// attach finds the container's init and watches it: Done closes when it
+// exits (with it, the whole pid namespace).
+func attach(ctx context.Context, rt runtimeCLI, cid string, l bundle) (*instance, error) {
+	st, err := rt.state(ctx, cid)
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{rt: rt, cid: cid, bundle: l, done: make(chan struct{})}
+	if st.Status != "running" || st.Pid <= 0 {
+		close(in.done)
+		return in, nil
+	}
+	// A pidfd pins the process: a recycled pid cannot fool us.
+	fd, err := unix.PidfdOpen(st.Pid, 0)
+	if err != nil {
+		close(in.done)
+		return in, nil
+	}
+	go func() {
+		defer unix.Close(fd)
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			n, err := unix.Poll(fds, -1)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil || n > 0 {
+				break
+			}
+		}
+		close(in.done)
+	}()
+	in.pid = st.Pid
+	return in, nil
+}
+
+// Recover implements backend.Recoverer: the container must still run and its
+// agent answer; anything else is an error wrapping api.ErrNotFound, after the
+// remains are cleaned up.
+func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend.Instance, error) {
+	cid, dir := state["container"], state["dir"]
+	if cid == "" || dir == "" || !strings.HasPrefix(dir, b.cfg.StateDir+"/") {
+		return nil, api.Errorf(api.ErrInvalid, "oci backend: unusable recovery state %v", state)
+	}
+	rt := b.runtime()
+	l := bundle{dir: dir}
+	gone := func(why string) (backend.Instance, error) {
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = rt.run(dctx, "delete", "--force", cid)
+		os.RemoveAll(dir)
+		return nil, api.Errorf(api.ErrNotFound, "oci backend: container %s %s", cid, why)
+	}
+	in, err := attach(ctx, rt, cid, l)
+	if errors.Is(err, api.ErrNotFound) {
+		return gone("is gone")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("oci backend: %w", err)
+	}
+	select {
+	case <-in.done:
+		return gone("is not running")
+	default:
+	}
+	c := agent.NewClient(l.socket())
+	defer c.Close()
+	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.Health(hctx); err != nil {
+		_ = in.Destroy(context.Background())
+		return nil, api.Errorf(api.ErrNotFound, "oci backend: the agent of container %s does not answer: %v", cid, err)
+	}
+	return in, nil
+}
+
+type instance struct {
+	rt     runtimeCLI
+	cid    string
+	pid    int // the init's host pid
+	bundle bundle
+	done   chan struct{}
+	once   sync.Once
+	err    error
+}
+
+func (in *instance) AgentSocket() string   { return in.bundle.socket() }
+func (in *instance) Done() <-chan struct{} { return in.done }
+
+// State implements backend.Recoverable.
+func (in *instance) State() map[string]string {
+	return map[string]string{"container": in.cid, "dir": in.bundle.dir, "pid": strconv.Itoa(in.pid)}
+}
+
+// Destroy kills the container (SIGKILL to its init ends the whole pid
+// namespace), force-deletes it (which also kills anything left in its
+// cgroup) and removes the bundle. ctx is not needed to stop anything: a done
+// ctx still destroys. It returns an error when the runtime still knows the
+// container afterwards.
+func (in *instance) Destroy(context.Context) error {
+	in.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = in.rt.run(ctx, "kill", in.cid, "KILL")
+		select {
+		case <-in.done:
+		case <-time.After(10 * time.Second):
+		}
+		_, derr := in.rt.run(ctx, "delete", "--force", in.cid)
+		if _, err := in.rt.state(ctx, in.cid); !errors.Is(err, api.ErrNotFound) {
+			in.err = fmt.Errorf("oci backend: container %s survived delete: %v", in.cid, derr)
+			return
+		}
+		select {
+		case <-in.done:
+		case <-time.After(10 * time.Second):
+			in.err = fmt.Errorf("oci backend: init %d of container %s did not exit", in.pid, in.cid)
+			return
+		}
+		os.RemoveAll(in.bundle.dir)
+	})
+	return in.err
+}
+
+func waitReady(ctx context.Context, sock string, done <-chan struct{}, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c := agent.NewClient(sock)
+	defer c.Close()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			hctx, hcancel := context.WithTimeout(ctx, time.Second)
+			err := c.Health(hctx)
+			hcancel()
+			if err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-done:
+			return errors.New("the container exited")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// tail returns the last n bytes of the file at p (for error messages).
+func tail(p string, n int64) string {
+	f, err := os.Open(p)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > n {
+		_, _ = f.Seek(st.Size()-n, 0)
+	}
+	b := make([]byte, n)
+	k, _ := f.Read(b)
+	return string(bytes.TrimSpace(b[:k]))
+}

@@ -1,0 +1,21 @@
+//go:build !linux
+
+package oci
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+)
+
+// Available implements backend.Backend: OCI runtimes run Linux containers.
+func (b *Backend) Available(context.Context) error {
+	return fmt.Errorf("the oci backend needs Linux: %w", errors.ErrUnsupported)
+}
+
+// Create implements backend.Backend.
+func (b *Backend) Create(context.Context, backend.Spec) (backend.Instance, error) {
+	return nil, fmt.Errorf("the oci backend needs Linux: %w", errors.ErrUnsupported)
+}

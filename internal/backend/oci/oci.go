@@ -1,0 +1,91 @@
+// Package oci is the `oci` backend: each sandbox is a container described by
+// an OCI runtime bundle we generate (runtime-spec types) and run by an OCI
+// runtime binary through its command-line interface (`runc`, `crun`, or a
+// drop-in such as `runsc`): create, start, state, kill, delete, with the
+// runtime's state under our state directory.
+//
+// The container sees the host's /usr (read-only) and a minimal /etc of its
+// own, its own /proc, /dev, /sys and a fresh /tmp; the workspace is
+// bind-mounted read-write at the workdir, the agent binary read-only, and the
+// agent runs as PID 1 as the sandbox user. A user namespace maps the sandbox's
+// uids to an unprivileged host range; every capability is dropped,
+// no_new_privs is set, Docker's default seccomp profile applies, and the
+// container has its own pid, ipc, uts, mount, net and cgroup namespaces.
+//
+// Network: only "deny" (a network namespace with loopback alone) is enforced;
+// "allow" and "whitelist" need the egress machinery and are refused.
+package oci
+
+import (
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+)
+
+// Config configures the oci backend.
+type Config struct {
+	// Runtime is the OCI runtime binary (a name looked up in PATH, or a
+	// path); default "runc".
+	Runtime string
+	// AgentPath is the ds-sandbox binary bind-mounted into the container as
+	// its PID 1; "" finds it (see agent.Command). It must run with only the
+	// host's /usr and /lib: a static build (CGO_ENABLED=0) is safest.
+	AgentPath string
+	// StateDir holds the bundles (one per sandbox) and the runtime's own
+	// state (--root). Required.
+	StateDir string
+	// UIDBase is the first host uid (and gid) of the range the container's
+	// uids 0..65535 map to; default 100000. The sandbox user (uid 1000
+	// inside) is UIDBase+1000 on the host.
+	UIDBase uint32
+	// PidsLimit bounds the number of processes in a sandbox; default 512.
+	PidsLimit int64
+	// StartTimeout bounds the agent start; default 30s.
+	StartTimeout time.Duration
+}
+
+// Backend is the oci backend.
+type Backend struct {
+	cfg Config
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// The sandbox user's ids inside the container.
+const (
+	sandboxUID = 1000
+	sandboxGID = 1000
+	// idMapSize is how many container ids the user namespace maps.
+	idMapSize = 65536
+)
+
+// Paths inside the container.
+const (
+	agentInContainer  = "/.dss/ds-sandbox"
+	socketDirInside   = "/run/dss"
+	socketInContainer = socketDirInside + "/agent.sock"
+)
+
+// New returns an oci backend.
+func New(cfg Config) *Backend {
+	if cfg.Runtime == "" {
+		cfg.Runtime = "runc"
+	}
+	if cfg.UIDBase == 0 {
+		cfg.UIDBase = 100000
+	}
+	if cfg.PidsLimit <= 0 {
+		cfg.PidsLimit = 512
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = 30 * time.Second
+	}
+	return &Backend{cfg: cfg}
+}
+
+// Name implements backend.Backend.
+func (b *Backend) Name() string { return "oci" }
+
+// HostUID is the host uid the sandbox user runs as (and owns the workspace
+// files as).
+func (b *Backend) HostUID() uint32 { return b.cfg.UIDBase + sandboxUID }

@@ -1,0 +1,123 @@
+package oci_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend/backendtest"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend/oci"
+)
+
+// agentBin is a static ds-sandbox built for the tests ("" when skipped);
+// skipReason says why the oci tests cannot run here.
+var agentBin, skipReason string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	switch {
+	case os.Geteuid() != 0:
+		skipReason = "the oci backend needs root (rootless runtimes are not supported yet)"
+	default:
+		if _, err := exec.LookPath(runtimeBin()); err != nil {
+			skipReason = fmt.Sprintf("OCI runtime %s is not installed (scripts/oci-setup.sh installs it)", runtimeBin())
+		}
+	}
+	if skipReason == "" {
+		dir, err := os.MkdirTemp("", "dss-oci-agent-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		os.Chmod(dir, 0o755)
+		agentBin = filepath.Join(dir, "ds-sandbox")
+		cmd := exec.Command("go", "build", "-o", agentBin, "github.com/ds-sandbox/ds-sandbox/cmd/ds-sandbox")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build the agent: %v\n%s", err, out)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// runtimeBin is the runtime under test: DSS_OCI_RUNTIME (runc, crun, runsc)
+// or runc.
+func runtimeBin() string {
+	if r := os.Getenv("DSS_OCI_RUNTIME"); r != "" {
+		return r
+	}
+	return "runc"
+}
+
+// newBackend returns a backend whose state lives in a fresh directory the
+// runtime's init can walk to.
+func newBackend(t *testing.T) *oci.Backend {
+	t.Helper()
+	if skipReason != "" {
+		t.Skip(skipReason)
+	}
+	dir, err := os.MkdirTemp("", "dss-oci-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o711)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return oci.New(oci.Config{Runtime: runtimeBin(), AgentPath: agentBin, StateDir: dir})
+}
+
+func TestConformance(t *testing.T) {
+	b := newBackend(t)
+	backendtest.Run(t, b, backendtest.Options{
+		EnforcesNetwork:  []string{api.NetworkDeny},
+		Network:          api.NetworkDeny,
+		WorkspaceEnvRoot: func(s backend.Spec) string { return s.Workdir },
+		OwnPIDNamespace:  true,
+	})
+}
+
+// sandbox starts a deny-policy sandbox with limits from mod and returns its
+// agent client and spec.
+func sandbox(t *testing.T, b *oci.Backend, mod func(*backend.Spec)) (backend.Instance, *agent.Client, backend.Spec) {
+	t.Helper()
+	ws := t.TempDir()
+	s := backend.Spec{
+		ID: "attack-" + strings.ToLower(filepath.Base(t.Name())), User: "user", Workdir: "/home/user",
+		WorkspaceDir: ws, Network: api.NetworkPolicy{Policy: api.NetworkDeny}, Python: "/usr/bin/python3",
+	}
+	if mod != nil {
+		mod(&s)
+	}
+	inst, err := b.Create(t.Context(), s)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	c := agent.NewClient(inst.AgentSocket())
+	t.Cleanup(func() {
+		c.Close()
+		_ = inst.Destroy(context.Background())
+	})
+	return inst, c, s
+}
+
+// sh runs a shell command in the sandbox and returns its stdout, stderr and
+// exit code.
+func sh(t *testing.T, c *agent.Client, cmd string) (string, string, int) {
+	t.Helper()
+	r, err := c.RunCommand(t.Context(), api.ProcessRequest{Cmd: cmd}, nil)
+	if err != nil {
+		t.Fatalf("run %q: %v", cmd, err)
+	}
+	return r.Stdout, r.Stderr, r.ExitCode
+}

@@ -1,0 +1,55 @@
+package oci
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+)
+
+// runtimeCLI drives an OCI runtime binary through its command-line interface,
+// the runtime's own interface (runc, crun and runsc share it).
+type runtimeCLI struct {
+	bin  string // the runtime binary
+	root string // its state directory (--root)
+}
+
+// run runs one runtime command and returns its output; a failure carries the
+// runtime's own message.
+func (r runtimeCLI) run(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, r.bin, append([]string{"--root", r.root}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("%s %s: %w: %s", r.bin, args[0], err, bytes.TrimSpace(out))
+	}
+	return out, nil
+}
+
+// containerState is the part of `runtime state` we use.
+type containerState struct {
+	ID     string `json:"id"`
+	Pid    int    `json:"pid"`
+	Status string `json:"status"` // creating, created, running, stopped
+	Bundle string `json:"bundle"`
+}
+
+// state returns the container's state; an error wrapping api.ErrNotFound
+// means the runtime does not know it.
+func (r runtimeCLI) state(ctx context.Context, id string) (containerState, error) {
+	var st containerState
+	out, err := r.run(ctx, "state", id)
+	if err != nil {
+		if strings.Contains(string(out), "does not exist") || strings.Contains(string(out), "not exist") {
+			return st, api.Errorf(api.ErrNotFound, "container %s: %v", id, err)
+		}
+		return st, err
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return st, fmt.Errorf("%s state %s: %w", r.bin, id, err)
+	}
+	return st, nil
+}
