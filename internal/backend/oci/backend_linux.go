@@ -79,10 +79,10 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	if err != nil {
 		return nil, fmt.Errorf("oci backend: %w", err)
 	}
-	if err := os.MkdirAll(b.cfg.StateDir, 0o711); err != nil {
+	if err := mkdirSearchable(b.cfg.BundleDir); err != nil {
 		return nil, fmt.Errorf("oci backend: %w", err)
 	}
-	dir, err := os.MkdirTemp(b.cfg.StateDir, "s-")
+	dir, err := os.MkdirTemp(b.cfg.BundleDir, "s-")
 	if err != nil {
 		return nil, fmt.Errorf("oci backend: %w", err)
 	}
@@ -176,7 +176,7 @@ func attach(ctx context.Context, rt runtimeCLI, cid string, l bundle) (*instance
 // remains are cleaned up.
 func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend.Instance, error) {
 	cid, dir := state["container"], state["dir"]
-	if cid == "" || dir == "" || !strings.HasPrefix(dir, b.cfg.StateDir+"/") {
+	if cid == "" || dir == "" || !strings.HasPrefix(dir, b.cfg.BundleDir+"/") {
 		return nil, api.Errorf(api.ErrInvalid, "oci backend: unusable recovery state %v", state)
 	}
 	rt := b.runtime()
@@ -257,6 +257,27 @@ func (in *instance) Destroy(context.Context) error {
 		os.RemoveAll(in.bundle.dir)
 	})
 	return in.err
+}
+
+// mkdirSearchable creates dir and the parents it needs with mode 0711 (the
+// runtime's init must walk through them; nobody may list them) and checks
+// that every ancestor is searchable by others.
+func mkdirSearchable(dir string) error {
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return err
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("bundle directory %s: its ancestor %s (mode %v) is not searchable by others; the container's init cannot reach the rootfs (set a BundleDir whose ancestors are)", dir, d, fi.Mode().Perm())
+		}
+		if d == "/" {
+			return nil
+		}
+	}
 }
 
 func waitReady(ctx context.Context, sock string, done <-chan struct{}, timeout time.Duration) error {

@@ -17,6 +17,9 @@
 package oci
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"path/filepath"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
@@ -31,9 +34,15 @@ type Config struct {
 	// its PID 1; "" finds it (see agent.Command). It must run with only the
 	// host's /usr and /lib: a static build (CGO_ENABLED=0) is safest.
 	AgentPath string
-	// StateDir holds the bundles (one per sandbox) and the runtime's own
-	// state (--root). Required.
+	// StateDir holds the runtime's own state (--root). Required.
 	StateDir string
+	// BundleDir holds the bundles, one per sandbox. The runtime's init,
+	// already inside the user namespace (so without any privilege over host
+	// files), walks to each bundle's rootfs: every ancestor of BundleDir must
+	// be searchable by others, which a state directory of mode 0700 is not.
+	// Default: /run/ds-sandbox/oci-<hash of StateDir> (bundles do not outlive
+	// a reboot, and neither do containers).
+	BundleDir string
 	// UIDBase is the first host uid (and gid) of the range the container's
 	// uids 0..65535 map to; default 100000. The sandbox user (uid 1000
 	// inside) is UIDBase+1000 on the host.
@@ -76,6 +85,10 @@ func New(cfg Config) *Backend {
 	}
 	if cfg.PidsLimit <= 0 {
 		cfg.PidsLimit = 512
+	}
+	if cfg.BundleDir == "" && cfg.StateDir != "" {
+		sum := sha256.Sum256([]byte(cfg.StateDir))
+		cfg.BundleDir = filepath.Join("/run/ds-sandbox", "oci-"+hex.EncodeToString(sum[:6]))
 	}
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 30 * time.Second

@@ -74,7 +74,7 @@ func newBackend(t *testing.T) *oci.Backend {
 	}
 	os.Chmod(dir, 0o711)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	return oci.New(oci.Config{Runtime: runtimeBin(), AgentPath: agentBin, StateDir: dir})
+	return oci.New(oci.Config{Runtime: runtimeBin(), AgentPath: agentBin, StateDir: dir, BundleDir: filepath.Join(dir, "bundles")})
 }
 
 func TestConformance(t *testing.T) {
