@@ -1,0 +1,282 @@
+package oci_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+)
+
+// The attacks of the security suite against the oci backend: each proves one
+// claim of docs/SECURITY.md.
+
+func TestShadowIsNotTheHosts(t *testing.T) {
+	t.Parallel()
+	_, c, _ := sandbox(t, newBackend(t), nil)
+	out, _, code := sh(t, c, "cat /etc/shadow")
+	host, err := os.ReadFile("/etc/shadow")
+	if err == nil && len(host) > 0 && bytes.Contains([]byte(out), bytes.TrimSpace(host)) {
+		t.Fatal("the sandbox read the host's /etc/shadow")
+	}
+	if code == 0 && strings.TrimSpace(out) != "" {
+		t.Fatalf("/etc/shadow readable in the sandbox: %q", out)
+	}
+	// Nor the host's home directories or the daemon's state.
+	out, _, _ = sh(t, c, "ls -a /root /home /var/lib/ds-sandbox /work 2>&1; cat /etc/gshadow /etc/ssh/ssh_host_*_key 2>&1")
+	for _, bad := range []string{"BEGIN", ".bashrc", ".profile"} {
+		if strings.Contains(out, bad) {
+			t.Fatalf("host files visible: %q", out)
+		}
+	}
+}
+
+func TestRootIsReadOnly(t *testing.T) {
+	t.Parallel()
+	_, c, s := sandbox(t, newBackend(t), nil)
+	for _, p := range []string{"/x", "/usr/x", "/etc/x", "/etc/passwd", "/usr/bin/python3", "/.dss/ds-sandbox", "/lib/x", "/sys/x", "/proc/sys/kernel/hostname", "/proc/sysrq-trigger"} {
+		_, _, code := sh(t, c, "echo pwned > "+p)
+		if code == 0 {
+			t.Errorf("wrote %s outside the workspace", p)
+		}
+	}
+	for _, p := range []string{"/tmp/ok", "/home/user/ok", "/dev/shm/ok"} {
+		if _, errs, code := sh(t, c, "echo ok > "+p); code != 0 {
+			t.Errorf("cannot write %s: %s", p, errs)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(s.WorkspaceDir, "ok")); err != nil {
+		t.Errorf("workspace write not on the host: %v", err)
+	}
+}
+
+func TestUnprivilegedUser(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t)
+	inst, c, s := sandbox(t, b, nil)
+	out, _, _ := sh(t, c, "id -u; id -g; touch mine; mkdir -p sub/dir; touch sub/dir/deep")
+	if f := strings.Fields(out); len(f) != 2 || f[0] != "1000" || f[1] != "1000" {
+		t.Fatalf("uid/gid inside = %q, want 1000 1000", out)
+	}
+	if b.HostUID() == 0 || b.HostUID() < 65536 {
+		t.Fatalf("sandbox user maps to host uid %d", b.HostUID())
+	}
+	for _, p := range []string{"mine", "sub", "sub/dir/deep", "."} {
+		fi, err := os.Lstat(filepath.Join(s.WorkspaceDir, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if st.Uid != b.HostUID() || st.Uid == 0 || st.Gid == 0 {
+			t.Errorf("%s owned on the host by %d:%d, want %d", p, st.Uid, st.Gid, b.HostUID())
+		}
+	}
+	// The agent itself, seen from the host.
+	pid := inst.(backend.Recoverable).State()["pid"]
+	status, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("Uid:\t%d\t%d\t%d\t%d", b.HostUID(), b.HostUID(), b.HostUID(), b.HostUID())
+	if !strings.Contains(string(status), want) {
+		t.Errorf("host view of the agent: want %q in\n%s", want, status)
+	}
+	// Root inside is refused too: there is no way to become uid 0.
+	if out, _, code := sh(t, c, "su -c id root </dev/null 2>&1; sudo id 2>&1"); code == 0 && strings.Contains(out, "uid=0") {
+		t.Errorf("became root: %q", out)
+	}
+}
+
+func TestNoCapabilitiesSeccompNoNewPrivs(t *testing.T) {
+	t.Parallel()
+	_, c, _ := sandbox(t, newBackend(t), nil)
+	out, _, _ := sh(t, c, "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status")
+	for _, want := range []string{"CapInh:\t0000000000000000", "CapPrm:\t0000000000000000", "CapEff:\t0000000000000000",
+		"CapBnd:\t0000000000000000", "CapAmb:\t0000000000000000", "NoNewPrivs:\t1", "Seccomp:\t2"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("want %q in %q", want, out)
+		}
+	}
+}
+
+func TestMountAndNamespacesRefused(t *testing.T) {
+	t.Parallel()
+	_, c, _ := sandbox(t, newBackend(t), nil)
+	for _, cmd := range []string{
+		"mount -t tmpfs none /tmp",
+		"mount --bind /tmp /home/user",
+		"unshare -Ur true",        // a new user namespace would give caps back
+		"unshare -m true",
+		"python3 -c 'import ctypes; l=ctypes.CDLL(None); assert l.syscall(175, 0, 0, 0) == 0'", // init_module
+	} {
+		if out, errs, code := sh(t, c, cmd); code == 0 {
+			t.Errorf("%q succeeded: %s %s", cmd, out, errs)
+		}
+	}
+}
+
+func TestProcAndSysMasked(t *testing.T) {
+	t.Parallel()
+	_, c, _ := sandbox(t, newBackend(t), nil)
+	out, _, _ := sh(t, c, "head -c 64 /proc/kcore | wc -c; cat /proc/keys /proc/timer_list 2>/dev/null | wc -c; ls /sys/firmware | wc -l")
+	if f := strings.Fields(out); len(f) != 3 || f[0] != "0" || f[1] != "0" || f[2] != "0" {
+		t.Fatalf("masked paths readable: %q", out)
+	}
+	// Only its own processes are visible.
+	out, _, _ = sh(t, c, "ls /proc | grep -c '^[0-9]'")
+	if n, _ := strconv.Atoi(strings.TrimSpace(out)); n == 0 || n > 20 {
+		t.Fatalf("%s processes visible in /proc", out)
+	}
+}
+
+func TestNetworkDenyIsLoopbackOnly(t *testing.T) {
+	t.Parallel()
+	// A service on the host's loopback (and every address): the sandbox's
+	// 127.0.0.1 is its own, so it must not reach it.
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.Write([]byte("host-secret\n"))
+			conn.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	_, c, _ := sandbox(t, newBackend(t), nil)
+	out, _, _ := sh(t, c, "ls /sys/class/net")
+	if strings.Fields(out) == nil || strings.Join(strings.Fields(out), " ") != "lo" {
+		t.Fatalf("interfaces under deny: %q, want only lo", out)
+	}
+	out, errs, _ := sh(t, c, fmt.Sprintf("python3 -c \"import socket; s=socket.create_connection(('127.0.0.1', %d), timeout=3); print(s.recv(100))\"", port))
+	if strings.Contains(out, "host-secret") {
+		t.Fatalf("reached the host's loopback service: %q", out)
+	}
+	if !strings.Contains(errs, "Connection refused") {
+		t.Errorf("connect to 127.0.0.1:%d: %q", port, errs)
+	}
+	// Raw sockets need CAP_NET_RAW.
+	if _, _, code := sh(t, c, "python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)\""); code == 0 {
+		t.Error("opened a raw socket")
+	}
+}
+
+// cgroupFile reads one file of the sandbox's cgroup (v1 layout) on the host.
+func cgroupFile(t *testing.T, inst backend.Instance, ctrl, file string) string {
+	t.Helper()
+	cid := inst.(backend.Recoverable).State()["container"]
+	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", ctrl, "ds-sandbox", cid, file))
+	if err != nil {
+		t.Skipf("cgroup v1 %s controller not found (%v); this check reads the v1 layout", ctrl, err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func TestForkBombIsContained(t *testing.T) {
+	t.Parallel()
+	inst, c, _ := sandbox(t, newBackend(t), nil)
+	if got := cgroupFile(t, inst, "pids", "pids.max"); got != "512" {
+		t.Fatalf("pids.max = %s, want 512", got)
+	}
+	start := time.Now()
+	r, err := c.RunCommand(t.Context(), api.ProcessRequest{Cmd: "bomb() { bomb | bomb & }; bomb; sleep 8", TimeoutMs: 10_000}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("fork bomb ended after %v: exit %d %s; pids.events %s", time.Since(start).Round(time.Millisecond), r.ExitCode, r.Error, cgroupFile(t, inst, "pids", "pids.events"))
+	if cur, _ := strconv.Atoi(cgroupFile(t, inst, "pids", "pids.current")); cur > 512 {
+		t.Fatalf("pids.current %d past the limit", cur)
+	}
+	// The host can still fork, and the sandbox's agent still answers.
+	if err := exec.Command("true").Run(); err != nil {
+		t.Fatalf("host cannot fork: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := c.Health(ctx); err != nil {
+		t.Fatalf("agent after the bomb: %v", err)
+	}
+	assertDestroyLeavesNothing(t, inst)
+}
+
+func TestMemoryBombIsOOMKilled(t *testing.T) {
+	t.Parallel()
+	inst, c, _ := sandbox(t, newBackend(t), func(s *backend.Spec) { s.MemoryMB = 256 })
+	if got := cgroupFile(t, inst, "memory", "memory.limit_in_bytes"); got != strconv.Itoa(256<<20) {
+		t.Fatalf("memory.limit_in_bytes = %s", got)
+	}
+	start := time.Now()
+	e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "a = []\nwhile True: a.append(b'\\x01' * (8 << 20))"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Error == nil || e.Error.Name != api.ErrNameDeadKernel {
+		t.Fatalf("memory bomb: error %+v, want %s", e.Error, api.ErrNameDeadKernel)
+	}
+	t.Logf("memory bomb killed after %v: %s; %s", time.Since(start).Round(time.Millisecond), e.Error.Value,
+		strings.ReplaceAll(cgroupFile(t, inst, "memory", "memory.oom_control"), "\n", ", "))
+	e, err = c.Execute(t.Context(), api.ExecuteRequest{Code: "1+1"}, nil)
+	if err != nil || e.Error != nil || len(e.Results) == 0 || e.Results[0].Text != "2" {
+		t.Fatalf("next cell: %v %+v %+v", err, e.Error, e.Results)
+	}
+}
+
+func TestCPULimit(t *testing.T) {
+	t.Parallel()
+	inst, _, _ := sandbox(t, newBackend(t), func(s *backend.Spec) { s.CPUCount = 1 })
+	if q, p := cgroupFile(t, inst, "cpu", "cpu.cfs_quota_us"), cgroupFile(t, inst, "cpu", "cpu.cfs_period_us"); q != "100000" || p != "100000" {
+		t.Fatalf("cpu quota/period = %s/%s, want 100000/100000", q, p)
+	}
+}
+
+func TestKillLeavesNoProcess(t *testing.T) {
+	t.Parallel()
+	inst, c, _ := sandbox(t, newBackend(t), nil)
+	if _, err := c.StartProcess(t.Context(), api.ProcessRequest{Cmd: "sleep 1000", Background: true}); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, c, "setsid sh -c 'sleep 1001 &' </dev/null >/dev/null 2>&1; nohup sleep 1002 >/dev/null 2>&1 &")
+	assertDestroyLeavesNothing(t, inst)
+}
+
+// assertDestroyLeavesNothing destroys inst and checks that every process of
+// its cgroup is gone, and the runtime forgot it.
+func assertDestroyLeavesNothing(t *testing.T, inst backend.Instance) {
+	t.Helper()
+	procs := strings.Fields(cgroupFile(t, inst, "pids", "cgroup.procs"))
+	if len(procs) < 2 {
+		t.Fatalf("cgroup has %d processes before Destroy", len(procs))
+	}
+	cid := inst.(backend.Recoverable).State()["container"]
+	start := time.Now()
+	if err := inst.Destroy(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Destroy of %d processes took %v", len(procs), time.Since(start).Round(time.Millisecond))
+	for _, p := range procs {
+		pid, _ := strconv.Atoi(p)
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil &&
+			!strings.Contains(string(st), "State:\tZ") && strings.Contains(string(st), "Uid:\t101000") {
+			t.Errorf("process %d survived Destroy", pid)
+		}
+	}
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/pids/ds-sandbox", cid)); err == nil {
+		t.Errorf("cgroup of %s still exists", cid)
+	}
+}
