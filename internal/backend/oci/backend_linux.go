@@ -44,6 +44,10 @@ func (b *Backend) Available(context.Context) error {
 	if _, _, err := agent.Command(b.cfg.AgentPath); err != nil {
 		missing = append(missing, err.Error())
 	}
+	if filepath.Base(b.cfg.Runtime) == "crun" && hybridWithV2Controllers() {
+		missing = append(missing, "crun refuses this host's hybrid cgroup hierarchy (cgroup v2 has controllers: "+
+			"/sys/fs/cgroup/unified/cgroup.controllers is not empty); use runc, or boot with a pure v1 or v2 hierarchy")
+	}
 	if b.cfg.StateDir == "" {
 		missing = append(missing, "no state directory configured")
 	}
@@ -51,6 +55,13 @@ func (b *Backend) Available(context.Context) error {
 		return fmt.Errorf("oci backend unavailable: %s", strings.Join(missing, "; "))
 	}
 	return nil
+}
+
+// hybridWithV2Controllers reports a hybrid cgroup hierarchy (v1 controllers
+// plus a v2 mount) whose v2 side holds controllers, which crun refuses.
+func hybridWithV2Controllers() bool {
+	c, err := os.ReadFile("/sys/fs/cgroup/unified/cgroup.controllers")
+	return err == nil && len(strings.TrimSpace(string(c))) > 0
 }
 
 func (b *Backend) runtime() runtimeCLI {

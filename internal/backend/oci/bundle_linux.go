@@ -167,8 +167,8 @@ func (b *Backend) buildEtc(dir string, s backend.Spec, hostname string) ([]strin
 		"passwd": "root:x:0:0:root:/root:/usr/sbin/nologin\n" +
 			fmt.Sprintf("%s:x:%d:%d::%s:/bin/bash\n", s.User, sandboxUID, sandboxGID, s.Workdir) +
 			"nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-		"group": "root:x:0:\ntty:x:5:\n" + fmt.Sprintf("%s:x:%d:\n", s.User, sandboxGID) + "nogroup:x:65534:\n",
-		"hosts": "127.0.0.1\tlocalhost " + hostname + "\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+		"group":    "root:x:0:\ntty:x:5:\n" + fmt.Sprintf("%s:x:%d:\n", s.User, sandboxGID) + "nogroup:x:65534:\n",
+		"hosts":    "127.0.0.1\tlocalhost " + hostname + "\n::1\tlocalhost ip6-localhost ip6-loopback\n",
 		"hostname": hostname + "\n",
 		// Network policy deny: there is no resolver to reach.
 		"resolv.conf":   "# ds-sandbox: no DNS (network policy deny)\n",

@@ -96,6 +96,9 @@ func New(cfg Config) *Backend {
 	return &Backend{cfg: cfg}
 }
 
+// Config returns the backend's configuration, defaults filled in.
+func (b *Backend) Config() Config { return b.cfg }
+
 // Name implements backend.Backend.
 func (b *Backend) Name() string { return "oci" }
 

@@ -2,12 +2,14 @@ package oci_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
@@ -74,7 +76,11 @@ func newBackend(t *testing.T) *oci.Backend {
 	}
 	os.Chmod(dir, 0o711)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	return oci.New(oci.Config{Runtime: runtimeBin(), AgentPath: agentBin, StateDir: dir, BundleDir: filepath.Join(dir, "bundles")})
+	b := oci.New(oci.Config{Runtime: runtimeBin(), AgentPath: agentBin, StateDir: dir, BundleDir: filepath.Join(dir, "bundles")})
+	if err := b.Available(t.Context()); err != nil {
+		t.Skip(err)
+	}
+	return b
 }
 
 func TestConformance(t *testing.T) {
@@ -120,4 +126,34 @@ func sh(t *testing.T, c *agent.Client, cmd string) (string, string, int) {
 		t.Fatalf("run %q: %v", cmd, err)
 	}
 	return r.Stdout, r.Stderr, r.ExitCode
+}
+
+func TestRecover(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t)
+	inst, c, _ := sandbox(t, b, nil)
+	sh(t, c, "echo before > note")
+	state := inst.(backend.Recoverable).State()
+	// A second backend value, as a restarted daemon has.
+	b2 := oci.New(b.Config())
+	again, err := b2.Recover(t.Context(), state)
+	if err != nil {
+		t.Fatalf("Recover: %v", err)
+	}
+	c2 := agent.NewClient(again.AgentSocket())
+	defer c2.Close()
+	if out, _, _ := sh(t, c2, "cat note"); out != "before\n" {
+		t.Fatalf("recovered sandbox: %q", out)
+	}
+	if err := again.Destroy(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-inst.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first instance's Done did not close")
+	}
+	if _, err := b2.Recover(t.Context(), state); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("Recover after Destroy: %v, want ErrNotFound", err)
+	}
 }

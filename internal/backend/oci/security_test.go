@@ -16,6 +16,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend/oci"
 )
 
 // The attacks of the security suite against the oci backend: each proves one
@@ -115,7 +116,7 @@ func TestMountAndNamespacesRefused(t *testing.T) {
 	for _, cmd := range []string{
 		"mount -t tmpfs none /tmp",
 		"mount --bind /tmp /home/user",
-		"unshare -Ur true",        // a new user namespace would give caps back
+		"unshare -Ur true", // a new user namespace would give caps back
 		"unshare -m true",
 		"python3 -c 'import ctypes; l=ctypes.CDLL(None); assert l.syscall(175, 0, 0, 0) == 0'", // init_module
 	} {
@@ -190,7 +191,8 @@ func cgroupFile(t *testing.T, inst backend.Instance, ctrl, file string) string {
 
 func TestForkBombIsContained(t *testing.T) {
 	t.Parallel()
-	inst, c, _ := sandbox(t, newBackend(t), nil)
+	b := newBackend(t)
+	inst, c, _ := sandbox(t, b, nil)
 	if got := cgroupFile(t, inst, "pids", "pids.max"); got != "512" {
 		t.Fatalf("pids.max = %s, want 512", got)
 	}
@@ -212,7 +214,7 @@ func TestForkBombIsContained(t *testing.T) {
 	if err := c.Health(ctx); err != nil {
 		t.Fatalf("agent after the bomb: %v", err)
 	}
-	assertDestroyLeavesNothing(t, inst)
+	assertDestroyLeavesNothing(t, b, inst)
 }
 
 func TestMemoryBombIsOOMKilled(t *testing.T) {
@@ -247,17 +249,18 @@ func TestCPULimit(t *testing.T) {
 
 func TestKillLeavesNoProcess(t *testing.T) {
 	t.Parallel()
-	inst, c, _ := sandbox(t, newBackend(t), nil)
+	b := newBackend(t)
+	inst, c, _ := sandbox(t, b, nil)
 	if _, err := c.StartProcess(t.Context(), api.ProcessRequest{Cmd: "sleep 1000", Background: true}); err != nil {
 		t.Fatal(err)
 	}
 	sh(t, c, "setsid sh -c 'sleep 1001 &' </dev/null >/dev/null 2>&1; nohup sleep 1002 >/dev/null 2>&1 &")
-	assertDestroyLeavesNothing(t, inst)
+	assertDestroyLeavesNothing(t, b, inst)
 }
 
 // assertDestroyLeavesNothing destroys inst and checks that every process of
 // its cgroup is gone, and the runtime forgot it.
-func assertDestroyLeavesNothing(t *testing.T, inst backend.Instance) {
+func assertDestroyLeavesNothing(t *testing.T, b *oci.Backend, inst backend.Instance) {
 	t.Helper()
 	procs := strings.Fields(cgroupFile(t, inst, "pids", "cgroup.procs"))
 	if len(procs) < 2 {
@@ -272,7 +275,7 @@ func assertDestroyLeavesNothing(t *testing.T, inst backend.Instance) {
 	for _, p := range procs {
 		pid, _ := strconv.Atoi(p)
 		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil &&
-			!strings.Contains(string(st), "State:\tZ") && strings.Contains(string(st), "Uid:\t101000") {
+			!strings.Contains(string(st), "State:\tZ") && strings.Contains(string(st), fmt.Sprintf("Uid:\t%d", b.HostUID())) {
 			t.Errorf("process %d survived Destroy", pid)
 		}
 	}
