@@ -115,6 +115,9 @@ func TestConformance(t *testing.T) {
 	backendtest.Run(t, docker.New(cfg), backendtest.Options{
 		EnforcesNetwork:  []string{api.NetworkAllow, api.NetworkDeny},
 		WorkspaceEnvRoot: func(s backend.Spec) string { return s.Workdir },
+		// TestDestroyLeavesNothing proves the pid namespace dies with the
+		// container.
+		OwnPIDNamespace: true,
 	})
 }
 
