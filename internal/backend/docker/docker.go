@@ -300,6 +300,17 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		_ = in.Destroy(context.Background())
 		return nil, fmt.Errorf("docker backend: agent did not start: %w; container output: %s", err, logs)
 	}
+	// The agent has made its socket; from now on the sandbox must not replace
+	// it (say, with a symlink to a host socket the daemon would then dial).
+	if os.Geteuid() == 0 {
+		err = os.Chown(dir, 0, 0)
+	} else {
+		err = os.Chmod(dir, 0o500)
+	}
+	if err != nil {
+		_ = in.Destroy(context.Background())
+		return nil, fmt.Errorf("docker backend: seal the socket directory: %w", err)
+	}
 	if err := b.checkPython(ctx, in, img.ID, spec.Python); err != nil {
 		_ = in.Destroy(context.Background())
 		return nil, err
@@ -347,9 +358,19 @@ func (b *Backend) workspaceOwner(ws string) (int, int, error) {
 		return int(sys.Uid), int(sys.Gid), nil
 	}
 	uid, gid := b.cfg.SandboxUID, b.cfg.SandboxGID
-	err = filepath.WalkDir(ws, func(p string, _ os.DirEntry, err error) error {
+	err = filepath.WalkDir(ws, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		// A file with other hard links is shared with something outside the
+		// workspace (a dataset linked from the registry): giving it to the
+		// sandbox would let it rewrite the registry's copy.
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && !d.IsDir() && st.Nlink > 1 {
+			return nil
 		}
 		return os.Lchown(p, uid, gid)
 	})

@@ -292,3 +292,17 @@ func TestDestroyLeavesNothing(t *testing.T) {
 		t.Fatalf("socket after Destroy: %v", err)
 	}
 }
+
+func TestSandboxCannotReplaceItsSocket(t *testing.T) {
+	t.Parallel()
+	b := docker.New(setup(t))
+	inst, c := start(t, b, spec(t))
+	run(t, c, "rm -f /run/ds-sandbox/agent.sock; ln -sf /var/run/docker.sock /run/ds-sandbox/agent.sock")
+	st, err := os.Lstat(inst.AgentSocket())
+	if err != nil || st.Mode().Type() != os.ModeSocket {
+		t.Fatalf("the sandbox replaced its agent socket: %v %v", st, err)
+	}
+	if err := c.Health(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
