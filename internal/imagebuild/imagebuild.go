@@ -85,7 +85,7 @@ func Dockerfile(t api.Template) string {
 		fmt.Fprintf(&sb, "RUN [\"/bin/sh\", \"-c\", %s]\n", strconv.Quote(c))
 	}
 	sb.WriteString("RUN " + kernelCheck + "\n")
-	fmt.Fprintf(&sb, "LABEL %s=%s ds-sandbox.managed=true\n", LabelTemplate, strconv.Quote(t.ID))
+	fmt.Fprintf(&sb, "LABEL %s=%s\n", LabelTemplate, strconv.Quote(t.ID))
 	return sb.String()
 }
 
