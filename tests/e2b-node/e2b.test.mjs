@@ -83,8 +83,9 @@ test('unsupported requests get E2B-shaped errors', async () => {
   await assert.rejects(sbx.pause(), /pause/)
   await assert.rejects(sbx.pty.create({ cols: 80, rows: 24, onData: () => {} }), /pty|pseudo-terminal/i)
   // The code interpreter answers 400 "language … is not supported"; the SDK
-  // reports only the status line.
-  await assert.rejects(sbx.runCode('1', { language: 'javascript' }), /400/)
+  // reports only the status line. (requestTimeoutMs: the SDK leaves its
+  // request timer running when a runCode fails, which would keep node alive.)
+  await assert.rejects(sbx.runCode('1', { language: 'javascript', requestTimeoutMs: 2000 }), /400/)
 })
 
 test('commands.run: output, exit codes, envs, cwd', async () => {
@@ -249,5 +250,5 @@ test('code contexts: create / list / restart / remove', async () => {
   assert.equal(gone.error.name, 'NameError')
 
   await sbx.removeCodeContext(ctx)
-  await assert.rejects(sbx.runCode('1', { context: ctx }))
+  await assert.rejects(sbx.runCode('1', { context: ctx, requestTimeoutMs: 2000 }), NotFoundError)
 })
