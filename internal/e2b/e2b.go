@@ -219,7 +219,7 @@ func (s *Server) serveSandbox(w http.ResponseWriter, r *http.Request) {
 		s.ci.ServeHTTP(w, r)
 	default:
 		writeJSON(w, http.StatusBadGateway, map[string]any{
-			"message": "The sandbox is running but port is not open: ds-sandbox does not proxy user ports through E2B's headers; use the daemon's /v1/sandboxes/{id}/proxy/{port} route",
+			"message": "The sandbox is running but port is not open: ds-sandbox serves only envd (49983) and the code interpreter (49999) through E2B's headers, not user ports",
 			"port":    port, "sandboxId": id, "code": http.StatusBadGateway})
 	}
 }
