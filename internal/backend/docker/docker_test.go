@@ -148,6 +148,25 @@ func TestIsolation(t *testing.T) {
 	}
 }
 
+func TestLimits(t *testing.T) {
+	t.Parallel()
+	b := docker.New(setup(t))
+	s := spec(t)
+	s.MemoryMB, s.CPUCount = 256, 1
+	_, c := start(t, b, s)
+	// cgroup v2 inside the container (Debian 12's docker.io with systemd's
+	// unified hierarchy); v1 hosts name the files differently.
+	r := run(t, c, "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/pids/pids.max")
+	got := strings.Fields(r.Stdout)
+	want := []string{"268435456", "100000", "100000", "4096"}
+	if len(got) == 3 { // v1: quota only
+		want = []string{"268435456", "100000", "4096"}
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("limits = %q (stderr %q), want %q", got, r.Stderr, want)
+	}
+}
+
 func TestRemovedBehindOurBackIsDead(t *testing.T) {
 	t.Parallel()
 	b := docker.New(setup(t))
