@@ -127,6 +127,11 @@ test('commands.run: streaming callbacks, background + kill, stdin', async () => 
   await assert.rejects(bg.wait(), CommandExitError)
   assert.equal(await sbx.commands.kill(999999), false)
 
+  const later = await sbx.commands.run('sleep 0.5; echo later', { background: true })
+  await later.disconnect()
+  const again = await sbx.commands.connect(later.pid)
+  assert.equal((await again.wait()).stdout, 'later\n')
+
   const cat = await sbx.commands.run('cat', { background: true, stdin: true })
   await sbx.commands.sendStdin(cat.pid, 'from stdin\n')
   await sbx.commands.closeStdin(cat.pid)
