@@ -189,6 +189,11 @@ func cgroupFile(t *testing.T, inst backend.Instance, ctrl, file string) string {
 	return strings.TrimSpace(string(b))
 }
 
+// TestForkBombIsContained: the pids limit holds and the host survives. The
+// sandbox itself may or may not: the agent (PID 1, a Go program) shares the
+// pids budget with the bomb, and when the Go runtime cannot create a thread
+// it aborts, which ends the sandbox as a whole (its pid namespace dies with
+// it). Both outcomes are containment; which one happened is logged.
 func TestForkBombIsContained(t *testing.T) {
 	t.Parallel()
 	b := newBackend(t)
@@ -198,21 +203,27 @@ func TestForkBombIsContained(t *testing.T) {
 	}
 	start := time.Now()
 	r, err := c.RunCommand(t.Context(), api.ProcessRequest{Cmd: "bomb() { bomb | bomb & }; bomb; sleep 8", TimeoutMs: 10_000}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("fork bomb ended after %v: exit %d %s; pids.events %s", time.Since(start).Round(time.Millisecond), r.ExitCode, r.Error, cgroupFile(t, inst, "pids", "pids.events"))
+	t.Logf("fork bomb ran %v: exit %d %s %v; pids.events %s", time.Since(start).Round(time.Millisecond), r.ExitCode, r.Error, err, cgroupFile(t, inst, "pids", "pids.events"))
 	if cur, _ := strconv.Atoi(cgroupFile(t, inst, "pids", "pids.current")); cur > 512 {
 		t.Fatalf("pids.current %d past the limit", cur)
 	}
-	// The host can still fork, and the sandbox's agent still answers.
+	// The host can still fork.
 	if err := exec.Command("true").Run(); err != nil {
 		t.Fatalf("host cannot fork: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	if err := c.Health(ctx); err != nil {
-		t.Fatalf("agent after the bomb: %v", err)
+	if herr := c.Health(ctx); herr == nil {
+		t.Log("the agent survived the bomb")
+	} else {
+		select {
+		case <-inst.Done():
+			log, _ := os.ReadFile(filepath.Join(inst.(backend.Recoverable).State()["dir"], "agent.log"))
+			first, _, _ := strings.Cut(string(log), "\n")
+			t.Logf("the sandbox ended as a whole: its agent died (%s)", first)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("agent does not answer (%v) yet the sandbox did not end", herr)
+		}
 	}
 	assertDestroyLeavesNothing(t, b, inst)
 }
@@ -263,9 +274,6 @@ func TestKillLeavesNoProcess(t *testing.T) {
 func assertDestroyLeavesNothing(t *testing.T, b *oci.Backend, inst backend.Instance) {
 	t.Helper()
 	procs := strings.Fields(cgroupFile(t, inst, "pids", "cgroup.procs"))
-	if len(procs) < 2 {
-		t.Fatalf("cgroup has %d processes before Destroy", len(procs))
-	}
 	cid := inst.(backend.Recoverable).State()["container"]
 	start := time.Now()
 	if err := inst.Destroy(context.Background()); err != nil {
