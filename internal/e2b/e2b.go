@@ -77,6 +77,7 @@ type Server struct {
 	cp     *http.ServeMux
 	envd   *http.ServeMux
 	ci     *http.ServeMux
+	watch  watchers
 }
 
 type keyEntry struct {
@@ -89,7 +90,7 @@ func New(m *manager.Manager, opt Options) *Server {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{m: m, opt: opt, log: opt.Logger, secret: make([]byte, 32)}
+	s := &Server{m: m, opt: opt, log: opt.Logger, secret: make([]byte, 32), watch: watchers{m: map[string]*watcher{}}}
 	_, _ = rand.Read(s.secret)
 	for _, k := range m.Config().APIKeys {
 		s.keys = append(s.keys, keyEntry{hash: sha256.Sum256([]byte(k.Key)), id: auth.Identity{KeyID: k.ID, Admin: k.Admin}})

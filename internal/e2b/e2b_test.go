@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
 	"github.com/ds-sandbox/ds-sandbox/internal/backends"
@@ -259,6 +260,33 @@ func TestEnvdAndInterpreter(t *testing.T) {
 		get.method = "GET"
 		if st, _, b := do(t, base, get); st != 200 || string(b) != "hello" {
 			t.Fatalf("download: %d %q", st, b)
+		}
+	})
+	t.Run("polling watcher", func(t *testing.T) {
+		do(t, base, envd(c, "/filesystem.Filesystem/MakeDir", "application/json", `{"path":"w"}`))
+		st, _, b := do(t, base, envd(c, "/filesystem.Filesystem/CreateWatcher", "application/json", `{"path":"w"}`))
+		var cw struct{ WatcherID string }
+		if err := json.Unmarshal(b, &cw); st != 200 || err != nil || cw.WatcherID == "" {
+			t.Fatalf("CreateWatcher: %d %s", st, b)
+		}
+		do(t, base, envd(c, "/files?path=w%2Fnew.txt", "application/octet-stream", "x"))
+		sel := `{"watcherId":"` + cw.WatcherID + `"}`
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			_, _, b = do(t, base, envd(c, "/filesystem.Filesystem/GetWatcherEvents", "application/json", sel))
+			if strings.Contains(string(b), `"name":"new.txt"`) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no event for new.txt: %s", b)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if st, _, b := do(t, base, envd(c, "/filesystem.Filesystem/RemoveWatcher", "application/json", sel)); st != 200 {
+			t.Fatalf("RemoveWatcher: %d %s", st, b)
+		}
+		if st, _, _ := do(t, base, envd(c, "/filesystem.Filesystem/GetWatcherEvents", "application/json", sel)); st != 404 {
+			t.Fatalf("a removed watcher: %d", st)
 		}
 	})
 	t.Run("process stream", func(t *testing.T) {

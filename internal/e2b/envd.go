@@ -29,9 +29,9 @@ func (s *Server) envdRoutes() {
 	mux.Handle(fs+"ListDir", unary(s.fsListDir))
 	mux.Handle(fs+"Remove", unary(s.fsRemove))
 	mux.Handle(fs+"WatchDir", serverStream(s.fsWatchDir))
-	mux.Handle(fs+"CreateWatcher", unary(unimplemented[watchDirRequest, empty]("polling watchers (CreateWatcher; the Python sync SDK's watch_dir)")))
-	mux.Handle(fs+"GetWatcherEvents", unary(unimplemented[empty, empty]("polling watchers (GetWatcherEvents)")))
-	mux.Handle(fs+"RemoveWatcher", unary(unimplemented[empty, empty]("polling watchers (RemoveWatcher)")))
+	mux.Handle(fs+"CreateWatcher", unary(s.fsCreateWatcher))
+	mux.Handle(fs+"GetWatcherEvents", unary(s.fsGetWatcherEvents))
+	mux.Handle(fs+"RemoveWatcher", unary(s.fsRemoveWatcher))
 	ps := "POST /process.Process/"
 	mux.Handle(ps+"Start", serverStream(s.procStart))
 	mux.Handle(ps+"Connect", serverStream(s.procConnect))
