@@ -157,3 +157,25 @@ func TestRecover(t *testing.T) {
 		t.Fatalf("Recover after Destroy: %v, want ErrNotFound", err)
 	}
 }
+
+// TestTimings logs what a sandbox costs: Create (bundle, runtime create and
+// start, agent ready), the first cell (kernel start) and a warm `1+1`.
+func TestTimings(t *testing.T) {
+	b := newBackend(t)
+	start := time.Now()
+	_, c, _ := sandbox(t, b, nil)
+	created := time.Since(start)
+	if _, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "1+1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	first := time.Since(start)
+	const n = 20
+	warm := time.Now()
+	for range n {
+		if e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "1+1"}, nil); err != nil || e.Error != nil {
+			t.Fatal(err, e.Error)
+		}
+	}
+	t.Logf("%s: Create %v, create→first result %v, RunCode(\"1+1\") %v each (mean of %d)",
+		runtimeBin(), created.Round(time.Millisecond), first.Round(time.Millisecond), (time.Since(warm) / n).Round(10*time.Microsecond), n)
+}
