@@ -134,8 +134,9 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		_ = enc.Encode(v)
 		http.NewResponseController(w).Flush()
 	}
-	stop := make(chan struct{})
+	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() { // keepalive every 5 s, as E2B's server sends
+		defer close(stopped)
 		t := time.NewTicker(5 * time.Second)
 		defer t.Stop()
 		for {
@@ -166,6 +167,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	close(stop)
+	<-stopped
 	mu.Lock()
 	if err != nil && !started {
 		mu.Unlock()

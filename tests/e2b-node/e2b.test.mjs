@@ -60,6 +60,14 @@ test('Sandbox.create / getInfo / list / setTimeout / connect / kill', async () =
   assert.equal(await s.isRunning(), false)
 })
 
+test('a sandbox dies when its timeout passes', async () => {
+  const s = await BaseSandbox.create({ timeoutMs: 1500 })
+  assert.equal(await s.isRunning(), true)
+  assert.ok(await waitFor(async () => !(await s.isRunning()), 10_000))
+  await assert.rejects(s.getInfo(), SandboxNotFoundError)
+  await assert.rejects(s.commands.run('true'))
+})
+
 test('list pages with nextToken', async () => {
   const a = await BaseSandbox.create({ metadata: { page: 'p' } })
   const b = await BaseSandbox.create({ metadata: { page: 'p' } })
