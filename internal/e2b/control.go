@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,7 +15,9 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 )
 
-// defaultTimeout is E2B's default sandbox lifetime when a create omits it.
+// defaultTimeout is the sandbox lifetime when a create omits it: the v2
+// default, also for v1 (whose server default is 15 s, but whose SDKs always
+// send one).
 const defaultTimeout = 300
 
 func (s *Server) controlRoutes() {
@@ -277,7 +280,10 @@ func (s *Server) listed(info api.SandboxInfo) listedSandbox {
 	return listedSandbox{
 		SandboxID: info.SandboxID, TemplateID: e2bTemplate(info), ClientID: clientID,
 		StartedAt: info.StartedAt, EndAt: info.EndAt, State: "running",
-		CPUCount: 1, MemoryMB: 512, EnvdVersion: EnvdVersion, Metadata: userMetadata(info.Metadata),
+		// Sandboxes share the host's CPUs; memory is the configured limit (0:
+		// none). Disk is not limited.
+		CPUCount: runtime.NumCPU(), MemoryMB: s.m.Config().DefaultMemoryMB,
+		EnvdVersion: EnvdVersion, Metadata: userMetadata(info.Metadata),
 	}
 }
 
