@@ -21,15 +21,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
@@ -342,91 +339,6 @@ func (b *Backend) checkPython(ctx context.Context, in *instance, imageID, python
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-// workspaceOwner decides the uid and gid the container runs as: the owner of
-// the workspace, so it stays writable; a root-owned workspace is chowned to
-// the sandbox uid first, since sandboxes never run as root.
-func (b *Backend) workspaceOwner(ws string) (int, int, error) {
-	st, err := os.Stat(ws)
-	if err != nil {
-		return 0, 0, fmt.Errorf("docker backend: workspace: %w", err)
-	}
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	if !ok {
-		return 0, 0, api.Errorf(api.ErrUnsupported, "docker backend: cannot read the owner of %s", ws)
-	}
-	if sys.Uid != 0 {
-		return int(sys.Uid), int(sys.Gid), nil
-	}
-	uid, gid := b.cfg.SandboxUID, b.cfg.SandboxGID
-	err = filepath.WalkDir(ws, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		// A file with other hard links is shared with something outside the
-		// workspace (a dataset linked from the registry): giving it to the
-		// sandbox would let it rewrite the registry's copy.
-		if st, ok := info.Sys().(*syscall.Stat_t); ok && !d.IsDir() && st.Nlink > 1 {
-			return nil
-		}
-		return os.Lchown(p, uid, gid)
-	})
-	if err != nil {
-		return 0, 0, fmt.Errorf("docker backend: give the workspace to the sandbox user %d: %w", uid, err)
-	}
-	return uid, gid, nil
-}
-
-// containerName is the container's name for sandbox id: Docker allows only
-// [a-zA-Z0-9][a-zA-Z0-9_.-]; other bytes become '_'.
-func containerName(id string) string {
-	b := []byte("ds-sandbox-" + id)
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
-			b[i] = '_'
-		}
-	}
-	return string(b)
-}
-
-// removeStale removes a container of ours left under name by a daemon that
-// died mid-create.
-func (b *Backend) removeStale(ctx context.Context, c *client.Client, name string) {
-	js, err := c.ContainerInspect(ctx, name)
-	if err != nil || js.Config == nil || js.Config.Labels[LabelManaged] != "true" {
-		return
-	}
-	_ = c.ContainerRemove(ctx, js.ID, container.RemoveOptions{Force: true})
-}
-
-// environ is the container's environment on top of the image's.
-func environ(spec backend.Spec) []string {
-	env := map[string]string{
-		"HOME":             spec.Workdir,
-		"USER":             spec.User,
-		"LANG":             "C.UTF-8",
-		"TMPDIR":           "/tmp",
-		"PYTHONUNBUFFERED": "1",
-		// The root filesystem is read-only and HOME is the workspace.
-		"MPLCONFIGDIR": "/tmp/.matplotlib",
-	}
-	for k, v := range spec.Env {
-		env[k] = v
-	}
-	for k, v := range backend.WorkspaceEnv(spec.Workdir) {
-		env[k] = v
-	}
-	out := make([]string, 0, len(env))
-	for k, v := range env {
-		out = append(out, k+"="+v)
-	}
-	sort.Strings(out)
-	return out
-}
-
 func waitReady(ctx context.Context, sock string, done <-chan struct{}, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -451,48 +363,4 @@ func waitReady(ctx context.Context, sock string, done <-chan struct{}, timeout t
 		case <-tick.C:
 		}
 	}
-}
-
-// ReapOrphans removes the containers this backend (same StateDir) made whose
-// sandbox id live does not know: those of sandboxes a crashed daemon never
-// recorded. Call it after recovering the recorded sandboxes. It returns how
-// many it removed.
-func (b *Backend) ReapOrphans(ctx context.Context, live func(sandboxID string) bool) (int, error) {
-	c, err := b.client()
-	if err != nil {
-		return 0, err
-	}
-	list, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
-		filters.Arg("label", LabelManaged+"=true"),
-		filters.Arg("label", LabelOwner+"="+b.cfg.StateDir),
-	)})
-	if err != nil {
-		return 0, fmt.Errorf("docker backend: list containers: %w", err)
-	}
-	n := 0
-	for _, ct := range list {
-		if live(ct.Labels[LabelSandboxID]) {
-			continue
-		}
-		if err := c.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true}); err == nil || errdefs.IsNotFound(err) {
-			n++
-		}
-	}
-	return n, nil
-}
-
-// Present reports, without contacting anything, whether this host looks set
-// up for the docker backend: a daemon endpoint is configured (DOCKER_HOST) or
-// the default socket exists, and the agent is a ds-sandbox binary rather than
-// a program re-executing itself (tests, SDK embedders), which no container can
-// run. Builders of the backend list offer docker only then, so hosts without
-// Docker do not report an unusable backend.
-func Present(agentPath string) bool {
-	if os.Getenv("DOCKER_HOST") == "" {
-		if _, err := os.Stat("/var/run/docker.sock"); err != nil {
-			return false
-		}
-	}
-	argv, _, err := agent.Command(agentPath)
-	return err == nil && len(argv) >= 2 && argv[1] == "agent"
 }
