@@ -101,22 +101,9 @@ func New(m *manager.Manager, opt Options) *Server {
 	return s
 }
 
-// Handles reports whether r is E2B's: a sandbox-side request (E2b-Sandbox-Id
-// header) or a control-plane path. The daemon dispatches these to Handler.
-func Handles(r *http.Request) bool {
-	if r.Header.Get("E2b-Sandbox-Id") != "" {
-		return true
-	}
-	p := r.URL.Path
-	for _, prefix := range []string{"/sandboxes", "/v2/sandboxes", "/templates"} {
-		if p == prefix || strings.HasPrefix(p, prefix+"/") {
-			return true
-		}
-	}
-	return false
-}
-
-// ServeHTTP serves one E2B request.
+// ServeHTTP serves one E2B request. The daemon's handler sends it requests
+// carrying E2b-Sandbox-Id and the control-plane paths (/sandboxes,
+// /v2/sandboxes, /templates); see httpapi.Options.E2B.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("E2b-Sandbox-Id") != "" {
 		s.serveSandbox(w, r)
