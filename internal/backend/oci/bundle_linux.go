@@ -285,7 +285,9 @@ func (b *Backend) spec(l bundle, s backend.Spec, agentArgv, agentEnv []string, c
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 			bindRO("/usr", "/usr"),
 			bindRO("/etc", l.etc()),
-			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}},
+			// tmpfs lives in memory: bounded, by the memory limit when there
+			// is one.
+			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", tmpSize(s.MemoryMB)}},
 		},
 		Linux: &specs.Linux{
 			UIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: b.cfg.UIDBase, Size: idMapSize}},
@@ -308,6 +310,17 @@ func (b *Backend) spec(l bundle, s backend.Spec, agentArgv, agentEnv []string, c
 			},
 		},
 	}
+}
+
+// tmpSize bounds /tmp, so filling it cannot exhaust the host's memory: half
+// the memory limit when there is one (tmpfs pages are charged to the
+// sandbox's cgroup and cannot be reclaimed, so a full /tmp at the limit would
+// get the agent OOM-killed), else 1 GiB.
+func tmpSize(memoryMB int) string {
+	if memoryMB > 0 {
+		return fmt.Sprintf("size=%dm", max(memoryMB/2, 16))
+	}
+	return "size=1024m"
 }
 
 // environ is the agent's (so the sandbox code's) environment: nothing of the
@@ -337,11 +350,20 @@ func environ(s backend.Spec, extra []string) []string {
 }
 
 // chownWorkspace gives the workspace to the mapped sandbox user, so code can
-// write it and no file in it is owned by host root. Files with several hard
-// links (datasets linked from the registry) are left alone: changing their
-// owner would change the registry's copy too; they stay readable only.
+// write it and no file in it is owned by host root. It works through an
+// os.Root: a workspace shared with a running sandbox may have a directory
+// swapped for a symlink to a host path mid-walk, and the walk must never
+// follow it (Lchown on the final component, os.Root on every other). Files
+// with several hard links (datasets linked from the registry) are left
+// alone: changing their owner would change the registry's copy too; they
+// stay readable only.
 func chownWorkspace(dir string, uid, gid int) error {
-	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return fs.WalkDir(r.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -357,7 +379,7 @@ func chownWorkspace(dir string, uid, gid int) error {
 				return nil
 			}
 		}
-		return os.Lchown(p, uid, gid)
+		return r.Lchown(p, uid, gid)
 	})
 }
 

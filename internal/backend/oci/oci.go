@@ -44,8 +44,10 @@ type Config struct {
 	// a reboot, and neither do containers).
 	BundleDir string
 	// UIDBase is the first host uid (and gid) of the range the container's
-	// uids 0..65535 map to; default 100000. The sandbox user (uid 1000
-	// inside) is UIDBase+1000 on the host.
+	// uids 0..65535 map to; default 1000000000, far from the 100000+ ranges
+	// /etc/subuid hands to users' rootless containers (sharing uids with
+	// them would share file access). The sandbox user (uid 1000 inside) is
+	// UIDBase+1000 on the host.
 	UIDBase uint32
 	// PidsLimit bounds the number of processes in a sandbox; default 512.
 	PidsLimit int64
@@ -81,7 +83,7 @@ func New(cfg Config) *Backend {
 		cfg.Runtime = "runc"
 	}
 	if cfg.UIDBase == 0 {
-		cfg.UIDBase = 100000
+		cfg.UIDBase = 1_000_000_000
 	}
 	if cfg.PidsLimit <= 0 {
 		cfg.PidsLimit = 512

@@ -291,3 +291,43 @@ func assertDestroyLeavesNothing(t *testing.T, b *oci.Backend, inst backend.Insta
 		t.Errorf("cgroup of %s still exists", cid)
 	}
 }
+
+func TestTmpIsBounded(t *testing.T) {
+	t.Parallel()
+	_, c, _ := sandbox(t, newBackend(t), func(s *backend.Spec) { s.MemoryMB = 256 })
+	out, _, _ := sh(t, c, "df -k /tmp | tail -1")
+	if f := strings.Fields(out); len(f) < 2 || f[1] != strconv.Itoa(128*1024) {
+		t.Fatalf("/tmp size: %q, want 131072 KiB (half the memory limit)", out)
+	}
+	if _, errs, code := sh(t, c, "head -c 200M /dev/zero > /tmp/fill"); code == 0 || !strings.Contains(errs, "No space left") {
+		t.Fatalf("filling /tmp: exit %d %q, want ENOSPC", code, errs)
+	}
+	if _, _, code := sh(t, c, "rm /tmp/fill && echo ok > /tmp/after"); code != 0 {
+		t.Fatal("sandbox unusable after filling /tmp")
+	}
+}
+
+func TestWorkspaceChownDoesNotFollowSymlinks(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t)
+	// A workspace left by an earlier sandbox: a symlink to a host file.
+	victim := filepath.Join(t.TempDir(), "host-file")
+	if err := os.WriteFile(victim, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, c, s := sandbox(t, b, func(s *backend.Spec) {
+		os.Symlink(victim, filepath.Join(s.WorkspaceDir, "link"))
+		os.Symlink(filepath.Dir(victim), filepath.Join(s.WorkspaceDir, "dirlink"))
+	})
+	fi, err := os.Stat(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 {
+		t.Fatalf("the host file behind a workspace symlink was chowned to %d", st.Uid)
+	}
+	if out, _, code := sh(t, c, "cat link dirlink/host-file"); code == 0 {
+		t.Fatalf("followed a workspace symlink to the host: %q", out)
+	}
+	_ = s
+}
