@@ -43,7 +43,9 @@ func (r runtimeCLI) state(ctx context.Context, id string) (containerState, error
 	var st containerState
 	out, err := r.run(ctx, "state", id)
 	if err != nil {
-		if strings.Contains(string(out), "does not exist") || strings.Contains(string(out), "not exist") {
+		// runc: "container does not exist"; runsc: "file does not exist";
+		// crun: "No such file or directory".
+		if msg := strings.ToLower(string(out)); strings.Contains(msg, "not exist") || strings.Contains(msg, "no such file") || strings.Contains(msg, "not found") {
 			return st, api.Errorf(api.ErrNotFound, "container %s: %v", id, err)
 		}
 		return st, err
