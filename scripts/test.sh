@@ -17,6 +17,7 @@ DS_SANDBOX_TEST_REMOTE=1 go test -race -count=1 -timeout 15m .
 
 ./scripts/test-python.sh
 ./scripts/test-mcp-node.sh
+./scripts/test-e2b-node.sh
 
 # A short pass of every fuzz target over the decoders (the seeds also run
 # above as ordinary tests).
