@@ -38,7 +38,11 @@ func New(cfg config.Config, mode Mode) []backend.Backend {
 		}),
 	}
 	if docker.Present(cfg.AgentPath) {
-		bs = append(bs, docker.New(docker.Config{AgentPath: cfg.AgentPath, StateDir: filepath.Join(cfg.StateDir, "docker")}))
+		bs = append(bs, docker.New(docker.Config{
+			AgentPath: cfg.AgentPath,
+			StateDir:  filepath.Join(cfg.StateDir, "docker"),
+			Embedded:  mode == Embedded,
+		}))
 	}
 	return bs
 }

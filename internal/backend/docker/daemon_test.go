@@ -3,6 +3,7 @@ package docker_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -15,10 +16,12 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend/docker"
 )
 
 // startServe runs the static ds-sandbox binary as the daemon over state.
@@ -144,5 +147,49 @@ func TestDaemonKill9(t *testing.T) {
 			t.Fatalf("container of the killed sandbox still there: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestEmbeddedProgramKilled kills `ds-sandbox run` with SIGKILL while its
+// docker sandbox runs: the next embedded program over the same state
+// directory removes the container left behind.
+func TestEmbeddedProgramKilled(t *testing.T) {
+	t.Parallel()
+	cfg := setup(t)
+	dc, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	run := exec.Command(agentBin, "run", "--backend", "docker", "-c", "import time; time.sleep(600)")
+	run.Env = append(os.Environ(), "SANDBOX_STATE_DIR="+state)
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer run.Process.Kill()
+	owner := filters.NewArgs(filters.Arg("label", docker.LabelOwner+"="+filepath.Join(state, "docker")))
+	var left []container.Summary
+	for deadline := time.Now().Add(60 * time.Second); len(left) == 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the run's container never appeared")
+		}
+		left, _ = dc.ContainerList(t.Context(), container.ListOptions{All: true, Filters: owner})
+	}
+	t.Cleanup(func() { dc.ContainerRemove(context.Background(), left[0].ID, container.RemoveOptions{Force: true}) })
+	run.Process.Kill()
+	run.Wait()
+
+	cfg.StateDir, cfg.Embedded = filepath.Join(state, "docker"), true
+	b := docker.New(cfg)
+	s := spec(t)
+	start(t, b, s)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		_, err := dc.ContainerInspect(t.Context(), left[0].ID)
+		if errdefs.IsNotFound(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the killed program's container is still there: %v", err)
+		}
 	}
 }

@@ -47,6 +47,9 @@ const (
 	// LabelOwner is the backend's StateDir: daemons with different state
 	// directories on one Docker host never reap each other's containers.
 	LabelOwner = "ds-sandbox.owner"
+	// LabelProcess is "pid:start-time" of the embedding program that owns the
+	// container (Config.Embedded); absent on a daemon's containers.
+	LabelProcess = "ds-sandbox.process"
 )
 
 // Paths inside the container.
@@ -78,6 +81,12 @@ type Config struct {
 	PidsLimit int64
 	// StartTimeout bounds the agent start; default 60s.
 	StartTimeout time.Duration
+	// Embedded says sandboxes belong to this program (embedded mode: `run`,
+	// the SDK) and should die with it. Containers cannot be tied to a process
+	// as the local backend's agents are (parent-death signal), so each carries
+	// the program's pid and start time, and the first Create removes the
+	// containers of programs that are gone.
+	Embedded bool
 }
 
 // Backend is the docker backend.
@@ -88,6 +97,8 @@ type Backend struct {
 	cli *client.Client
 	// checked holds "imageID python" pairs known to have ipykernel.
 	checked sync.Map
+	// reapOnce runs reapDeadOwners once (Embedded).
+	reapOnce sync.Once
 }
 
 var (
@@ -236,6 +247,9 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	}
 	name := containerName(spec.ID)
 	b.removeStale(ctx, c, name)
+	if b.cfg.Embedded {
+		b.reapOnce.Do(func() { go b.reapDeadOwners(c) })
+	}
 
 	args := []string{"agent",
 		"--socket", socketDir + "/agent.sock",
@@ -280,6 +294,9 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 			LabelSandboxID: spec.ID,
 			LabelOwner:     b.cfg.StateDir,
 		},
+	}
+	if b.cfg.Embedded {
+		cc.Labels[LabelProcess] = processLabel(os.Getpid())
 	}
 	created, err := c.ContainerCreate(ctx, cc, hc, nil, nil, name)
 	if err != nil {

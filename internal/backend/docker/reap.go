@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
@@ -50,7 +53,7 @@ func (b *Backend) ReapOrphans(ctx context.Context, live func(sandboxID string) b
 		if live(ct.Labels[LabelSandboxID]) {
 			continue
 		}
-		if err := c.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true}); err == nil || errdefs.IsNotFound(err) {
+		if b.remove(ctx, c, ct) {
 			n++
 		}
 	}
@@ -65,4 +68,67 @@ func (b *Backend) removeStale(ctx context.Context, c *client.Client, name string
 		return
 	}
 	_ = c.ContainerRemove(ctx, js.ID, container.RemoveOptions{Force: true})
+}
+
+// processLabel identifies process pid across pid reuse: "pid:start-time" (the
+// start time in clock ticks since boot, /proc/PID/stat field 22), or "" when
+// it cannot be read.
+func processLabel(pid int) string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return ""
+	}
+	return strconv.Itoa(pid) + ":" + f[19]
+}
+
+// reapDeadOwners removes the embedded-mode containers (same StateDir) whose
+// program is gone: killed before it could destroy them. It only works with a
+// daemon on this host (the pids are this host's), so it does nothing for a
+// remote DOCKER_HOST. It runs once, in the background, bounded by a minute.
+func (b *Backend) reapDeadOwners(c *client.Client) {
+	if h := c.DaemonHost(); !strings.HasPrefix(h, "unix://") {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	list, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(
+		filters.Arg("label", LabelManaged+"=true"),
+		filters.Arg("label", LabelOwner+"="+b.cfg.StateDir),
+		filters.Arg("label", LabelProcess),
+	)})
+	if err != nil {
+		return
+	}
+	for _, ct := range list {
+		owner := ct.Labels[LabelProcess]
+		pid, _, ok := strings.Cut(owner, ":")
+		n, err := strconv.Atoi(pid)
+		if !ok || err != nil || n <= 0 || processLabel(n) == owner {
+			continue
+		}
+		b.remove(ctx, c, ct)
+	}
+}
+
+// remove removes a container of ours and its socket directory.
+func (b *Backend) remove(ctx context.Context, c *client.Client, ct container.Summary) bool {
+	err := c.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true})
+	if err != nil && !errdefs.IsNotFound(err) {
+		return false
+	}
+	for _, m := range ct.Mounts {
+		if m.Destination == socketDir && strings.HasPrefix(m.Source, b.cfg.StateDir+"/") {
+			os.RemoveAll(m.Source)
+		}
+	}
+	return true
 }
