@@ -119,7 +119,7 @@ func (in *instance) Destroy(context.Context) error {
 		if in.err == nil {
 			in.markDone()
 		}
-		os.RemoveAll(in.dir)
+		removeSocketDir(in.dir)
 	})
 	return in.err
 }
@@ -161,7 +161,7 @@ func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend
 	js, err := c.ContainerInspect(ctx, id)
 	switch {
 	case errdefs.IsNotFound(err):
-		os.RemoveAll(dir)
+		removeSocketDir(dir)
 		return nil, api.Errorf(api.ErrNotFound, "docker backend: container %s is gone", shortID(id))
 	case err != nil:
 		return nil, fmt.Errorf("docker backend: inspect container %s: %w", shortID(id), err)
@@ -181,4 +181,11 @@ func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend
 	}
 	go in.watch()
 	return in, nil
+}
+
+// removeSocketDir removes a sandbox's socket directory, which a daemon not
+// run by root sealed with mode 0500.
+func removeSocketDir(dir string) {
+	_ = os.Chmod(dir, 0o700)
+	os.RemoveAll(dir)
 }

@@ -127,7 +127,7 @@ func (b *Backend) remove(ctx context.Context, c *client.Client, ct container.Sum
 	}
 	for _, m := range ct.Mounts {
 		if m.Destination == socketDir && strings.HasPrefix(m.Source, b.cfg.StateDir+"/") {
-			os.RemoveAll(m.Source)
+			removeSocketDir(m.Source)
 		}
 	}
 	return true
