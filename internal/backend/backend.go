@@ -81,6 +81,13 @@ type Recoverable interface {
 	State() map[string]string
 }
 
+// Reaper is a Backend that can find sandboxes of its own that no record names
+// (a daemon that died between starting one and recording it) and remove them.
+// live reports whether the manager knows a sandbox id.
+type Reaper interface {
+	ReapOrphans(ctx context.Context, live func(sandboxID string) bool) (int, error)
+}
+
 // Recoverer is a Backend that can re-attach to a sandbox from its persisted
 // State. An error wrapping api.ErrNotFound means the sandbox is gone (the
 // manager reaps its record and anonymous workspace).

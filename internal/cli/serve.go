@@ -142,8 +142,8 @@ func startDaemon(ctx context.Context, cfg config.Config, ephemeral bool, ln net.
 		if err != nil {
 			return nil, err
 		}
-		if len(rep.Reattached)+len(rep.Reaped) > 0 {
-			log.Info("recovered sandboxes after restart", "reattached", rep.Reattached, "reaped", rep.Reaped)
+		if len(rep.Reattached)+len(rep.Reaped)+rep.Orphans > 0 {
+			log.Info("recovered sandboxes after restart", "reattached", rep.Reattached, "reaped", rep.Reaped, "orphans_removed", rep.Orphans)
 		}
 	}
 	d.mcp = mcpserver.New(m, mcpserver.Options{Logger: log, Version: Version})

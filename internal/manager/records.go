@@ -91,6 +91,8 @@ type RecoveryReport struct {
 	// Reaped sandboxes were gone (or past their deadline): their records and
 	// anonymous workspaces were removed.
 	Reaped []string `json:"reaped"`
+	// Orphans counts running sandboxes that no record named, removed.
+	Orphans int `json:"orphans"`
 }
 
 // Recover loads the persisted records (see Persist) and re-attaches to every
@@ -130,6 +132,23 @@ func (m *Manager) Recover(ctx context.Context) (RecoveryReport, error) {
 			rep.Reattached = append(rep.Reattached, rec.Info.SandboxID)
 		} else {
 			rep.Reaped = append(rep.Reaped, rec.Info.SandboxID)
+		}
+	}
+	// Sandboxes no record names: started by a daemon that died before it
+	// could record them.
+	live := func(id string) bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		_, ok := m.sandboxes[id]
+		return ok
+	}
+	for _, name := range m.BackendNames() {
+		if r, ok := m.backends[name].(backend.Reaper); ok {
+			n, err := r.ReapOrphans(ctx, live)
+			if err != nil {
+				m.log.Warn("reap unrecorded sandboxes", "backend", name, "err", err)
+			}
+			rep.Orphans += n
 		}
 	}
 	return rep, nil
