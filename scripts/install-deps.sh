@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what ds-sandbox needs on a Debian/Ubuntu machine and is missing:
 # Debian's Python data stack with ipykernel, pip/setuptools/pytest for the
-# Python client, and the Go modules. Idempotent.
+# Python client, runc/crun for the oci backend, Docker (started) with the base
+# image for the docker backend, and the Go modules. Idempotent; the first run
+# takes a few minutes (the Docker base image), later runs seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# The isolating backends: OCI runtimes (runc, crun), and Docker (docker.io,
+# a running dockerd, the base image built from Debian packages; cached).
+$SUDO ./scripts/oci-setup.sh
+$SUDO ./scripts/docker-setup.sh
 
 if ! command -v go >/dev/null 2>&1; then
   if [ -x /usr/local/go/bin/go ]; then export PATH="/usr/local/go/bin:$PATH"; else
