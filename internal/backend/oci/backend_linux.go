@@ -65,7 +65,7 @@ func hybridWithV2Controllers() bool {
 }
 
 func (b *Backend) runtime() runtimeCLI {
-	return runtimeCLI{bin: b.cfg.Runtime, root: filepath.Join(b.cfg.StateDir, "runtime")}
+	return runtimeCLI{bin: b.cfg.Runtime, root: filepath.Join(b.cfg.StateDir, "runtime"), flags: b.cfg.RuntimeFlags}
 }
 
 // Create implements backend.Backend.
@@ -125,7 +125,7 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	}
 	// The container's stdio is the log file (never a pipe: the container
 	// outlives this call and the daemon).
-	cmd := exec.CommandContext(ctx, rt.bin, "--root", rt.root, "create", "--bundle", dir, "--pid-file", l.pidFile(), cid)
+	cmd := exec.CommandContext(ctx, rt.bin, rt.args("create", "--bundle", dir, "--pid-file", l.pidFile(), cid)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, logf, logf
 	err = cmd.Run()
 	logf.Close()

@@ -30,6 +30,12 @@ type Config struct {
 	// Runtime is the OCI runtime binary (a name looked up in PATH, or a
 	// path); default "runc".
 	Runtime string
+	// RuntimeFlags are global flags given to every runtime command, before
+	// the subcommand. Default for runsc (gVisor): "--host-uds=create" (the
+	// agent's socket must be a host socket the daemon can dial) and
+	// "--network=none" (a loopback-only netstack: policy deny, the only one
+	// this backend runs).
+	RuntimeFlags []string
 	// AgentPath is the ds-sandbox binary bind-mounted into the container as
 	// its PID 1; "" finds it (see agent.Command). It must run with only the
 	// host's /usr and /lib: a static build (CGO_ENABLED=0) is safest.
@@ -81,6 +87,9 @@ const (
 func New(cfg Config) *Backend {
 	if cfg.Runtime == "" {
 		cfg.Runtime = "runc"
+	}
+	if cfg.RuntimeFlags == nil && filepath.Base(cfg.Runtime) == "runsc" {
+		cfg.RuntimeFlags = []string{"--host-uds=create", "--network=none"}
 	}
 	if cfg.UIDBase == 0 {
 		cfg.UIDBase = 1_000_000_000

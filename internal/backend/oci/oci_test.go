@@ -63,6 +63,10 @@ func runtimeBin() string {
 	return "runc"
 }
 
+// gvisor reports whether the runtime under test is runsc: its Sentry is the
+// application's kernel, so some checks differ (see docs/SECURITY.md).
+func gvisor() bool { return filepath.Base(runtimeBin()) == "runsc" }
+
 // newBackend returns a backend whose state lives in a fresh directory the
 // runtime's init can walk to.
 func newBackend(t *testing.T) *oci.Backend {

@@ -14,14 +14,21 @@ import (
 // runtimeCLI drives an OCI runtime binary through its command-line interface,
 // the runtime's own interface (runc, crun and runsc share it).
 type runtimeCLI struct {
-	bin  string // the runtime binary
-	root string // its state directory (--root)
+	bin   string   // the runtime binary
+	root  string   // its state directory (--root)
+	flags []string // more global flags
+}
+
+// args is the command line of one runtime command.
+func (r runtimeCLI) args(cmd ...string) []string {
+	a := append([]string{"--root", r.root}, r.flags...)
+	return append(a, cmd...)
 }
 
 // run runs one runtime command and returns its output; a failure carries the
 // runtime's own message.
 func (r runtimeCLI) run(ctx context.Context, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, r.bin, append([]string{"--root", r.root}, args...)...)
+	cmd := exec.CommandContext(ctx, r.bin, r.args(args...)...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return out, fmt.Errorf("%s %s: %w: %s", r.bin, args[0], err, bytes.TrimSpace(out))
