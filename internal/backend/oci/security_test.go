@@ -272,8 +272,11 @@ func TestMemoryBombIsOOMKilled(t *testing.T) {
 	if e.Error == nil || e.Error.Name != api.ErrNameDeadKernel {
 		t.Fatalf("memory bomb: error %+v, want %s", e.Error, api.ErrNameDeadKernel)
 	}
-	t.Logf("memory bomb killed after %v: %s; %s", time.Since(start).Round(time.Millisecond), e.Error.Value,
-		strings.ReplaceAll(cgroupFile(t, inst, "memory", "memory.oom_control"), "\n", ", "))
+	oom := cgroupFile(t, inst, "memory", "memory.oom_control")
+	t.Logf("memory bomb killed after %v: %s; %s", time.Since(start).Round(time.Millisecond), e.Error.Value, strings.ReplaceAll(oom, "\n", ", "))
+	if strings.Contains(oom, "oom_kill 0") || !strings.Contains(oom, "oom_kill ") {
+		t.Errorf("the cgroup counted no OOM kill: %q", oom)
+	}
 	e, err = c.Execute(t.Context(), api.ExecuteRequest{Code: "1+1"}, nil)
 	if err != nil || e.Error != nil || len(e.Results) == 0 || e.Results[0].Text != "2" {
 		t.Fatalf("next cell: %v %+v %+v", err, e.Error, e.Results)
