@@ -30,7 +30,7 @@ var (
 // binary and a state directory.
 func (b *Backend) Available(context.Context) error {
 	var missing []string
-	if _, err := exec.LookPath(b.cfg.Runtime); err != nil {
+	if _, err := lookRuntime(b.cfg.Runtime); err != nil {
 		missing = append(missing, fmt.Sprintf("the OCI runtime %q is not installed (run scripts/oci-setup.sh, or apt-get install runc)", b.cfg.Runtime))
 	}
 	if os.Geteuid() != 0 {
@@ -64,8 +64,28 @@ func hybridWithV2Controllers() bool {
 	return err == nil && len(strings.TrimSpace(string(c))) > 0
 }
 
+// lookRuntime finds the runtime binary: in PATH, or for a bare name also in
+// /usr/sbin and /usr/local/sbin, where Debian puts runc but an ordinary
+// user's PATH does not look.
+func lookRuntime(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if err == nil || strings.Contains(name, "/") {
+		return p, err
+	}
+	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin"} {
+		if p, err2 := exec.LookPath(filepath.Join(dir, name)); err2 == nil {
+			return p, nil
+		}
+	}
+	return "", err
+}
+
 func (b *Backend) runtime() runtimeCLI {
-	return runtimeCLI{bin: b.cfg.Runtime, root: filepath.Join(b.cfg.StateDir, "runtime"), flags: b.cfg.RuntimeFlags}
+	bin, err := lookRuntime(b.cfg.Runtime)
+	if err != nil {
+		bin = b.cfg.Runtime // the command fails, saying so
+	}
+	return runtimeCLI{bin: bin, root: filepath.Join(b.cfg.StateDir, "runtime"), flags: b.cfg.RuntimeFlags}
 }
 
 // Create implements backend.Backend.
