@@ -35,6 +35,12 @@ func (l bundle) log() string     { return filepath.Join(l.dir, "agent.log") }
 func (l bundle) config() string  { return filepath.Join(l.dir, "config.json") }
 func (l bundle) pidFile() string { return filepath.Join(l.dir, "init.pid") }
 
+// Annotations of our bundles.
+const (
+	annotationSandbox   = "org.ds-sandbox.sandbox-id"
+	annotationContainer = "org.ds-sandbox.container-id"
+)
+
 // hostname is every sandbox's host name.
 const hostname = "sandbox"
 
@@ -276,6 +282,8 @@ func (b *Backend) spec(l bundle, s backend.Spec, agentArgv, agentEnv []string, c
 			NoNewPrivileges: true,
 		},
 		Hostname: hostname,
+		// ReapOrphans finds the sandbox and container of a bundle here.
+		Annotations: map[string]string{annotationSandbox: s.ID, annotationContainer: cid},
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},

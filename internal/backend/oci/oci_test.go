@@ -179,3 +179,27 @@ func TestTimings(t *testing.T) {
 	t.Logf("%s: Create %v, create→first result %v, RunCode(\"1+1\") %v each (mean of %d)",
 		runtimeBin(), created.Round(time.Millisecond), first.Round(time.Millisecond), (time.Since(warm) / n).Round(10*time.Microsecond), n)
 }
+
+func TestReapOrphans(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t)
+	kept, _, _ := sandbox(t, b, func(s *backend.Spec) { s.ID = "kept" })
+	orphan, _, _ := sandbox(t, b, func(s *backend.Spec) { s.ID = "orphan" })
+	n, err := b.ReapOrphans(t.Context(), func(id string) bool { return id == "kept" })
+	if err != nil || n != 1 {
+		t.Fatalf("ReapOrphans = %d, %v; want 1", n, err)
+	}
+	select {
+	case <-orphan.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the orphan still runs")
+	}
+	select {
+	case <-kept.Done():
+		t.Fatal("the known sandbox was reaped")
+	default:
+	}
+	if _, err := os.Stat(orphan.(backend.Recoverable).State()["dir"]); !os.IsNotExist(err) {
+		t.Fatalf("orphan bundle left: %v", err)
+	}
+}
