@@ -454,9 +454,15 @@ def test_commands_timeout(sbx):
 
 
 def test_commands_background_and_kill(sbx):
-    h = sbx.commands.run("echo started; sleep 60", background=True)
+    h = sbx.commands.run("echo started; touch bg-started; sleep 60", background=True)
     assert isinstance(h, CommandHandle) and h.pid > 0
     assert h.pid in [p.pid for p in sbx.commands.list()]
+    # Kill only once the command has printed (a loaded machine may not have
+    # run the echo yet).
+    deadline = time.monotonic() + 30
+    while not sbx.files.exists("bg-started"):
+        assert time.monotonic() < deadline, "the background command never started"
+        time.sleep(0.05)
     assert h.kill() is True
     r = h.wait(timeout=20)
     assert r.exit_code == -1 and r.stdout == "started\n"
