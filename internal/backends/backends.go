@@ -34,6 +34,7 @@ func New(cfg config.Config, mode Mode) []backend.Backend {
 		// embedded-mode sandboxes when it closes.
 		oci.New(oci.Config{
 			AgentPath: cfg.AgentPath,
+			Runtime:   cfg.OCIRuntime,
 			StateDir:  filepath.Join(cfg.StateDir, "oci"),
 		}),
 	}

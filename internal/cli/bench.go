@@ -65,6 +65,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fl.SetOutput(stderr)
 	var (
 		backend = fl.String("backend", "", "backend to measure (default: the configured one)")
+		network = fl.String("network", "", "network policy of the sandboxes (allow | deny; default: the configured one)")
 		creates = fl.Int("creates", 5, "sandboxes to create (create → first result samples)")
 		execs   = fl.Int("execs", 200, "RunCode(\"1+1\") round trips")
 		peer    = fl.String("peer", "", "path of the peer script jupyter_client_bench.py ('' skips the peer)")
@@ -84,7 +85,11 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "ds-sandbox bench:", err)
 		return 1
 	}
-	rep, err := bench(ctx, cfg, *backend, *creates, *execs)
+	var policy *api.NetworkPolicy
+	if *network != "" {
+		policy = &api.NetworkPolicy{Policy: *network}
+	}
+	rep, err := bench(ctx, cfg, *backend, policy, *creates, *execs)
 	if err != nil {
 		fmt.Fprintln(stderr, "ds-sandbox bench:", err)
 		return 1
@@ -109,7 +114,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 // bench measures create → first result over n sandboxes and RunCode("1+1")
 // round trips in one of them.
-func bench(ctx context.Context, cfg config.Config, backend string, creates, execs int) (*benchReport, error) {
+func bench(ctx context.Context, cfg config.Config, backend string, policy *api.NetworkPolicy, creates, execs int) (*benchReport, error) {
 	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
 	if err != nil {
 		return nil, err
@@ -122,7 +127,7 @@ func bench(ctx context.Context, cfg config.Config, backend string, creates, exec
 	var createDur, execDur []time.Duration
 	for i := range creates {
 		t0 := time.Now()
-		s, err := m.Create(ctx, api.CreateSandboxRequest{Backend: backend})
+		s, err := m.Create(ctx, api.CreateSandboxRequest{Backend: backend, Network: policy})
 		if err != nil {
 			return nil, err
 		}

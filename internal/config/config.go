@@ -83,6 +83,9 @@ type Config struct {
 	// Python is the interpreter that runs ipykernel: an absolute path, or a
 	// bare name looked up in PATH.
 	Python string `yaml:"python" json:"python"`
+	// OCIRuntime is the OCI runtime binary of the oci backend: runc (the
+	// default), crun, or runsc for gVisor; a name looked up in PATH or a path.
+	OCIRuntime string `yaml:"oci_runtime" json:"oci_runtime"`
 	// AgentPath is the in-sandbox agent binary; "" means this executable.
 	AgentPath string `yaml:"agent_path" json:"agent_path"`
 	// Listen is the HTTP API's host:port. The default is loopback only, since

@@ -36,6 +36,7 @@ var envVars = []envVar{
 	{"SANDBOX_DEFAULT_WORKSPACE", str(func(c *Config) *string { return &c.DefaultWorkspaceID })},
 	{"SANDBOX_PYTHON", str(func(c *Config) *string { return &c.Python })},
 	{"SANDBOX_AGENT_PATH", str(func(c *Config) *string { return &c.AgentPath })},
+	{"SANDBOX_OCI_RUNTIME", str(func(c *Config) *string { return &c.OCIRuntime })},
 	{"SANDBOX_LISTEN", str(func(c *Config) *string { return &c.Listen })},
 	{"DS_SANDBOX_API_KEY", func(c *Config, v string) error {
 		c.APIKeys = append(c.APIKeys, APIKey{ID: "env", Key: v, Admin: true})
@@ -72,6 +73,7 @@ func EnvVars() []string {
 //	SANDBOX_DEFAULT_WORKSPACE default_workspace_id
 //	SANDBOX_PYTHON            python
 //	SANDBOX_AGENT_PATH        agent_path
+//	SANDBOX_OCI_RUNTIME       oci_runtime
 //	SANDBOX_LISTEN            listen
 //	DS_SANDBOX_API_KEY        an admin API key with id "env"
 //
