@@ -558,3 +558,78 @@ func TestReadyzReportsAnUnusableBackend(t *testing.T) {
 		t.Fatalf("readyz with a missing agent binary: %d %s", r.status, r.body)
 	}
 }
+
+// TestE2BRequestsAreDispatchedAndAudited: E2B's paths and headers reach the
+// E2B handler (not our mux) and land in the audit log like our own requests.
+func TestE2BRequestsAreDispatchedAndAudited(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default()
+	cfg.StateDir = t.TempDir()
+	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
+	cfg.Resolve()
+	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close(context.Background())
+	al, err := audit.Open(cfg.AuditLogPath, 1<<20, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e2b := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-API-Key") == "" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.WriteHeader(http.StatusCreated)
+	})
+	s, err := httpapi.New(m, httpapi.Options{Loopback: true, Audit: al, E2B: e2b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	send := func(path, key, sandbox string) int {
+		req, _ := http.NewRequest("POST", ts.URL+path, nil)
+		if key != "" {
+			req.Header.Set("X-API-Key", key)
+		}
+		if sandbox != "" {
+			req.Header.Set("E2b-Sandbox-Id", sandbox)
+		}
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		return r.StatusCode
+	}
+	if st := send("/sandboxes", "e2b_00", ""); st != 201 {
+		t.Fatalf("E2B create: %d", st)
+	}
+	if st := send("/v2/sandboxes", "", ""); st != 401 {
+		t.Fatalf("E2B without key: %d", st)
+	}
+	if st := send("/process.Process/Start", "e2b_00", "sbx1"); st != 201 {
+		t.Fatalf("envd route by header: %d", st)
+	}
+	if st := send("/v1/sandboxes/x/timeout", "", ""); st == 201 {
+		t.Fatal("our own route went to the E2B handler")
+	}
+	al.Close()
+	b, _ := os.ReadFile(cfg.AuditLogPath)
+	var e2bLines, denied int
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var rec audit.Record
+		json.Unmarshal([]byte(l), &rec)
+		if rec.Action == "e2b" {
+			e2bLines++
+			if rec.Outcome == audit.Denied {
+				denied++
+			}
+		}
+	}
+	if e2bLines != 3 || denied != 1 {
+		t.Fatalf("audit: %d e2b records, %d denied:\n%s", e2bLines, denied, b)
+	}
+}

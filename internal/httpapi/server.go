@@ -110,11 +110,36 @@ func (s *Server) Handler() http.Handler {
 			}
 		}()
 		if s.opt.E2B != nil && isE2B(r) {
-			s.opt.E2B.ServeHTTP(w, r)
+			s.serveE2B(w, r)
 			return
 		}
 		s.mux.ServeHTTP(w, r)
 	})
+}
+
+// serveE2B hands r to the E2B handler (which authenticates E2B's way) and
+// audits it like every other API request: who asked what of which sandbox,
+// and how it ended.
+func (s *Server) serveE2B(rw http.ResponseWriter, r *http.Request) {
+	w := &statusWriter{ResponseWriter: rw}
+	rec := &audit.Record{Action: "e2b", RequestID: requestID(r.Context()), Remote: r.RemoteAddr,
+		SandboxID: r.Header.Get("E2b-Sandbox-Id"), Detail: map[string]string{"method": r.Method, "path": r.URL.Path}}
+	start := time.Now()
+	s.opt.E2B.ServeHTTP(w, r)
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	if s.opt.Metrics != nil {
+		s.opt.Metrics.HTTPRequest("e2b", r.Method, w.status, time.Since(start))
+	}
+	var err error
+	if w.status >= 400 {
+		err = fmt.Errorf("HTTP %d", w.status)
+		if w.status == http.StatusUnauthorized || w.status == http.StatusForbidden {
+			err = fmt.Errorf("HTTP %d: %w", w.status, api.ErrUnauthenticated)
+		}
+	}
+	s.audit(rec, w.status, err)
 }
 
 // isE2B reports whether r belongs to E2B's protocol (see Options.E2B).
