@@ -309,7 +309,7 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		return nil, fmt.Errorf("docker backend: start container: %w", err)
 	}
 	go in.watch()
-	if err := waitReady(ctx, in.sock, in.done, b.cfg.StartTimeout); err != nil {
+	if err := backend.WaitReady(ctx, in.sock, in.done, b.cfg.StartTimeout); err != nil {
 		logs := in.logs(4 << 10)
 		_ = in.Destroy(context.Background())
 		return nil, fmt.Errorf("docker backend: agent did not start: %w; container output: %s", err, logs)
@@ -355,29 +355,3 @@ func (b *Backend) checkPython(ctx context.Context, in *instance, imageID, python
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
-func waitReady(ctx context.Context, sock string, done <-chan struct{}, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	c := agent.NewClient(sock)
-	defer c.Close()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			hctx, hcancel := context.WithTimeout(ctx, time.Second)
-			err := c.Health(hctx)
-			hcancel()
-			if err == nil {
-				return nil
-			}
-		}
-		select {
-		case <-done:
-			return errors.New("container exited")
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-}

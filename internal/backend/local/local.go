@@ -8,7 +8,6 @@ package local
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -132,7 +131,7 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		_ = cmd.Wait()
 		close(in.done)
 	}()
-	if err := waitReady(ctx, sock, in.done, b.cfg.StartTimeout); err != nil {
+	if err := backend.WaitReady(ctx, sock, in.done, b.cfg.StartTimeout); err != nil {
 		_ = in.Destroy(context.Background())
 		return nil, fmt.Errorf("local backend: agent did not start: %w; agent output: %s", err, tail(filepath.Join(dir, "agent.log"), 4<<10))
 	}
@@ -195,32 +194,6 @@ func (b *Backend) environ(spec backend.Spec, tmp string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func waitReady(ctx context.Context, sock string, done <-chan struct{}, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	c := agent.NewClient(sock)
-	defer c.Close()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			hctx, hcancel := context.WithTimeout(ctx, time.Second)
-			err := c.Health(hctx)
-			hcancel()
-			if err == nil {
-				return nil
-			}
-		}
-		select {
-		case <-done:
-			return errors.New("agent exited")
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
 }
 
 type instance struct {

@@ -159,7 +159,7 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	if err != nil {
 		return fail(fmt.Errorf("oci backend: %w", err))
 	}
-	if err := waitReady(ctx, l.socket(), in.done, b.cfg.StartTimeout); err != nil {
+	if err := backend.WaitReady(ctx, l.socket(), in.done, b.cfg.StartTimeout); err != nil {
 		_ = in.Destroy(context.Background())
 		return nil, fmt.Errorf("oci backend: agent did not start: %w; agent output: %s", err, tail(l.log(), 4<<10))
 	}
@@ -307,32 +307,6 @@ func mkdirSearchable(dir string) error {
 		}
 		if d == "/" {
 			return nil
-		}
-	}
-}
-
-func waitReady(ctx context.Context, sock string, done <-chan struct{}, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	c := agent.NewClient(sock)
-	defer c.Close()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			hctx, hcancel := context.WithTimeout(ctx, time.Second)
-			err := c.Health(hctx)
-			hcancel()
-			if err == nil {
-				return nil
-			}
-		}
-		select {
-		case <-done:
-			return errors.New("the container exited")
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
 		}
 	}
 }

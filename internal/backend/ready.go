@@ -1,0 +1,43 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"os"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+)
+
+// ErrExited is returned by WaitReady when the sandbox stopped before its agent
+// answered.
+var ErrExited = errors.New("the sandbox exited before its agent answered")
+
+// WaitReady polls the agent's socket until the agent answers /health, the
+// sandbox stops (done closes), timeout passes or ctx ends. Every backend's
+// Create ends with it.
+func WaitReady(ctx context.Context, sock string, done <-chan struct{}, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c := agent.NewClient(sock)
+	defer c.Close()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			hctx, hcancel := context.WithTimeout(ctx, time.Second)
+			err := c.Health(hctx)
+			hcancel()
+			if err == nil {
+				return nil
+			}
+		}
+		select {
+		case <-done:
+			return ErrExited
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
