@@ -1,0 +1,202 @@
+// Package egress is the filtering egress proxy that enforces a whitelist
+// network policy (netpolicy.Policy). It speaks HTTP forward proxy
+// (absolute-form requests) and HTTP CONNECT, and accepts transparently
+// redirected TCP flows, whose destination it learns from Options.OriginalDst
+// and whose name it takes from the TLS SNI or the HTTP Host header.
+//
+// The proxy resolves names itself (Options.Resolver) and dials only IP
+// addresses the policy allows, so a client cannot smuggle a name past it, a
+// whitelisted name that resolves to a private address is refused (DNS
+// rebinding), and a transparent flow whose SNI/Host names an allowed host
+// while its packets go elsewhere is refused (SNI/Host mismatch).
+package egress
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/internal/netpolicy"
+)
+
+// Denial describes one refused connection or request, for the audit log and
+// the caller.
+type Denial struct {
+	Time   time.Time
+	Client string     // the client's address
+	Host   string     // the name asked for ("" for an IP literal)
+	IP     netip.Addr // the address refused, when one was known
+	Reason string
+}
+
+// Timeouts bound each phase of a connection. Zero values take the defaults.
+type Timeouts struct {
+	// Header bounds reading a request header or a ClientHello (default 10s).
+	Header time.Duration
+	// Dial bounds resolving and connecting upstream (default 10s).
+	Dial time.Duration
+	// Idle closes a tunnel or connection with no traffic either way (default 5m).
+	Idle time.Duration
+}
+
+// Options configure a Proxy. Every field is optional.
+type Options struct {
+	// Resolver resolves a name to addresses; default net.DefaultResolver.
+	Resolver func(ctx context.Context, host string) ([]netip.Addr, error)
+	// Dial connects upstream; it is only ever given an IP:port. Default net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// OriginalDst returns the pre-redirect destination of a transparently
+	// redirected connection (OriginalDst in this package on Linux). When nil,
+	// when it fails, or when it returns the listener's own address, the
+	// connection is treated as a proxy client (CONNECT or forward).
+	OriginalDst func(net.Conn) (netip.AddrPort, error)
+	// OnDeny is called (synchronously, so keep it quick) for every denial.
+	OnDeny func(Denial)
+	// Logger receives debug and error logs; default discards.
+	Logger   *slog.Logger
+	Timeouts Timeouts
+	// MaxHeaderBytes bounds a request header or ClientHello (default 32 KiB).
+	MaxHeaderBytes int
+	// MaxConns bounds concurrent client connections (default 1024); more
+	// are closed at once.
+	MaxConns int
+}
+
+// Proxy is the filtering egress proxy. Create it with New.
+type Proxy struct {
+	policy *netpolicy.Policy
+	opts   Options
+	log    *slog.Logger
+	sem    chan struct{}
+}
+
+// New returns a proxy enforcing policy.
+func New(policy *netpolicy.Policy, opts Options) *Proxy {
+	if opts.Resolver == nil {
+		opts.Resolver = func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		}
+	}
+	if opts.Dial == nil {
+		opts.Dial = (&net.Dialer{}).DialContext
+	}
+	t := &opts.Timeouts
+	if t.Header <= 0 {
+		t.Header = 10 * time.Second
+	}
+	if t.Dial <= 0 {
+		t.Dial = 10 * time.Second
+	}
+	if t.Idle <= 0 {
+		t.Idle = 5 * time.Minute
+	}
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = 32 << 10
+	}
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 1024
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Proxy{policy: policy, opts: opts, log: log, sem: make(chan struct{}, opts.MaxConns)}
+}
+
+// Serve accepts connections on ln until ctx is done or ln fails. When ctx
+// is done it closes ln and every open connection, waits for their handlers
+// and returns nil; otherwise it returns the Accept error.
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		select {
+		case p.sem <- struct{}{}:
+		default:
+			p.log.Warn("egress: too many connections, closing one", "client", c.RemoteAddr().String(), "max_conns", p.opts.MaxConns)
+			c.Close()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-p.sem }()
+			defer c.Close()
+			stopConn := context.AfterFunc(ctx, func() { c.Close() })
+			defer stopConn()
+			p.serveConn(ctx, c)
+		}()
+	}
+}
+
+// conn is one client connection with its bounded reader.
+type conn struct {
+	net.Conn
+	limit *io.LimitedReader // bounds the header phase; lifted once a header is read
+	br    *bufio.Reader
+	act   *activity
+}
+
+func (p *Proxy) newConn(c net.Conn) *conn {
+	act := &activity{}
+	act.touch()
+	ac := act.add(c)
+	lr := &io.LimitedReader{R: ac, N: int64(p.opts.MaxHeaderBytes)}
+	return &conn{Conn: ac, limit: lr, br: bufio.NewReaderSize(lr, max(p.opts.MaxHeaderBytes, maxTLSRecord)+16), act: act}
+}
+
+func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
+
+// unlimit lifts the header bound once a header has been read.
+func (c *conn) unlimit() { c.limit.N = 1 << 62 }
+
+// resetLimit bounds the next header.
+func (c *conn) resetLimit(n int) { c.limit.N = int64(n) + int64(c.br.Buffered()) }
+
+func (p *Proxy) serveConn(ctx context.Context, c net.Conn) {
+	cc := p.newConn(c)
+	defer cc.act.closeAll()
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go cc.act.watch(wctx, p.opts.Timeouts.Idle)
+	if p.opts.OriginalDst != nil {
+		dst, err := p.opts.OriginalDst(c)
+		local, _ := netip.ParseAddrPort(c.LocalAddr().String())
+		if err == nil && dst.IsValid() && (dst.Addr().Unmap() != local.Addr().Unmap() || dst.Port() != local.Port()) {
+			p.serveTransparent(ctx, cc, netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()))
+			return
+		}
+	}
+	p.serveProxy(ctx, cc)
+}
+
+// deny reports a denial to OnDeny and the log.
+func (p *Proxy) deny(c net.Conn, host string, ip netip.Addr, reason string) {
+	d := Denial{Time: time.Now(), Client: c.RemoteAddr().String(), Host: host, IP: ip, Reason: reason}
+	p.log.Info("egress: denied", "client", d.Client, "host", host, "ip", ip.String(), "reason", reason)
+	if p.opts.OnDeny != nil {
+		p.opts.OnDeny(d)
+	}
+}
