@@ -26,6 +26,13 @@ func (p *Proxy) readRequest(c *conn, first bool) (*http.Request, error) {
 	}
 	c.SetReadDeadline(time.Now().Add(p.opts.Timeouts.Header))
 	c.resetLimit(p.opts.MaxHeaderBytes)
+	// A request starts with a method token; anything else (a TLS record,
+	// binary) is refused at once instead of waiting for a line end.
+	if b, err := c.br.Peek(1); err != nil {
+		return nil, err
+	} else if b[0] < 'A' || b[0] > 'Z' {
+		return nil, errors.New("not an HTTP request")
+	}
 	req, err := http.ReadRequest(c.br)
 	if err != nil {
 		if c.limit.N <= 0 {
@@ -150,7 +157,9 @@ func (p *Proxy) forward(ctx context.Context, c *conn, req *http.Request, host, p
 	}
 	defer resp.Body.Close()
 	removeHopHeaders(resp.Header)
-	resp.Close = clientClose
+	// A body delimited only by the upstream closing cannot be followed by
+	// another response on the client connection.
+	resp.Close = clientClose || resp.ContentLength < 0 && len(resp.TransferEncoding) == 0
 	if err := resp.Write(c); err != nil {
 		return false
 	}

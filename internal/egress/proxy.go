@@ -113,10 +113,12 @@ func New(policy *netpolicy.Policy, opts Options) *Proxy {
 // is done it closes ln and every open connection, waits for their handlers
 // and returns nil; otherwise it returns the Accept error.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// Deferred in this order so cancel (closing every connection) runs
+	// before the wait for their handlers.
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	for {

@@ -2,6 +2,7 @@ package egress
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -51,6 +52,7 @@ type setup struct {
 	names   map[string][]string
 	origDst netip.AddrPort // when valid, every connection is transparent to it
 	maxHdr  int
+	idle    time.Duration
 }
 
 func startProxy(t *testing.T, s setup) *env {
@@ -85,7 +87,7 @@ func startProxy(t *testing.T, s setup) *env {
 			e.deny = append(e.deny, d)
 			e.mu.Unlock()
 		},
-		Timeouts:       Timeouts{Header: 2 * time.Second, Dial: 2 * time.Second, Idle: 5 * time.Second},
+		Timeouts:       Timeouts{Header: 2 * time.Second, Dial: 2 * time.Second, Idle: cmp.Or(s.idle, 5*time.Second)},
 		MaxHeaderBytes: s.maxHdr,
 	}
 	if s.origDst.IsValid() {
@@ -328,5 +330,78 @@ func TestSurvivesGarbage(t *testing.T) {
 	}
 	if code, _, _ := connect(t, e.addr, "api.allowed.test:"+port(t, echo)); code != 200 {
 		t.Fatalf("after garbage: CONNECT status %d", code)
+	}
+}
+
+func TestMaxConns(t *testing.T) {
+	t.Parallel()
+	pol, err := netpolicy.Compile(api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"api.allowed.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- New(pol, Options{MaxConns: 1, Timeouts: Timeouts{Header: 10 * time.Second}}).Serve(ctx, ln)
+	}()
+	// The first connection holds the only slot (it sends nothing yet).
+	first, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	time.Sleep(100 * time.Millisecond)
+	second, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	second.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := second.Read(make([]byte, 1)); n != 0 || err == nil || isTimeout(err) {
+		t.Fatalf("second connection over MaxConns: read %d, %v; want it closed", n, err)
+	}
+	// Cancelling Serve closes the held connection and returns nil.
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after cancel")
+	}
+	first.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := first.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("held connection after Serve returned: %v; want closed", err)
+	}
+}
+
+func TestIdleTunnelClosed(t *testing.T) {
+	t.Parallel()
+	echo := echoServer(t)
+	e := startProxy(t, setup{entries: []string{"api.allowed.test", "127.0.0.1/32"}, names: map[string][]string{"api.allowed.test": {"127.0.0.1"}}, idle: 300 * time.Millisecond})
+	code, c, br := connect(t, e.addr, "api.allowed.test:"+port(t, echo))
+	if code != 200 {
+		t.Fatalf("CONNECT status %d", code)
+	}
+	// Traffic keeps the tunnel open past the idle timeout...
+	for range 4 {
+		io.WriteString(c, "x\n")
+		if _, err := br.ReadString('\n'); err != nil {
+			t.Fatalf("active tunnel closed: %v", err)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	// ...silence closes it.
+	start := time.Now()
+	if _, err := br.ReadByte(); err == nil || isTimeout(err) {
+		t.Fatalf("idle tunnel: %v; want closed", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("idle tunnel closed after %v", d)
 	}
 }
