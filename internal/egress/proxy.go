@@ -9,6 +9,40 @@
 // whitelisted name that resolves to a private address is refused (DNS
 // rebinding), and a transparent flow whose SNI/Host names an allowed host
 // while its packets go elsewhere is refused (SNI/Host mismatch).
+//
+// Decisions:
+//   - CONNECT and forward: an IP-literal target needs an IP/CIDR entry; a
+//     name must pass AllowHost and is dialled only at the resolved addresses
+//     AllowIP accepts (others are skipped; none left is a denial). A denial
+//     answers 403 with the reason; an unreachable upstream answers 502.
+//   - Transparent TLS: the SNI must be allowed and the original destination
+//     one of its addresses by our resolution; otherwise the flow is closed.
+//     Transparent HTTP: the same for the Host of every request.
+//   - A transparent flow with no name (TLS without SNI, another protocol, or
+//     a client that waits for the server to speak) passes only to an IP
+//     listed by an IP/CIDR entry; a name always wins over the IP, so an
+//     unlisted SNI/Host to a listed IP is refused.
+//   - Forwarded requests use one upstream connection each; hop-by-hop and
+//     Proxy-* headers are dropped. Only the first ClientHello record is
+//     read; a hello split across records is refused.
+//
+// Wiring (done by the backends, not here): run one Proxy per sandbox (or
+// one per host with a policy per source address) on a host-side address the
+// sandbox can reach, e.g. the host end of the sandbox's veth pair. In the
+// sandbox's network namespace: route only to that veth; set HTTP_PROXY,
+// HTTPS_PROXY (and lower-case forms) to the proxy; and redirect every other
+// TCP flow to it, e.g. in the host namespace
+//
+//	iptables -t nat -A PREROUTING -i <veth> -p tcp ! -d <proxy-ip> -j DNAT --to-destination <proxy-ip>:<port>
+//	ip6tables … the same for IPv6
+//
+// (or REDIRECT inside the namespace) and pass OriginalDst as
+// Options.OriginalDst, which reads the pre-NAT destination from conntrack.
+// Drop everything else leaving the veth (UDP included, so QUIC falls back
+// to TCP); answer DNS inside the sandbox with a resolver that only returns
+// names the policy allows, or none: the proxy resolves names itself and
+// never trusts the sandbox's answer. Report Denial values to the audit log
+// and the caller.
 package egress
 
 import (

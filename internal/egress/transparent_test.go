@@ -194,3 +194,39 @@ func TestOriginalDstPlainConn(t *testing.T) {
 }
 
 type fakeConn struct{ net.Conn }
+
+func TestTransparentServerFirstToListedIP(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "220 ready\n")
+			c.Close()
+		}
+	}()
+	dst := netip.MustParseAddrPort(ln.Addr().String())
+	for _, tc := range []struct {
+		entries []string
+		want    string
+	}{{[]string{"127.0.0.1/32"}, "220 ready\n"}, {[]string{"api.allowed.test"}, ""}} {
+		e := startProxy(t, setup{entries: tc.entries, origDst: dst})
+		c, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		got, _ := io.ReadAll(c) // the client stays silent
+		c.Close()
+		if string(got) != tc.want {
+			t.Fatalf("entries %q: got %q, want %q", tc.entries, got, tc.want)
+		}
+	}
+}
