@@ -146,11 +146,25 @@ func (p *Proxy) forward(ctx context.Context, c *conn, req *http.Request, host, p
 	clientClose := req.Close
 	removeHopHeaders(req.Header)
 	req.Close = true // one upstream connection per request
-	if err := req.Write(up); err != nil {
-		writeStatus(c, http.StatusBadGateway, "upstream write failed")
-		return false
+	// The proxy answers "Expect: 100-continue" itself (the destination is
+	// already judged), so req.Write can send the body straight away.
+	if strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
+		req.Header.Del("Expect")
+		if _, err := io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+			return false
+		}
 	}
-	resp, err := http.ReadResponse(newReader(up), req)
+	// A server may answer and close before reading the whole body: a failed
+	// write still gets its response read, but ends the client connection
+	// (the rest of the body is unread).
+	if werr := req.Write(up); werr != nil {
+		clientClose = true
+	}
+	ubr := newReader(up)
+	resp, err := http.ReadResponse(ubr, req)
+	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+		resp, err = http.ReadResponse(ubr, req) // informational responses are dropped
+	}
 	if err != nil {
 		writeStatus(c, http.StatusBadGateway, "upstream sent no valid response")
 		return false

@@ -262,7 +262,19 @@ func TestForwardHTTP(t *testing.T) {
 			t.Fatalf("GET through proxy: %d %q, want 200 %q", resp.StatusCode, body, want)
 		}
 	}
-	resp, err := client.Get("http://evil.test:" + p + "/")
+	// A POST with a body and Expect: 100-continue.
+	req, _ := http.NewRequest(http.MethodPost, "http://api.allowed.test:"+p+"/post", strings.NewReader(strings.Repeat("b", 5000)))
+	req.Header.Set("Expect", "100-continue")
+	resp, err := (&http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL), ExpectContinueTimeout: 5 * time.Second}, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("POST through proxy: %d %s", resp.StatusCode, b)
+	}
+	resp, err = client.Get("http://evil.test:" + p + "/")
 	if err != nil {
 		t.Fatal(err)
 	}
