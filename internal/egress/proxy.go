@@ -54,6 +54,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/internal/netpolicy"
@@ -162,8 +163,9 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 				return nil
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				p.log.Warn("egress: accept failed, retrying", "err", err)
+				time.Sleep(50 * time.Millisecond)
 				continue
 			}
 			return err

@@ -189,6 +189,7 @@ func TestConnectPolicy(t *testing.T) {
 		"rebind.allowed.test": {"127.0.0.1"},
 		"meta.allowed.test":   {"169.254.169.254"},
 		"mixed.allowed.test":  {"169.254.169.254", "127.0.0.1"},
+		"mapped.allowed.test": {"::ffff:169.254.169.254", "::ffff:10.0.0.1"},
 	}
 	tests := []struct {
 		name    string
@@ -210,6 +211,9 @@ func TestConnectPolicy(t *testing.T) {
 		{"rebinding to loopback", []string{"rebind.allowed.test"}, "rebind.allowed.test:" + p, 403, reasonIPRefused},
 		{"rebinding to metadata", []string{"meta.allowed.test", "0.0.0.0/0"}, "meta.allowed.test:80", 403, reasonIPRefused},
 		{"refused addresses skipped", []string{"mixed.allowed.test", "127.0.0.1/32"}, "mixed.allowed.test:" + p, 200, ""},
+		{"mapped loopback literal", []string{"api.allowed.test", "0.0.0.0/0"}, "[::ffff:127.0.0.1]:" + p, 403, reasonIPNotListed},
+		{"rebinding to mapped private", []string{"mapped.allowed.test", "::/0"}, "mapped.allowed.test:80", 403, reasonIPRefused},
+		{"mapped literal listed as IPv4", []string{"127.0.0.1/32"}, "[::ffff:127.0.0.1]:" + p, 200, ""},
 		{"unresolvable", []string{"nx.allowed.test"}, "nx.allowed.test:443", 403, reasonResolve},
 		{"no port", []string{"api.allowed.test"}, "api.allowed.test", 403, reasonBadRequest},
 	}
