@@ -111,7 +111,8 @@ type Proxy struct {
 	sem    chan struct{}
 }
 
-// New returns a proxy enforcing policy.
+// New returns a proxy enforcing policy, which must not be nil. Options are
+// copied; zero fields take their defaults.
 func New(policy *netpolicy.Policy, opts Options) *Proxy {
 	if opts.Resolver == nil {
 		opts.Resolver = func(ctx context.Context, host string) ([]netip.Addr, error) {
