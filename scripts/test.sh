@@ -25,6 +25,7 @@ DSS_OCI_RUNTIME="$(./scripts/gvisor-setup.sh)" go test -count=1 -timeout 15m ./i
 # A short pass of every fuzz target over the decoders (the seeds also run
 # above as ordinary tests).
 for target in ./internal/agent:FuzzResolvePath ./internal/agent:FuzzExecuteStream \
-              ./internal/template:FuzzParse ./internal/config:FuzzWhitelistEnv; do
+              ./internal/template:FuzzParse ./internal/config:FuzzWhitelistEnv \
+              ./internal/netpolicy:FuzzPolicy ./internal/egress:FuzzParseSNI; do
   go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime 8s -fuzzminimizetime 5s "${target%%:*}"
 done
