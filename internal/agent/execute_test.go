@@ -125,14 +125,3 @@ func TestKernelStartFailureIsOurs(t *testing.T) {
 		}
 	}
 }
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition never held")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}

@@ -21,11 +21,6 @@ const (
 	maxListEntries = 100_000
 )
 
-// errSynthetic is the refusal to change a directory the agent makes up.
-func errSynthetic(p string) error {
-	return api.Errorf(api.ErrPermission, "%s is a read-only directory of the sandbox's filesystem view; change files inside the workspace instead", p)
-}
-
 // openRead opens the regular file at sandbox path p for reading. Directories
 // and other non-regular files fail with api.ErrInvalid (opening is
 // non-blocking so a FIFO cannot hang the agent).

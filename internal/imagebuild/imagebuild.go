@@ -24,12 +24,12 @@ import (
 	"strings"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/errdefs"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 )
@@ -185,7 +185,7 @@ func (b *Builder) List(ctx context.Context) ([]Image, error) {
 // none.
 func (b *Builder) Remove(ctx context.Context, id string) error {
 	_, err := b.c.ImageRemove(ctx, Tag(id), image.RemoveOptions{PruneChildren: true})
-	if errdefs.IsNotFound(err) {
+	if cerrdefs.IsNotFound(err) {
 		return api.Errorf(api.ErrNotFound, "template %s has no image (%s)", id, Tag(id))
 	}
 	return err

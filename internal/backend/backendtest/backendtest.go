@@ -126,7 +126,8 @@ func Run(t *testing.T, b backend.Backend, opts Options) {
 			var pid int
 			deadline := time.Now().Add(90 * time.Second) // kernel start on a loaded machine
 			for {
-				b, err := os.ReadFile(filepath.Join(s.WorkspaceDir, f))
+				b, _ := os.ReadFile(filepath.Join(s.WorkspaceDir, f)) // not there yet: Atoi fails
+				var err error
 				if pid, err = strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
 					break
 				}

@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/errdefs"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/docker"
@@ -140,7 +140,7 @@ func TestDaemonKill9(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		_, err := dc.ContainerInspect(t.Context(), ca)
-		if errdefs.IsNotFound(err) {
+		if cerrdefs.IsNotFound(err) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -185,7 +185,7 @@ func TestEmbeddedProgramKilled(t *testing.T) {
 	start(t, b, s)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		_, err := dc.ContainerInspect(t.Context(), left[0].ID)
-		if errdefs.IsNotFound(err) {
+		if cerrdefs.IsNotFound(err) {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -26,10 +26,10 @@ import (
 	"sync"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/errdefs"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
@@ -224,7 +224,7 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	}
 	img, err := c.ImageInspect(ctx, image)
 	if err != nil {
-		if errdefs.IsNotFound(err) {
+		if cerrdefs.IsNotFound(err) {
 			return nil, api.Errorf(api.ErrInvalid, "docker backend: image %s not found; build it (ds-sandbox template build, or scripts/docker-setup.sh for the default image)", image)
 		}
 		return nil, fmt.Errorf("docker backend: image %s: %w", image, err)

@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/errdefs"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
@@ -304,7 +304,7 @@ func TestDestroyLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := dc.ContainerInspect(t.Context(), id); !errdefs.IsNotFound(err) {
+	if _, err := dc.ContainerInspect(t.Context(), id); !cerrdefs.IsNotFound(err) {
 		t.Fatalf("container after Destroy: %v, want not found", err)
 	}
 	if _, err := os.Stat(inst.AgentSocket()); !os.IsNotExist(err) {

@@ -11,9 +11,9 @@ import (
 	"sync"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
@@ -76,7 +76,7 @@ func (in *instance) watch() {
 			return
 		case err := <-errc:
 			cancel()
-			if errdefs.IsNotFound(err) {
+			if cerrdefs.IsNotFound(err) {
 				return
 			}
 		case <-in.stop:
@@ -93,7 +93,7 @@ func (in *instance) watch() {
 			ictx, icancel := context.WithTimeout(context.Background(), 5*time.Second)
 			js, err := in.c.ContainerInspect(ictx, in.id)
 			icancel()
-			if errdefs.IsNotFound(err) || (err == nil && (js.State == nil || !js.State.Running)) {
+			if cerrdefs.IsNotFound(err) || (err == nil && (js.State == nil || !js.State.Running)) {
 				return
 			}
 			if err == nil {
@@ -112,7 +112,7 @@ func (in *instance) Destroy(context.Context) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		err := in.c.ContainerRemove(ctx, in.id, container.RemoveOptions{Force: true, RemoveVolumes: true})
-		if err != nil && !errdefs.IsNotFound(err) {
+		if err != nil && !cerrdefs.IsNotFound(err) {
 			in.err = fmt.Errorf("docker backend: remove container %s: %w", shortID(in.id), err)
 		}
 		in.stopOnce.Do(func() { close(in.stop) })
@@ -160,7 +160,7 @@ func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend
 	in := b.newInstance(c, id, dir)
 	js, err := c.ContainerInspect(ctx, id)
 	switch {
-	case errdefs.IsNotFound(err):
+	case cerrdefs.IsNotFound(err):
 		removeSocketDir(dir)
 		return nil, api.Errorf(api.ErrNotFound, "docker backend: container %s is gone", shortID(id))
 	case err != nil:

@@ -8,10 +8,10 @@ import (
 	"strings"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/errdefs"
 
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
 )
@@ -122,7 +122,7 @@ func (b *Backend) reapDeadOwners(c *client.Client) {
 // remove removes a container of ours and its socket directory.
 func (b *Backend) remove(ctx context.Context, c *client.Client, ct container.Summary) bool {
 	err := c.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true})
-	if err != nil && !errdefs.IsNotFound(err) {
+	if err != nil && !cerrdefs.IsNotFound(err) {
 		return false
 	}
 	for _, m := range ct.Mounts {
