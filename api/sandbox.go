@@ -18,6 +18,18 @@ type NetworkPolicy struct {
 	Whitelist []string `json:"whitelist,omitempty"`
 }
 
+// NetworkDenial is one connection, request or name lookup the sandbox's
+// network policy refused.
+type NetworkDenial struct {
+	Time time.Time `json:"time"`
+	// Host is the name asked for ("" for an IP literal or a nameless flow).
+	Host string `json:"host,omitempty"`
+	// IP is the address refused, when one was known.
+	IP string `json:"ip,omitempty"`
+	// Reason says which rule refused it.
+	Reason string `json:"reason"`
+}
+
 // Sandbox states.
 const (
 	StateRunning = "running"

@@ -53,12 +53,12 @@ func splitTarget(hostport, defPort string) (host, port string, err error) {
 func (p *Proxy) allowedAddrs(ctx context.Context, host string) ([]netip.Addr, error) {
 	if ip, err := netip.ParseAddr(host); err == nil {
 		ip = ip.Unmap()
-		if ip.Zone() != "" || !p.policy.AllowIP(ip, "") {
+		if ip.Zone() != "" || !p.policy.Load().AllowIP(ip, "") {
 			return nil, &errDenied{ip: ip, reason: reasonIPNotListed}
 		}
 		return []netip.Addr{ip}, nil
 	}
-	if !p.policy.AllowHost(host) {
+	if !p.policy.Load().AllowHost(host) {
 		return nil, &errDenied{host: host, reason: reasonHostNotAllowed}
 	}
 	ips, err := p.resolve(ctx, host)
@@ -67,7 +67,7 @@ func (p *Proxy) allowedAddrs(ctx context.Context, host string) ([]netip.Addr, er
 	}
 	var ok []netip.Addr
 	for _, ip := range ips {
-		if p.policy.AllowIP(ip, host) {
+		if p.policy.Load().AllowIP(ip, host) {
 			ok = append(ok, ip)
 		}
 	}
@@ -101,7 +101,7 @@ func (p *Proxy) resolve(ctx context.Context, host string) ([]netip.Addr, error) 
 func (p *Proxy) checkTransparent(ctx context.Context, host string, dst netip.AddrPort) error {
 	if ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")); err == nil {
 		// An IP literal in Host: it must be the destination and listed.
-		if ip.Unmap() != dst.Addr() || !p.policy.AllowIP(dst.Addr(), "") {
+		if ip.Unmap() != dst.Addr() || !p.policy.Load().AllowIP(dst.Addr(), "") {
 			return &errDenied{ip: dst.Addr(), reason: reasonIPNotListed}
 		}
 		return nil

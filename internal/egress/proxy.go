@@ -54,6 +54,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -105,7 +106,7 @@ type Options struct {
 
 // Proxy is the filtering egress proxy. Create it with New.
 type Proxy struct {
-	policy *netpolicy.Policy
+	policy atomic.Pointer[netpolicy.Policy]
 	opts   Options
 	log    *slog.Logger
 	sem    chan struct{}
@@ -142,8 +143,14 @@ func New(policy *netpolicy.Policy, opts Options) *Proxy {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Proxy{policy: policy, opts: opts, log: log, sem: make(chan struct{}, opts.MaxConns)}
+	p := &Proxy{opts: opts, log: log, sem: make(chan struct{}, opts.MaxConns)}
+	p.policy.Store(policy)
+	return p
 }
+
+// SetPolicy replaces the policy; connections and requests judged from now on
+// use it (an open tunnel, already judged, is not cut).
+func (p *Proxy) SetPolicy(policy *netpolicy.Policy) { p.policy.Store(policy) }
 
 // Serve accepts connections on ln until ctx is done or ln fails. When ctx
 // is done it closes ln and every open connection, waits for their handlers

@@ -22,7 +22,7 @@ const serverFirstWait = time.Second
 // flow with no name (TLS without SNI, another protocol, or silence) passes
 // only if dst's IP is listed by an IP/CIDR entry.
 func (p *Proxy) serveTransparent(ctx context.Context, c *conn, dst netip.AddrPort) {
-	listed := p.policy.AllowIP(dst.Addr(), "")
+	listed := p.policy.Load().AllowIP(dst.Addr(), "")
 	wait := p.opts.Timeouts.Header
 	if listed {
 		wait = min(wait, serverFirstWait)

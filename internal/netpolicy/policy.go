@@ -206,3 +206,7 @@ func specialRange(ip netip.Addr) (netip.Prefix, bool) {
 }
 
 var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+
+// SpecialPrefixes returns the special ranges (see Special) as prefixes, for
+// packet filters that enforce the same rule below the proxy.
+func SpecialPrefixes() []netip.Prefix { return slices.Clone(specialRanges) }

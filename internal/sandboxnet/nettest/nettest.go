@@ -1,0 +1,300 @@
+// Package nettest builds a stand-in for the internet for network policy
+// tests: a network namespace of the test's own, reached from the host over a
+// veth, holding documentation and special addresses with servers on them.
+// Nothing leaves the machine: every address used is routed into that
+// namespace, and the routes exist before any server is contacted.
+//
+// One Internet exists on a host at a time (a host-wide lock, held for the
+// Internet's life), so tests in different packages running at once do not
+// fight over addresses and routes.
+package nettest
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Addresses inside the Internet. Public and Other are documentation
+// addresses (TEST-NET-3) the egress policy treats as ordinary; Metadata and
+// Private are special ones it refuses unless listed.
+var (
+	HostEnd  = netip.MustParseAddr("203.0.113.1")
+	Public   = netip.MustParseAddr("203.0.113.10")
+	Other    = netip.MustParseAddr("203.0.113.20")
+	Metadata = netip.MustParseAddr("169.254.169.254")
+	Private  = netip.MustParseAddr("192.168.213.10")
+)
+
+// UDPEchoPort is the port of a UDP echo server on Public.
+const UDPEchoPort = 9999
+
+// Internet is the stand-in. Servers on Public, Other, Metadata and Private
+// answer HTTP on :80 with "hello from <addr> host=<Host>" and TLS on :443
+// (a self-signed certificate; the body is the same).
+type Internet struct {
+	NS string // the namespace's name (ip netns)
+}
+
+// New builds an Internet for t, or skips t when the host cannot (not root,
+// no ip command). It is torn down when t ends.
+func New(t testing.TB) *Internet {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("nettest: needs root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("nettest: needs the ip command (iproute2)")
+	}
+	unlock := lock(t, "/run/ds-sandbox/test-internet.lock")
+	in := &Internet{NS: fmt.Sprintf("dsst-inet-%d", os.Getpid())}
+	veth := fmt.Sprintf("dsti%d", os.Getpid()%100000)
+	cleanup := func() {
+		_ = exec.Command("ip", "route", "del", Metadata.String()+"/32").Run()
+		_ = exec.Command("ip", "route", "del", Private.String()+"/32").Run()
+		_ = exec.Command("ip", "link", "del", veth).Run()
+		_ = exec.Command("ip", "netns", "del", in.NS).Run()
+	}
+	cleanup() // leftovers of a crashed run of this pid
+	t.Cleanup(func() { cleanup(); unlock() })
+	for _, args := range [][]string{
+		{"netns", "add", in.NS},
+		{"link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", in.NS},
+		{"addr", "add", HostEnd.String() + "/24", "dev", veth},
+		{"link", "set", veth, "up"},
+		{"-n", in.NS, "link", "set", "lo", "up"},
+		{"-n", in.NS, "addr", "add", Public.String() + "/24", "dev", "eth0"},
+		{"-n", in.NS, "addr", "add", Other.String() + "/24", "dev", "eth0"},
+		{"-n", in.NS, "addr", "add", Metadata.String() + "/32", "dev", "eth0"},
+		{"-n", in.NS, "addr", "add", Private.String() + "/32", "dev", "eth0"},
+		{"-n", in.NS, "link", "set", "eth0", "up"},
+		{"-n", in.NS, "route", "add", "default", "via", HostEnd.String()},
+		{"route", "add", Metadata.String() + "/32", "via", Public.String()},
+		{"route", "add", Private.String() + "/32", "via", Public.String()},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("nettest: ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	cert := selfSigned(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	for _, a := range []netip.Addr{Public, Other, Metadata, Private} {
+		ln := in.Listen(t, "tcp", netip.AddrPortFrom(a, 80).String())
+		tln := tls.NewListener(in.Listen(t, "tcp", netip.AddrPortFrom(a, 443).String()), &tls.Config{Certificates: []tls.Certificate{cert}})
+		srv := &http.Server{Handler: hello(a), ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		go srv.Serve(tln)
+		t.Cleanup(func() { srv.Close() })
+	}
+	pc := in.ListenPacket(t, "udp", netip.AddrPortFrom(Public, UDPEchoPort).String())
+	go func() {
+		buf := make([]byte, 2048)
+		for ctx.Err() == nil {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo(buf[:n], from)
+		}
+	}()
+	t.Cleanup(func() { pc.Close() })
+	return in
+}
+
+func hello(a netip.Addr) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from %s host=%s", a, r.Host)
+	})
+}
+
+// inNS runs f on a thread in the Internet's namespace (sockets made there
+// stay there).
+func (in *Internet) inNS(t testing.TB, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	var ferr error
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		ns, err := os.Open("/run/netns/" + in.NS)
+		if err != nil {
+			ferr = err
+			return
+		}
+		defer ns.Close()
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			ferr = err
+			return
+		}
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			ferr = err
+			return
+		}
+		f()
+	}()
+	<-done
+	if ferr != nil {
+		t.Fatalf("nettest: enter %s: %v", in.NS, ferr)
+	}
+}
+
+// Listen listens inside the Internet.
+func (in *Internet) Listen(t testing.TB, network, addr string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	in.inNS(t, func() { ln, err = net.Listen(network, addr) })
+	if err != nil {
+		t.Fatalf("nettest: listen %s: %v", addr, err)
+	}
+	return ln
+}
+
+// ListenPacket listens for packets inside the Internet.
+func (in *Internet) ListenPacket(t testing.TB, network, addr string) net.PacketConn {
+	t.Helper()
+	var pc net.PacketConn
+	var err error
+	in.inNS(t, func() { pc, err = net.ListenPacket(network, addr) })
+	if err != nil {
+		t.Fatalf("nettest: listen %s: %v", addr, err)
+	}
+	return pc
+}
+
+// Resolver answers the test names: allowed.test and *.wild.test → Public,
+// other.test → Other, rebind.test → 127.0.0.1, meta.test → Metadata,
+// private.test → Private; anything else does not exist.
+func Resolver(_ context.Context, host string) ([]netip.Addr, error) {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	switch {
+	case host == "allowed.test", strings.HasSuffix(host, ".wild.test"):
+		return []netip.Addr{Public}, nil
+	case host == "other.test":
+		return []netip.Addr{Other}, nil
+	case host == "rebind.test":
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	case host == "meta.test":
+		return []netip.Addr{Metadata}, nil
+	case host == "private.test":
+		return []netip.Addr{Private}, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+}
+
+func selfSigned(t testing.TB) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "nettest"},
+		DNSNames:  []string{"allowed.test", "other.test", "*.wild.test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// lock takes a host-wide exclusive lock, waiting for it.
+func lock(t testing.TB, p string) func() {
+	t.Helper()
+	if err := os.MkdirAll("/run/ds-sandbox", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() { f.Close() }
+}
+
+// Probe is Python (3.8+, standard library only) defining probe(kind, *args),
+// which tries one network operation and returns "OK <detail>" or
+// "ERR <detail>"; it never raises. Kinds:
+//
+//	probe("dns", name)                addresses getaddrinfo returns
+//	probe("http", url)                GET through the environment's proxies
+//	probe("direct", url)              GET ignoring any proxy
+//	probe("host", ip, port, host)     HTTP GET to ip:port with that Host
+//	probe("tls", ip, port, sni)       TLS (unverified) with that SNI, then GET /
+//
+// An HTTP answer other than 200 (such as the egress proxy's 403) is an ERR.
+//	probe("tcp", ip, port)            connect only
+//	probe("udp", ip, port)            one datagram to an echo server
+//
+// Dropped packets make connects time out after 3 seconds.
+const Probe = `
+import socket, ssl, urllib.request
+
+def probe(kind, *a):
+    try:
+        if kind == "dns":
+            return "OK " + ",".join(sorted({i[4][0] for i in socket.getaddrinfo(a[0], 80, socket.AF_INET, socket.SOCK_STREAM)}))
+        if kind in ("http", "direct"):
+            h = [] if kind == "http" else [urllib.request.ProxyHandler({})]
+            with urllib.request.build_opener(*h).open(a[0], timeout=5) as r:
+                return "OK " + r.read().decode()
+        if kind in ("host", "tls"):
+            s = socket.create_connection((a[0], int(a[1])), timeout=3)
+            if kind == "tls":
+                c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE
+                s = c.wrap_socket(s, server_hostname=a[2])
+            s.settimeout(5)
+            s.sendall(("GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % a[2]).encode())
+            data = b""
+            while True:
+                b = s.recv(4096)
+                if not b:
+                    break
+                data += b
+            s.close()
+            if not data:
+                return "ERR closed without an answer"
+            head, _, body = data.partition(b"\r\n\r\n")
+            status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+            if " 200 " not in status + " ":
+                return "ERR %s: %s" % (status, body.decode(errors="replace"))
+            return "OK " + body.decode(errors="replace")
+        if kind == "tcp":
+            socket.create_connection((a[0], int(a[1])), timeout=3).close()
+            return "OK connected"
+        if kind == "udp":
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+            s.sendto(b"ping", (a[0], int(a[1])))
+            return "OK " + s.recvfrom(100)[0].decode()
+        return "ERR unknown probe " + kind
+    except Exception as e:
+        return "ERR %s: %s" % (type(e).__name__, e)
+`

@@ -1,0 +1,299 @@
+package sandboxnet_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet"
+	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet/nettest"
+)
+
+// These tests attack the host-side enforcement with a plain process in the
+// sandbox's namespace (root there, so also with the tools a sandbox lacks);
+// internal/backend/oci runs the same attacks from inside containers.
+
+func newManager(t *testing.T) *sandboxnet.Manager {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	m, err := sandboxnet.New(sandboxnet.Config{Tag: fmt.Sprintf("t%d", os.Getpid()%100000), Resolver: nettest.Resolver})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Available(); err != nil {
+		t.Skip(err)
+	}
+	return m
+}
+
+type denials struct {
+	mu   sync.Mutex
+	list []api.NetworkDenial
+}
+
+func (d *denials) add(x api.NetworkDenial) { d.mu.Lock(); d.list = append(d.list, x); d.mu.Unlock() }
+func (d *denials) has(host, reason string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, x := range d.list {
+		if x.Host == host && strings.Contains(x.Reason, reason) {
+			return true
+		}
+	}
+	return false
+}
+
+var keys int
+
+func create(t *testing.T, m *sandboxnet.Manager, pol api.NetworkPolicy) (*sandboxnet.Net, *denials) {
+	t.Helper()
+	keys++
+	n, err := m.Create(context.Background(), sandboxnet.KeyFor(fmt.Sprint(t.Name(), keys)), pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := n.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	d := &denials{}
+	n.OnDenial(d.add)
+	// ip netns exec bind-mounts /etc/netns/<name>/* over /etc.
+	dir := filepath.Join("/etc/netns", filepath.Base(n.NetnsPath()))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(n.ResolvConf()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return n, d
+}
+
+// probe runs nettest.Probe in the namespace, with env, and returns its line.
+func probe(t *testing.T, n *sandboxnet.Net, env []string, kind string, args ...any) string {
+	t.Helper()
+	var call strings.Builder
+	fmt.Fprintf(&call, "print(probe(%q", kind)
+	for _, a := range args {
+		fmt.Fprintf(&call, ", %q", fmt.Sprint(a))
+	}
+	call.WriteString("))")
+	cmd := exec.Command("ip", "netns", "exec", filepath.Base(n.NetnsPath()), "/usr/bin/python3", "-c", nettest.Probe+"\n"+call.String())
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("probe %s %v: %v: %s", kind, args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func wantOK(t *testing.T, got, contains string) {
+	t.Helper()
+	if !strings.HasPrefix(got, "OK") || !strings.Contains(got, contains) {
+		t.Errorf("want OK with %q, got %q", contains, got)
+	}
+}
+
+func wantERR(t *testing.T, got string) {
+	t.Helper()
+	if !strings.HasPrefix(got, "ERR") {
+		t.Errorf("want ERR, got %q", got)
+	}
+}
+
+// hostService listens on every host address, as a careless host service
+// would, and returns its port.
+func hostService(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("HTTP/1.0 200 OK\r\n\r\nhost secret"))
+			c.Close()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestAllow(t *testing.T) {
+	m := newManager(t)
+	nettest.New(t)
+	n, _ := create(t, m, api.NetworkPolicy{Policy: api.NetworkAllow})
+	port := hostService(t)
+
+	wantOK(t, probe(t, n, nil, "dns", "allowed.test"), nettest.Public.String())
+	wantOK(t, probe(t, n, nil, "direct", "http://allowed.test/"), "hello from "+nettest.Public.String())
+	wantOK(t, probe(t, n, nil, "tls", nettest.Other, 443, "anything"), "hello from "+nettest.Other.String())
+	wantOK(t, probe(t, n, nil, "udp", nettest.Public, nettest.UDPEchoPort), "ping")
+
+	// The host reaches these (the routes exist); the sandbox must not.
+	for _, a := range []any{nettest.Metadata, nettest.Private} {
+		wantERR(t, probe(t, n, nil, "tcp", a, 80))
+	}
+	wantERR(t, probe(t, n, nil, "tcp", n.HostAddr(), port))
+	wantERR(t, probe(t, n, nil, "tcp", "127.0.0.1", port)) // its own loopback: nothing there
+	// DNS rebinding: names resolving to special addresses get no answer.
+	wantERR(t, probe(t, n, nil, "dns", "rebind.test"))
+	wantERR(t, probe(t, n, nil, "dns", "meta.test"))
+	// A DNS server of its choosing is still ours.
+	if got := probe(t, n, nil, "udp", "203.0.113.10", 53); strings.HasPrefix(got, "OK ping") {
+		t.Errorf("DNS to another server was not redirected: %q", got)
+	}
+}
+
+func TestAllowOtherSandbox(t *testing.T) {
+	m := newManager(t)
+	a, _ := create(t, m, api.NetworkPolicy{Policy: api.NetworkAllow})
+	b, _ := create(t, m, api.NetworkPolicy{Policy: api.NetworkAllow})
+	// A server in b.
+	cmd := exec.Command("ip", "netns", "exec", filepath.Base(b.NetnsPath()), "/usr/bin/python3", "-m", "http.server", "--bind", b.SandboxAddr().String(), "8000")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if !waitTCP(b, 8000) {
+		t.Fatal("the server in b did not start")
+	}
+	wantERR(t, probe(t, a, nil, "tcp", b.SandboxAddr(), 8000))
+	wantERR(t, probe(t, a, nil, "tcp", b.HostAddr(), sandboxnet.ProxyPort))
+}
+
+// waitTCP waits until the host can connect to n's address at port.
+func waitTCP(n *sandboxnet.Net, port int) bool {
+	for range 100 {
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", n.SandboxAddr(), port), time.Second)
+		if err == nil {
+			c.Close()
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
+}
+
+func TestWhitelist(t *testing.T) {
+	m := newManager(t)
+	nettest.New(t)
+	n, d := create(t, m, api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"allowed.test", "*.wild.test", "rebind.test"}})
+	proxy := []string{"HTTP_PROXY=" + n.ProxyURL(), "http_proxy=" + n.ProxyURL(), "HTTPS_PROXY=" + n.ProxyURL(), "https_proxy=" + n.ProxyURL()}
+
+	// Through the proxy and transparently.
+	wantOK(t, probe(t, n, proxy, "http", "http://allowed.test/"), "hello from "+nettest.Public.String())
+	wantOK(t, probe(t, n, proxy, "http", "http://a.wild.test/x"), "hello from "+nettest.Public.String())
+	wantOK(t, probe(t, n, nil, "direct", "http://allowed.test/"), "hello from "+nettest.Public.String())
+	wantOK(t, probe(t, n, nil, "tls", nettest.Public, 443, "allowed.test"), "hello from "+nettest.Public.String())
+	wantOK(t, probe(t, n, nil, "dns", "allowed.test"), nettest.Public.String())
+
+	// Not listed.
+	wantERR(t, probe(t, n, proxy, "http", "http://other.test/"))
+	wantERR(t, probe(t, n, nil, "dns", "other.test"))
+	if !d.has("other.test", "") {
+		t.Errorf("no denial reported for other.test: %+v", d.list)
+	}
+	wantERR(t, probe(t, n, nil, "host", nettest.Other, 80, "other.test"))
+	// SNI/Host mismatch: a listed name, an unlisted destination.
+	wantERR(t, probe(t, n, nil, "tls", nettest.Other, 443, "allowed.test"))
+	wantERR(t, probe(t, n, nil, "host", nettest.Other, 80, "allowed.test"))
+	// IP literals, the metadata address, DNS rebinding, UDP.
+	wantERR(t, probe(t, n, nil, "host", nettest.Public, 80, nettest.Public))
+	wantERR(t, probe(t, n, nil, "host", nettest.Metadata, 80, "169.254.169.254"))
+	wantERR(t, probe(t, n, proxy, "http", "http://169.254.169.254/latest/meta-data/"))
+	wantERR(t, probe(t, n, proxy, "http", "http://rebind.test/"))
+	wantERR(t, probe(t, n, nil, "dns", "rebind.test"))
+	wantERR(t, probe(t, n, nil, "udp", nettest.Public, nettest.UDPEchoPort))
+	// The host's own services.
+	port := hostService(t)
+	wantERR(t, probe(t, n, nil, "host", n.HostAddr(), port, "x"))
+	wantERR(t, probe(t, n, proxy, "http", fmt.Sprintf("http://%s:%d/", n.HostAddr(), port)))
+	wantERR(t, probe(t, n, proxy, "http", fmt.Sprintf("http://127.0.0.1:%d/", port)))
+}
+
+func TestSetPolicy(t *testing.T) {
+	m := newManager(t)
+	nettest.New(t)
+	n, _ := create(t, m, api.NetworkPolicy{Policy: api.NetworkAllow})
+	ctx := context.Background()
+	wantOK(t, probe(t, n, nil, "direct", "http://other.test/"), "hello")
+
+	if err := n.SetPolicy(ctx, api.NetworkPolicy{Policy: api.NetworkDeny}); err != nil {
+		t.Fatal(err)
+	}
+	wantERR(t, probe(t, n, nil, "dns", "allowed.test"))
+	wantERR(t, probe(t, n, nil, "tcp", nettest.Public, 80))
+	wantERR(t, probe(t, n, nil, "udp", nettest.Public, nettest.UDPEchoPort))
+
+	if err := n.SetPolicy(ctx, api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"allowed.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	wantOK(t, probe(t, n, nil, "direct", "http://allowed.test/"), "hello from "+nettest.Public.String())
+	wantERR(t, probe(t, n, nil, "host", nettest.Other, 80, "other.test"))
+	wantERR(t, probe(t, n, nil, "udp", nettest.Public, nettest.UDPEchoPort))
+
+	if err := n.SetPolicy(ctx, api.NetworkPolicy{Policy: api.NetworkAllow}); err != nil {
+		t.Fatal(err)
+	}
+	wantOK(t, probe(t, n, nil, "direct", "http://other.test/"), "hello from "+nettest.Other.String())
+	if err := n.SetPolicy(ctx, api.NetworkPolicy{Policy: "open"}); err == nil {
+		t.Error("a bad policy was accepted")
+	}
+}
+
+func TestRecoverAndReap(t *testing.T) {
+	m := newManager(t)
+	nettest.New(t)
+	ctx := context.Background()
+	pol := api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"allowed.test"}}
+	n, _ := create(t, m, pol)
+	state := n.State()
+	n.Detach() // the daemon died: listeners gone, namespace and rules stay
+	wantERR(t, probe(t, n, nil, "dns", "allowed.test"))
+
+	r, err := m.Recover(ctx, state, pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOK(t, probe(t, r, nil, "direct", "http://allowed.test/"), "hello from")
+	wantERR(t, probe(t, r, nil, "host", nettest.Other, 80, "other.test"))
+	r.Detach()
+
+	// Nobody knows it: reaped, and Recover then says it is gone.
+	k, err := m.Reap(ctx, func(string) bool { return false })
+	if err != nil || k < 1 {
+		t.Fatalf("reap: %d, %v", k, err)
+	}
+	if _, err := os.Stat(n.NetnsPath()); !os.IsNotExist(err) {
+		t.Errorf("namespace survived the reap: %v", err)
+	}
+	if _, err := m.Recover(ctx, state, pol); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("recover after reap: %v, want not found", err)
+	}
+	if out, _ := exec.Command("iptables", "-w", "-S", "FORWARD").Output(); strings.Contains(string(out), sandboxnetVeth(n)) {
+		t.Errorf("iptables rules survived the reap:\n%s", out)
+	}
+}
+
+func sandboxnetVeth(n *sandboxnet.Net) string {
+	s := n.String()
+	return strings.Fields(s)[1]
+}
