@@ -94,3 +94,26 @@ type Reaper interface {
 type Recoverer interface {
 	Recover(ctx context.Context, state map[string]string) (Instance, error)
 }
+
+// NetworkController is an Instance whose network policy can change while it
+// runs (the seed's per-run_code network arguments) and that reports what
+// its policy refused.
+type NetworkController interface {
+	// SetNetwork puts pol in force until the next call. An error wrapping
+	// api.ErrUnsupported means this sandbox cannot have pol (one created
+	// with deny has no interface to open); the policy in force is then
+	// unchanged.
+	SetNetwork(ctx context.Context, pol api.NetworkPolicy) error
+	// OnNetworkDenial sets the function told of every denial (nil: none).
+	// It is called synchronously from the enforcement path: keep it quick.
+	OnNetworkDenial(fn func(api.NetworkDenial))
+}
+
+// Detacher is an Instance holding resources in the daemon's process (such as
+// a network's DNS server and proxy) that a daemon shutting down without
+// stopping its sandboxes releases with Detach; the next daemon's Recover
+// makes them again. The sandbox keeps running, its policy still enforced
+// by what lives outside the process.
+type Detacher interface {
+	Detach()
+}

@@ -206,6 +206,9 @@ func (m *Manager) Detach() {
 		s.timer.Stop()
 		s.mu.Unlock()
 		s.agent.Close()
+		if d, ok := s.inst.(backend.Detacher); ok {
+			d.Detach()
+		}
 		delete(m.sandboxes, id)
 	}
 }

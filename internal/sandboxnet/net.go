@@ -27,7 +27,8 @@ type Net struct {
 	key   string
 	ns    string // network namespace name
 	table string
-	veth  string
+	veth  string // the host end
+	peer  string // the sandbox end's name until Join renames it eth0
 	host  netip.Addr // host end of the veth: DNS server and egress proxy
 	sbx   netip.Addr // the sandbox's address
 
@@ -93,7 +94,9 @@ func (n *Net) deny(d api.NetworkDenial) {
 }
 
 // Create makes the network of a new sandbox under policy pol (allow or
-// whitelist). key identifies it (see KeyFor); on error nothing is left.
+// whitelist): the veth, the rules, the DNS server and the proxy; Join then
+// gives the sandbox its end. key identifies it (see KeyFor); on error
+// nothing is left.
 func (m *Manager) Create(ctx context.Context, key string, pol api.NetworkPolicy) (*Net, error) {
 	if !keyRe.MatchString(key) {
 		return nil, api.Errorf(api.ErrInvalid, "sandboxnet: bad key %q", key)
@@ -165,7 +168,7 @@ func (m *Manager) Recover(ctx context.Context, state map[string]string, pol api.
 
 func (m *Manager) newNet(key string) *Net {
 	return &Net{
-		m: m, key: key, ns: m.netnsName(key), table: m.tableName(key), veth: m.vethName(key),
+		m: m, key: key, ns: m.netnsName(key), table: m.tableName(key), veth: m.vethName(key), peer: m.peerName(key),
 		resolver: newCache(m.cfg.Resolver),
 	}
 }
@@ -202,17 +205,13 @@ func slot(a netip.Addr) netip.Addr {
 	return netip.AddrFrom4(b)
 }
 
-// plumb makes the namespace and the veth and addresses them.
+// plumb makes the veth on the host, the sandbox's end (named peer) still
+// on the host side until Join moves it.
 func (n *Net) plumb(ctx context.Context) error {
 	steps := [][]string{
-		{"netns", "add", n.ns},
-		{"link", "add", n.veth, "type", "veth", "peer", "name", "eth0", "netns", n.ns},
+		{"link", "add", n.veth, "type", "veth", "peer", "name", n.peer},
 		{"addr", "add", n.host.String() + "/30", "dev", n.veth},
 		{"link", "set", n.veth, "up"},
-		{"-n", n.ns, "addr", "add", n.sbx.String() + "/30", "dev", "eth0"},
-		{"-n", n.ns, "link", "set", "lo", "up"},
-		{"-n", n.ns, "link", "set", "eth0", "up"},
-		{"-n", n.ns, "route", "add", "default", "via", n.host.String()},
 	}
 	for _, s := range steps {
 		if err := run(ctx, "", "ip", s...); err != nil {
@@ -226,6 +225,35 @@ func (n *Net) plumb(ctx context.Context) error {
 			if err := run(ctx, "", "iptables", append([]string{"-w", "-I", "FORWARD", "1"}, r...)...); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// Join gives the sandbox its end of the veth: in a new namespace (pid 0;
+// NetnsPath then names it, for a runtime that joins a namespace by path) or
+// in the network namespace of process pid (a container the runtime has
+// created but not started: its namespace is then owned by the container's
+// user namespace, which sysfs needs). Either way the namespace gets the name
+// NetnsPath, loopback, eth0 with the sandbox's address and a default route
+// to the host end.
+func (n *Net) Join(ctx context.Context, pid int) error {
+	first := []string{"netns", "add", n.ns}
+	if pid > 0 {
+		first = []string{"netns", "attach", n.ns, strconv.Itoa(pid)}
+	}
+	steps := [][]string{
+		first,
+		{"link", "set", n.peer, "netns", n.ns},
+		{"-n", n.ns, "link", "set", n.peer, "name", "eth0"},
+		{"-n", n.ns, "addr", "add", n.sbx.String() + "/30", "dev", "eth0"},
+		{"-n", n.ns, "link", "set", "lo", "up"},
+		{"-n", n.ns, "link", "set", "eth0", "up"},
+		{"-n", n.ns, "route", "add", "default", "via", n.host.String()},
+	}
+	for _, s := range steps {
+		if err := run(ctx, "", "ip", s...); err != nil {
+			return fmt.Errorf("sandboxnet: %w", err)
 		}
 	}
 	return nil
@@ -350,21 +378,23 @@ func (n *Net) Close(ctx context.Context) error {
 	}
 	n.closed = true
 	n.mu.Unlock()
-	if n.cancel != nil {
-		n.cancel()
-		n.wg.Wait()
-	}
+	n.stop()
 	return n.teardown(ctx)
 }
 
 // Detach stops the DNS server and the proxy but leaves the namespace and
-// rules for the next daemon's Recover.
-func (n *Net) Detach() {
+// the rules (which keep everything else shut) for the next daemon's
+// Recover. Close still removes them.
+func (n *Net) Detach() { n.stop() }
+
+// stop stops the listeners, once.
+func (n *Net) stop() {
 	n.mu.Lock()
-	n.closed = true
+	cancel := n.cancel
+	n.cancel = nil
 	n.mu.Unlock()
-	if n.cancel != nil {
-		n.cancel()
+	if cancel != nil {
+		cancel()
 		n.wg.Wait()
 	}
 }

@@ -199,6 +199,11 @@ func (m *Manager) vethName(key string) string {
 	return vethPrefix + hex.EncodeToString(sum[:6]) // 15 bytes, the kernel's limit
 }
 
+func (m *Manager) peerName(key string) string {
+	sum := sha256.Sum256([]byte(m.cfg.Tag + "/" + key))
+	return "dsp" + hex.EncodeToString(sum[:6])
+}
+
 // run runs one command, returning its error with its output.
 func run(ctx context.Context, stdin string, name string, args ...string) error {
 	bin, err := lookSbin(name)

@@ -68,6 +68,9 @@ func create(t *testing.T, m *sandboxnet.Manager, pol api.NetworkPolicy) (*sandbo
 			t.Error(err)
 		}
 	})
+	if err := n.Join(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
 	d := &denials{}
 	n.OnDenial(d.add)
 	// ip netns exec bind-mounts /etc/netns/<name>/* over /etc.

@@ -169,7 +169,10 @@ func Run(t *testing.T, b backend.Backend, opts Options) {
 		t.Parallel()
 		for _, pol := range []string{api.NetworkAllow, api.NetworkDeny, api.NetworkWhitelist} {
 			s := spec(t)
-			s.Network = api.NetworkPolicy{Policy: pol, Whitelist: []string{"example.org"}}
+			s.Network = api.NetworkPolicy{Policy: pol}
+			if pol == api.NetworkWhitelist {
+				s.Network.Whitelist = []string{"example.org"}
+			}
 			inst, err := b.Create(t.Context(), s)
 			enforced := contains(opts.EnforcesNetwork, pol)
 			switch {

@@ -3,11 +3,14 @@ package oci
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,11 +21,14 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet"
 )
 
 var (
-	_ backend.Recoverer   = (*Backend)(nil)
-	_ backend.Recoverable = (*instance)(nil)
+	_ backend.Recoverer         = (*Backend)(nil)
+	_ backend.Recoverable       = (*instance)(nil)
+	_ backend.NetworkController = (*instance)(nil)
+	_ backend.Detacher          = (*instance)(nil)
 )
 
 // Available implements backend.Backend: it needs the runtime binary, root
@@ -88,14 +94,27 @@ func (b *Backend) runtime() runtimeCLI {
 	return runtimeCLI{bin: bin, root: filepath.Join(b.cfg.StateDir, "runtime"), flags: b.cfg.RuntimeFlags}
 }
 
+// deny is the runtime for a sandbox of network policy deny: runsc gets
+// gVisor's loopback-only netstack (its default takes the namespace's
+// interfaces); other runtimes need nothing, the namespace they make has
+// loopback alone.
+func (r runtimeCLI) deny() runtimeCLI {
+	if filepath.Base(r.bin) == "runsc" {
+		r.flags = append(slices.Clip(r.flags), "--network=none")
+	}
+	return r
+}
+
 // Create implements backend.Backend.
 func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instance, error) {
-	if p := spec.Network.Policy; p != api.NetworkDeny {
-		if p == "" {
-			p = api.NetworkAllow
+	switch spec.Network.Policy {
+	case api.NetworkDeny:
+	case api.NetworkAllow, api.NetworkWhitelist:
+		if err := b.networkAvailable(); err != nil {
+			return nil, api.Errorf(api.ErrUnsupported, "the oci backend cannot enforce network policy %q here: %v; use network policy deny", spec.Network.Policy, err)
 		}
-		return nil, api.Errorf(api.ErrUnsupported,
-			"the oci backend enforces only network policy deny (loopback only); %q needs the egress machinery, not built yet: use --network deny (network_policy: deny)", p)
+	default:
+		return nil, api.Errorf(api.ErrInvalid, "oci backend: network policy %q is not one of allow, deny, whitelist", spec.Network.Policy)
 	}
 	if spec.Image != "" {
 		return nil, api.Errorf(api.ErrUnsupported, "the oci backend runs the host's system read-only, not images (template image %q); use the docker backend", spec.Image)
@@ -125,18 +144,39 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	l := bundle{dir: dir}
 	cid := containerID(spec.ID)
 	rt := b.runtime()
+	if spec.Network.Policy == api.NetworkDeny {
+		rt = rt.deny()
+	}
+	var sn *sandboxnet.Net
 	fail := func(err error) (backend.Instance, error) {
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		_, _ = rt.run(dctx, "delete", "--force", cid)
+		if sn != nil {
+			_ = sn.Close(dctx)
+		}
 		os.RemoveAll(dir)
 		return nil, err
+	}
+	if spec.Network.Policy != api.NetworkDeny {
+		if sn, err = b.nets.Create(ctx, sandboxnet.KeyFor(cid), spec.Network); err != nil {
+			return fail(fmt.Errorf("oci backend: network: %w", err))
+		}
+		// gVisor's netstack takes the interfaces of the namespace it is
+		// created in: it must be ready first. runc and crun make the
+		// namespace themselves (owned by the container's user namespace, as
+		// mounting sysfs needs) and get the veth between create and start.
+		if isRunsc(b.cfg.Runtime) {
+			if err := sn.Join(ctx, 0); err != nil {
+				return fail(fmt.Errorf("oci backend: network: %w", err))
+			}
+		}
 	}
 	uid, gid := int(b.cfg.UIDBase+sandboxUID), int(b.cfg.UIDBase+sandboxGID)
 	if err := chownWorkspace(spec.WorkspaceDir, uid, gid); err != nil {
 		return fail(fmt.Errorf("oci backend: give the workspace to the sandbox user: %w", err))
 	}
-	if err := b.build(l, spec, argv, agentEnv, cid); err != nil {
+	if err := b.build(l, spec, argv, agentEnv, cid, sn); err != nil {
 		return fail(fmt.Errorf("oci backend: bundle: %w", err))
 	}
 	logf, err := os.OpenFile(l.log(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -152,6 +192,15 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	if err != nil {
 		return fail(fmt.Errorf("oci backend: %s create: %w: %s", rt.bin, err, tail(l.log(), 4<<10)))
 	}
+	if sn != nil && !isRunsc(b.cfg.Runtime) {
+		pid, err := readPid(l.pidFile())
+		if err != nil {
+			return fail(fmt.Errorf("oci backend: %w", err))
+		}
+		if err := sn.Join(ctx, pid); err != nil {
+			return fail(fmt.Errorf("oci backend: network: %w", err))
+		}
+	}
 	if _, err := rt.run(ctx, "start", cid); err != nil {
 		return fail(fmt.Errorf("oci backend: %w", err))
 	}
@@ -159,11 +208,25 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	if err != nil {
 		return fail(fmt.Errorf("oci backend: %w", err))
 	}
+	in.net, in.network = sn, spec.Network
 	if err := backend.WaitReady(ctx, l.socket(), in.done, b.cfg.StartTimeout); err != nil {
 		_ = in.Destroy(context.Background())
 		return nil, fmt.Errorf("oci backend: agent did not start: %w; agent output: %s", err, tail(l.log(), 4<<10))
 	}
 	return in, nil
+}
+
+// readPid reads the runtime's pid file of a created container.
+func readPid(p string) (int, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return 0, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("bad pid file %s: %q", p, b)
+	}
+	return pid, nil
 }
 
 // attach finds the container's init and watches it: Done closes when it
@@ -211,6 +274,9 @@ func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend
 		return nil, api.Errorf(api.ErrInvalid, "oci backend: unusable recovery state %v", state)
 	}
 	rt := b.runtime()
+	if state["net_key"] == "" {
+		rt = rt.deny()
+	}
 	l := bundle{dir: dir}
 	gone := func(why string) (backend.Instance, error) {
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -231,6 +297,20 @@ func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend
 		return gone("is not running")
 	default:
 	}
+	if state["net_key"] != "" {
+		var pol api.NetworkPolicy
+		if err := json.Unmarshal([]byte(state["network"]), &pol); err != nil {
+			_ = in.Destroy(context.Background())
+			return nil, api.Errorf(api.ErrNotFound, "oci backend: container %s: unusable network state: %v", cid, err)
+		}
+		sn, err := b.nets.Recover(ctx, state, pol)
+		if err != nil {
+			// Without its network's enforcement the sandbox must not run on.
+			_ = in.Destroy(context.Background())
+			return nil, api.Errorf(api.ErrNotFound, "oci backend: container %s: its network cannot be recovered: %v", cid, err)
+		}
+		in.net, in.network = sn, pol
+	}
 	c := agent.NewClient(l.socket())
 	defer c.Close()
 	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -250,6 +330,10 @@ type instance struct {
 	done   chan struct{}
 	once   sync.Once
 	err    error
+	// net is the sandbox's network (nil for deny: the runtime's namespace
+	// with loopback alone); network the policy it was created with.
+	net     *sandboxnet.Net
+	network api.NetworkPolicy
 }
 
 func (in *instance) AgentSocket() string   { return in.bundle.socket() }
@@ -257,7 +341,39 @@ func (in *instance) Done() <-chan struct{} { return in.done }
 
 // State implements backend.Recoverable.
 func (in *instance) State() map[string]string {
-	return map[string]string{"container": in.cid, "dir": in.bundle.dir, "pid": strconv.Itoa(in.pid)}
+	st := map[string]string{"container": in.cid, "dir": in.bundle.dir, "pid": strconv.Itoa(in.pid)}
+	if in.net != nil {
+		maps.Copy(st, in.net.State())
+		pol, _ := json.Marshal(in.network)
+		st["network"] = string(pol)
+	}
+	return st
+}
+
+// SetNetwork implements backend.NetworkController.
+func (in *instance) SetNetwork(ctx context.Context, pol api.NetworkPolicy) error {
+	if in.net == nil {
+		if pol.Policy == api.NetworkDeny {
+			return nil
+		}
+		return api.Errorf(api.ErrUnsupported, "this sandbox was created with network policy deny and has no network interface to open for %q; create it with allow or whitelist to change the policy per execution", pol.Policy)
+	}
+	return in.net.SetPolicy(ctx, pol)
+}
+
+// Detach implements backend.Detacher: the network's DNS server and proxy
+// stop; its rules, which keep everything but them shut, stay.
+func (in *instance) Detach() {
+	if in.net != nil {
+		in.net.Detach()
+	}
+}
+
+// OnNetworkDenial implements backend.NetworkController.
+func (in *instance) OnNetworkDenial(fn func(api.NetworkDenial)) {
+	if in.net != nil {
+		in.net.OnDenial(fn)
+	}
 }
 
 // Destroy kills the container (SIGKILL to its init ends the whole pid
@@ -284,6 +400,12 @@ func (in *instance) Destroy(context.Context) error {
 		case <-time.After(10 * time.Second):
 			in.err = fmt.Errorf("oci backend: init %d of container %s did not exit", in.pid, in.cid)
 			return
+		}
+		if in.net != nil {
+			if err := in.net.Close(ctx); err != nil {
+				in.err = fmt.Errorf("oci backend: container %s: remove its network: %w", in.cid, err)
+				return
+			}
 		}
 		os.RemoveAll(in.bundle.dir)
 	})

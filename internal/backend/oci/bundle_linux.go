@@ -18,6 +18,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet"
 )
 
 // bundle is one sandbox's directory: config.json, the (empty, read-only)
@@ -87,8 +88,9 @@ var etcDirs = []string{
 var etcCopies = []string{"ssl/openssl.cnf"}
 
 // build writes the bundle for spec: rootfs mount points, /etc, the socket
-// directory (owned by the mapped sandbox user) and config.json.
-func (b *Backend) build(l bundle, s backend.Spec, agentArgv, agentEnv []string, cid string) error {
+// directory (owned by the mapped sandbox user) and config.json. sn is the
+// sandbox's network, nil for deny.
+func (b *Backend) build(l bundle, s backend.Spec, agentArgv, agentEnv []string, cid string, sn *sandboxnet.Net) error {
 	uid := int(b.cfg.UIDBase + sandboxUID)
 	gid := int(b.cfg.UIDBase + sandboxGID)
 	rootfs := l.rootfs()
@@ -125,7 +127,7 @@ func (b *Backend) build(l bundle, s backend.Spec, agentArgv, agentEnv []string, 
 			linkMounts = append(linkMounts, "/"+name)
 		}
 	}
-	etcMounts, err := b.buildEtc(l.etc(), s, hostname)
+	etcMounts, err := b.buildEtc(l.etc(), s, hostname, sn)
 	if err != nil {
 		return err
 	}
@@ -139,6 +141,22 @@ func (b *Backend) build(l bundle, s backend.Spec, agentArgv, agentEnv []string, 
 	}
 
 	sp := b.spec(l, s, agentArgv, agentEnv, cid)
+	if sn != nil {
+		if isRunsc(b.cfg.Runtime) {
+			for i, ns := range sp.Linux.Namespaces {
+				if ns.Type == specs.NetworkNamespace {
+					sp.Linux.Namespaces[i].Path = sn.NetnsPath()
+				}
+			}
+		}
+		if s.Network.Policy == api.NetworkWhitelist {
+			// Programs that honour proxy variables ask the proxy by name;
+			// the others are redirected to it anyway.
+			p := sn.ProxyURL()
+			sp.Process.Env = append(sp.Process.Env, "HTTP_PROXY="+p, "HTTPS_PROXY="+p, "http_proxy="+p, "https_proxy="+p,
+				"NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1")
+		}
+	}
 	for _, d := range linkMounts {
 		sp.Mounts = append(sp.Mounts, bindRO(d, d))
 	}
@@ -165,7 +183,7 @@ func (b *Backend) build(l bundle, s backend.Spec, agentArgv, agentEnv []string, 
 // buildEtc writes the container's own /etc into dir and returns the host
 // /etc directories (relative) to bind-mount on top of it. There is no shadow
 // file: the container's users have no passwords.
-func (b *Backend) buildEtc(dir string, s backend.Spec, hostname string) ([]string, error) {
+func (b *Backend) buildEtc(dir string, s backend.Spec, hostname string, sn *sandboxnet.Net) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -179,6 +197,9 @@ func (b *Backend) buildEtc(dir string, s backend.Spec, hostname string) ([]strin
 		// Network policy deny: there is no resolver to reach.
 		"resolv.conf":   "# ds-sandbox: no DNS (network policy deny)\n",
 		"nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\nethers: files\nrpc: files\n",
+	}
+	if sn != nil {
+		gen["resolv.conf"] = sn.ResolvConf()
 	}
 	for name, content := range gen {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {

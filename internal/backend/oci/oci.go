@@ -12,17 +12,25 @@
 // no_new_privs is set, Docker's default seccomp profile applies, and the
 // container has its own pid, ipc, uts, mount, net and cgroup namespaces.
 //
-// Network: only "deny" (a network namespace with loopback alone) is enforced;
-// "allow" and "whitelist" need the egress machinery and are refused.
+// Network: "deny" is a network namespace with loopback alone, made by the
+// runtime. "allow" and "whitelist" get a namespace of internal/sandboxnet
+// (a veth to the host, the policy enforced by host-side nftables rules, a
+// DNS server and, for whitelist, the egress proxy on the host end), which
+// the container joins; the policy can change while the sandbox runs
+// (backend.NetworkController). Those need root and iproute2 and nftables;
+// without them allow and whitelist are refused.
 package oci
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"net/netip"
 	"path/filepath"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet"
 )
 
 // Config configures the oci backend.
@@ -32,9 +40,9 @@ type Config struct {
 	Runtime string
 	// RuntimeFlags are global flags given to every runtime command, before
 	// the subcommand. Default for runsc (gVisor): "--host-uds=create" (the
-	// agent's socket must be a host socket the daemon can dial) and
-	// "--network=none" (a loopback-only netstack: policy deny, the only one
-	// this backend runs).
+	// agent's socket must be a host socket the daemon can dial); runsc
+	// creates deny sandboxes with "--network=none" (a loopback-only
+	// netstack) and the others with its netstack on the namespace's veth.
 	RuntimeFlags []string
 	// AgentPath is the ds-sandbox binary bind-mounted into the container as
 	// its PID 1; "" finds it (see agent.Command). It must run with only the
@@ -59,11 +67,20 @@ type Config struct {
 	PidsLimit int64
 	// StartTimeout bounds the agent start; default 30s.
 	StartTimeout time.Duration
+	// NetPool is the address pool of allow and whitelist sandboxes' veths
+	// (a /30 each); default sandboxnet.DefaultPool (10.213.0.0/16).
+	NetPool netip.Prefix
+	// Resolver resolves names for sandboxes' DNS and egress proxy; default
+	// the host's resolver.
+	Resolver func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // Backend is the oci backend.
 type Backend struct {
-	cfg Config
+	cfg  Config
+	nets *sandboxnet.Manager // nil when the config makes none (netErr says why)
+	// netErr is why allow and whitelist cannot be had, if they cannot.
+	netErr error
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -88,8 +105,8 @@ func New(cfg Config) *Backend {
 	if cfg.Runtime == "" {
 		cfg.Runtime = "runc"
 	}
-	if cfg.RuntimeFlags == nil && filepath.Base(cfg.Runtime) == "runsc" {
-		cfg.RuntimeFlags = []string{"--host-uds=create", "--network=none"}
+	if cfg.RuntimeFlags == nil && isRunsc(cfg.Runtime) {
+		cfg.RuntimeFlags = []string{"--host-uds=create"}
 	}
 	if cfg.UIDBase == 0 {
 		cfg.UIDBase = 1_000_000_000
@@ -104,7 +121,23 @@ func New(cfg Config) *Backend {
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 30 * time.Second
 	}
-	return &Backend{cfg: cfg}
+	b := &Backend{cfg: cfg}
+	sum := sha256.Sum256([]byte(cfg.StateDir))
+	b.nets, b.netErr = sandboxnet.New(sandboxnet.Config{
+		Tag: hex.EncodeToString(sum[:4]), Pool: cfg.NetPool, Resolver: cfg.Resolver,
+	})
+	return b
+}
+
+func isRunsc(runtime string) bool { return filepath.Base(runtime) == "runsc" }
+
+// networkAvailable returns nil when allow and whitelist sandboxes can be
+// made, or why not.
+func (b *Backend) networkAvailable() error {
+	if b.netErr != nil {
+		return b.netErr
+	}
+	return b.nets.Available()
 }
 
 // Config returns the backend's configuration, defaults filled in.

@@ -16,6 +16,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/backendtest"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/oci"
+	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet/nettest"
 )
 
 // agentBin is a static ds-sandbox built for the tests ("" when skipped);
@@ -76,7 +77,7 @@ func newBackend(t *testing.T) *oci.Backend {
 	}
 	os.Chmod(dir, 0o711)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	b := oci.New(oci.Config{Runtime: runtimeBin(), AgentPath: agentBin, StateDir: dir, BundleDir: filepath.Join(dir, "bundles")})
+	b := oci.New(oci.Config{Runtime: runtimeBin(), AgentPath: agentBin, StateDir: dir, BundleDir: filepath.Join(dir, "bundles"), Resolver: nettest.Resolver})
 	if err := b.Available(t.Context()); err != nil {
 		t.Skip(err)
 	}
@@ -86,7 +87,7 @@ func newBackend(t *testing.T) *oci.Backend {
 func TestConformance(t *testing.T) {
 	b := newBackend(t)
 	backendtest.Run(t, b, backendtest.Options{
-		EnforcesNetwork:  []string{api.NetworkDeny},
+		EnforcesNetwork:  []string{api.NetworkDeny, api.NetworkAllow, api.NetworkWhitelist},
 		Network:          api.NetworkDeny,
 		WorkspaceEnvRoot: func(s backend.Spec) string { return s.Workdir },
 		OwnPIDNamespace:  true,

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet"
 )
 
 var _ backend.Reaper = (*Backend)(nil)
@@ -33,6 +34,7 @@ func (b *Backend) ReapOrphans(ctx context.Context, live func(sandboxID string) b
 	rt := b.runtime()
 	n := 0
 	var errs []error
+	liveNets := map[string]bool{}
 	for _, e := range entries {
 		if !e.IsDir() || !strings.HasPrefix(e.Name(), "s-") {
 			continue
@@ -52,6 +54,7 @@ func (b *Backend) ReapOrphans(ctx context.Context, live func(sandboxID string) b
 			continue
 		}
 		if live(sid) {
+			liveNets[sandboxnet.KeyFor(cid)] = true
 			continue
 		}
 		in := &instance{rt: rt, cid: cid, bundle: l, done: make(chan struct{})}
@@ -67,6 +70,13 @@ func (b *Backend) ReapOrphans(ctx context.Context, live func(sandboxID string) b
 			continue
 		}
 		n++
+	}
+	// Networks whose container is gone (reaped above, or a Create that
+	// died between making the network and the bundle's config).
+	if b.networkAvailable() == nil {
+		if _, err := b.nets.Reap(ctx, func(key string) bool { return liveNets[key] }); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return n, errors.Join(errs...)
 }
