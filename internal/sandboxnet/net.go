@@ -27,8 +27,8 @@ type Net struct {
 	key   string
 	ns    string // network namespace name
 	table string
-	veth  string // the host end
-	peer  string // the sandbox end's name until Join renames it eth0
+	veth  string     // the host end
+	peer  string     // the sandbox end's name until Join renames it eth0
 	host  netip.Addr // host end of the veth: DNS server and egress proxy
 	sbx   netip.Addr // the sandbox's address
 

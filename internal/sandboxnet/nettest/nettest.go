@@ -251,6 +251,7 @@ func lock(t testing.TB, p string) func() {
 //	probe("tls", ip, port, sni)       TLS (unverified) with that SNI, then GET /
 //
 // An HTTP answer other than 200 (such as the egress proxy's 403) is an ERR.
+//
 //	probe("tcp", ip, port)            connect only
 //	probe("udp", ip, port)            one datagram to an echo server
 //
