@@ -33,6 +33,15 @@ func WithTimeout(d time.Duration) RunOption {
 	}
 }
 
+// WithNetwork runs this cell under its own network policy (the seed's
+// run_code allow_internet / network_policy / network_whitelist): the
+// sandbox's network changes for the cell and is restored after it, and the
+// sandbox's other executions wait meanwhile. Backends that cannot change a
+// running sandbox's network (local, docker) refuse it unless it is the
+// sandbox's own policy, as does a sandbox created with deny (it has no
+// network interface to open).
+func WithNetwork(p NetworkPolicy) RunOption { return func(o *runOptions) { o.req.Network = &p } }
+
 // WithEnvs sets environment variables for this cell only.
 func WithEnvs(envs map[string]string) RunOption { return func(o *runOptions) { o.req.Envs = envs } }
 
@@ -61,7 +70,7 @@ func (s *Sandbox) RunCode(ctx context.Context, code string, opts ...RunOption) (
 	if o.req.TimeoutMs < 0 {
 		return nil, api.Errorf(api.ErrInvalid, "timeout is negative")
 	}
-	return s.agent.Execute(ctx, o.req, func(ev api.ExecEvent) {
+	return s.cp.execute(ctx, s.ID, s.agent, o.req, func(ev api.ExecEvent) {
 		switch {
 		case ev.Type == api.EventStdout && o.onStdout != nil:
 			o.onStdout(ev.Text)

@@ -35,6 +35,9 @@ type (
 	Template = api.Template
 	// NetworkPolicy is a network policy: allow, deny or whitelist.
 	NetworkPolicy = api.NetworkPolicy
+	// NetworkDenial is one connection or name lookup the network policy
+	// refused (Execution.NetworkDenials).
+	NetworkDenial = api.NetworkDenial
 	// EntryInfo describes a file or directory in a sandbox.
 	EntryInfo = api.EntryInfo
 	// FilesystemEvent is a change seen by WatchDir.

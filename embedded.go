@@ -90,6 +90,14 @@ func (e *embedded) connect(ctx context.Context, id string) (api.SandboxInfo, *ag
 	return s.Info(), agent.NewClient(s.AgentSocket()), nil
 }
 
+func (e *embedded) execute(ctx context.Context, id string, _ *agent.Client, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error) {
+	s, err := e.m.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return s.Execute(ctx, req, onEvent)
+}
+
 func (e *embedded) list(ctx context.Context, md map[string]string) ([]api.SandboxInfo, error) {
 	return e.m.List(ctx, md), nil
 }

@@ -158,6 +158,10 @@ func (r *remote) connect(ctx context.Context, id string) (api.SandboxInfo, *agen
 	return info, r.agentFor(id), nil
 }
 
+func (r *remote) execute(ctx context.Context, _ string, ac *agent.Client, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error) {
+	return ac.Execute(ctx, req, onEvent)
+}
+
 func (r *remote) list(ctx context.Context, md map[string]string) ([]api.SandboxInfo, error) {
 	q := url.Values{}
 	for k, v := range md {

@@ -63,6 +63,10 @@ type controlPlane interface {
 	listDatasets(ctx context.Context, f DatasetFilter) ([]api.Dataset, error)
 	removeDataset(ctx context.Context, name string) error
 	loadTemplate(ctx context.Context, id string) (api.Template, error)
+	// execute runs a cell: through the manager in process (which applies a
+	// per-execution network policy and collects denials), through the
+	// server's execute route remotely (which does the same there).
+	execute(ctx context.Context, id string, ac *agent.Client, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error)
 }
 
 func newSandbox(cp controlPlane, info api.SandboxInfo, ac *agent.Client) *Sandbox {

@@ -22,6 +22,10 @@ type Execution struct {
 	// Notices are messages from ds-sandbox about this execution, such as "the
 	// context was restarted: earlier state is gone".
 	Notices []string `json:"notices,omitempty"`
+	// NetworkDenials are the connections and name lookups the sandbox's
+	// network policy refused while the cell ran (any process of the
+	// sandbox, not only the cell's).
+	NetworkDenials []NetworkDenial `json:"network_denials,omitempty"`
 }
 
 // Text returns the text/plain form of the main result (the value of the cell's
@@ -136,6 +140,9 @@ const (
 	// Error carries a stable error code in Name and the message in Value, and
 	// clients turn it into an error (an *Error with that code).
 	EventFailure = "failure"
+	// EventNetworkDenied reports a connection or lookup the network policy
+	// refused while the cell ran; Denial says which.
+	EventNetworkDenied = "network_denied"
 )
 
 // ExecEvent is one line of an execution's NDJSON stream. The stream ends with an
@@ -148,6 +155,7 @@ type ExecEvent struct {
 	Result         *Result         `json:"result,omitempty"`
 	Error          *ExecutionError `json:"error,omitempty"`
 	ExecutionCount int             `json:"execution_count,omitempty"`
+	Denial         *NetworkDenial  `json:"denial,omitempty"`
 }
 
 // Apply folds one stream event into e.
@@ -167,6 +175,10 @@ func (e *Execution) Apply(ev ExecEvent) {
 		e.Notices = append(e.Notices, ev.Text)
 	case EventEnd:
 		e.ExecutionCount = ev.ExecutionCount
+	case EventNetworkDenied:
+		if ev.Denial != nil {
+			e.NetworkDenials = append(e.NetworkDenials, *ev.Denial)
+		}
 	}
 }
 

@@ -153,4 +153,8 @@ const (
 	EventSandboxTimeout   = "sandbox.timeout_set"
 	EventSandboxRecovered = "sandbox.recovered"
 	EventSandboxReaped    = "sandbox.reaped"
+	// EventNetworkDenied: the sandbox's network policy refused a connection
+	// or lookup (Data: host, ip, reason; rate-limited per sandbox, with
+	// suppressed_before counting those left out).
+	EventSandboxNetworkDenied = "network.denied"
 )

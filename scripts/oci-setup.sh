@@ -1,17 +1,20 @@
 #!/bin/sh
-# oci-setup.sh installs what the oci backend needs on Debian/Ubuntu: the OCI
-# runtimes runc and crun from the distribution, when missing. Nothing else.
-# Run as root (or through sudo).
+# oci-setup.sh installs what the oci backend needs on Debian/Ubuntu, when
+# missing: the OCI runtimes runc and crun, and for the allow and whitelist
+# network policies iproute2 (ip) and nftables (nft); iptables is used when
+# present (a host firewall whose FORWARD policy is DROP gets ACCEPT rules
+# for the sandboxes' veths). Run as root (or through sudo).
 set -eu
 
 missing=""
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ] || [ -x "/sbin/$1" ]; }
 for rt in runc crun; do
-	if ! command -v "$rt" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$rt" ] && [ ! -x "/usr/bin/$rt" ]; then
-		missing="$missing $rt"
-	fi
+	have "$rt" || missing="$missing $rt"
 done
+have ip || missing="$missing iproute2"
+have nft || missing="$missing nftables"
 if [ -z "$missing" ]; then
-	echo "oci-setup: runc and crun are installed"
+	echo "oci-setup: runc, crun, ip and nft are installed"
 	exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then

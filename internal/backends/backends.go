@@ -3,6 +3,9 @@
 package backends
 
 import (
+	"context"
+	"net"
+	"net/netip"
 	"path/filepath"
 
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
@@ -24,6 +27,9 @@ const (
 
 // New returns every backend this build has, configured from cfg.
 func New(cfg config.Config, mode Mode) []backend.Backend {
+	// Validated with the config: a bad value here is the zero one (defaults).
+	pool, _ := netip.ParsePrefix(cfg.NetworkPool)
+	resolver := Resolver(cfg.NetworkDNS)
 	bs := []backend.Backend{
 		local.New(local.Config{
 			AgentPath: cfg.AgentPath,
@@ -36,6 +42,8 @@ func New(cfg config.Config, mode Mode) []backend.Backend {
 			AgentPath: cfg.AgentPath,
 			Runtime:   cfg.OCIRuntime,
 			StateDir:  filepath.Join(cfg.StateDir, "oci"),
+			NetPool:   pool,
+			Resolver:  resolver,
 		}),
 	}
 	if docker.Present(cfg.AgentPath) {
@@ -46,4 +54,20 @@ func New(cfg config.Config, mode Mode) []backend.Backend {
 		}))
 	}
 	return bs
+}
+
+// Resolver returns the resolver of sandbox networks: one asking the DNS
+// server dns (a network_dns value), or nil (the host's resolver) for "".
+func Resolver(dns string) func(ctx context.Context, host string) ([]netip.Addr, error) {
+	server, err := config.DNSServer(dns)
+	if dns == "" || err != nil {
+		return nil
+	}
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, server.String())
+	}}
+	return func(ctx context.Context, host string) ([]netip.Addr, error) {
+		return r.LookupNetIP(ctx, "ip", host)
+	}
 }

@@ -139,7 +139,7 @@ func run(ctx context.Context, f runFlags, code string, stdout, stderr io.Writer)
 		_, err := s.Agent().WriteFile(ctx, p, bytes.NewReader(data))
 		return err
 	}}
-	exec, err := s.Agent().Execute(ctx, api.ExecuteRequest{Code: code, TimeoutMs: cellTimeout.Milliseconds()}, p.event)
+	exec, err := s.Execute(ctx, api.ExecuteRequest{Code: code, TimeoutMs: cellTimeout.Milliseconds()}, p.event)
 
 	keep := f.keep || p.saved > 0
 	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -201,6 +201,14 @@ func (p *printer) event(ev api.ExecEvent) {
 		io.WriteString(p.stderr, ev.Text)
 	case api.EventNotice:
 		fmt.Fprintf(p.stderr, "[ds-sandbox: %s]\n", ev.Text)
+	case api.EventNetworkDenied:
+		if d := ev.Denial; d != nil {
+			what := d.Host
+			if what == "" {
+				what = d.IP
+			}
+			fmt.Fprintf(p.stderr, "[ds-sandbox: network policy denied %s: %s]\n", what, d.Reason)
+		}
 	case api.EventResult:
 		p.result(ev.Result)
 	case api.EventError:

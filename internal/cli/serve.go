@@ -134,7 +134,11 @@ func startDaemon(ctx context.Context, cfg config.Config, ephemeral bool, ln net.
 		// Lifecycle changes nobody asked for over the API (timeouts, exits,
 		// recovery) are audited here; requests are audited by the API.
 		if d.audit != nil && ev.Type != api.EventSandboxCreated && ev.Type != api.EventSandboxKilled && ev.Type != api.EventSandboxTimeout {
-			_ = d.audit.Write(audit.Record{Action: ev.Type, SandboxID: ev.SandboxID, KeyID: owner, Outcome: audit.OK, Detail: ev.Data})
+			outcome := audit.OK
+			if ev.Type == api.EventSandboxNetworkDenied {
+				outcome = audit.Denied
+			}
+			_ = d.audit.Write(audit.Record{Action: ev.Type, SandboxID: ev.SandboxID, KeyID: owner, Outcome: outcome, Detail: ev.Data})
 		}
 	})
 	if !ephemeral {

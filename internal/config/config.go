@@ -86,6 +86,14 @@ type Config struct {
 	// OCIRuntime is the OCI runtime binary of the oci backend: runc (the
 	// default), crun, or runsc for gVisor; a name looked up in PATH or a path.
 	OCIRuntime string `yaml:"oci_runtime" json:"oci_runtime"`
+	// NetworkPool is the IPv4 prefix (/24 or wider) the veths of allow and
+	// whitelist sandboxes take their /30s from; default 10.213.0.0/16. It
+	// must overlap no network of the host.
+	NetworkPool string `yaml:"network_pool" json:"network_pool"`
+	// NetworkDNS is the DNS server (ip or ip:port) that resolves names for
+	// sandboxes (their DNS answers and the egress proxy); default the
+	// host's resolver (/etc/resolv.conf).
+	NetworkDNS string `yaml:"network_dns" json:"network_dns"`
 	// AgentPath is the in-sandbox agent binary; "" means this executable.
 	AgentPath string `yaml:"agent_path" json:"agent_path"`
 	// Listen is the HTTP API's host:port. The default is loopback only, since

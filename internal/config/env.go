@@ -37,6 +37,8 @@ var envVars = []envVar{
 	{"SANDBOX_PYTHON", str(func(c *Config) *string { return &c.Python })},
 	{"SANDBOX_AGENT_PATH", str(func(c *Config) *string { return &c.AgentPath })},
 	{"SANDBOX_OCI_RUNTIME", str(func(c *Config) *string { return &c.OCIRuntime })},
+	{"SANDBOX_NETWORK_POOL", str(func(c *Config) *string { return &c.NetworkPool })},
+	{"SANDBOX_NETWORK_DNS", str(func(c *Config) *string { return &c.NetworkDNS })},
 	{"SANDBOX_LISTEN", str(func(c *Config) *string { return &c.Listen })},
 	{"DS_SANDBOX_API_KEY", func(c *Config, v string) error {
 		c.APIKeys = append(c.APIKeys, APIKey{ID: "env", Key: v, Admin: true})
@@ -74,6 +76,8 @@ func EnvVars() []string {
 //	SANDBOX_PYTHON            python
 //	SANDBOX_AGENT_PATH        agent_path
 //	SANDBOX_OCI_RUNTIME       oci_runtime
+//	SANDBOX_NETWORK_POOL      network_pool
+//	SANDBOX_NETWORK_DNS       network_dns
 //	SANDBOX_LISTEN            listen
 //	DS_SANDBOX_API_KEY        an admin API key with id "env"
 //

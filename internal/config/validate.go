@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -47,6 +48,16 @@ func (c Config) Validate() error {
 	}
 
 	oneOf("default_backend", c.DefaultBackend, backends)
+	if c.NetworkPool != "" {
+		if pf, err := netip.ParsePrefix(c.NetworkPool); err != nil || !pf.Addr().Is4() || pf.Bits() > 24 {
+			fail("network_pool", "%q is not an IPv4 prefix of /24 or wider (such as 10.213.0.0/16)", c.NetworkPool)
+		}
+	}
+	if c.NetworkDNS != "" {
+		if _, err := DNSServer(c.NetworkDNS); err != nil {
+			fail("network_dns", "%v", err)
+		}
+	}
 	wrap("default_user", template.ValidateUser(c.DefaultUser))
 	wrap("default_workdir", template.ValidateWorkdir(c.DefaultWorkdir))
 	if c.DefaultWorkspaceID != "" {
@@ -144,6 +155,18 @@ func ValidateNetworkPolicy(p api.NetworkPolicy) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// DNSServer parses a network_dns value: an IP with an optional port (53).
+func DNSServer(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap, nil
+	}
+	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q is not an IP address or ip:port", s)
+	}
+	return netip.AddrPortFrom(a, 53), nil
 }
 
 // checkDestination reports whether s is a valid whitelist entry; the syntax

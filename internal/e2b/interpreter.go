@@ -150,7 +150,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	}()
 	now := func() string { return time.Now().UTC().Format(time.RFC3339Nano) }
 	count := 0
-	exec, err := sandboxFrom(ctx).Agent().Execute(ctx, api.ExecuteRequest{Code: req.Code, ContextID: req.ContextID, Envs: req.EnvVars}, func(ev api.ExecEvent) {
+	exec, err := sandboxFrom(ctx).Execute(ctx, api.ExecuteRequest{Code: req.Code, ContextID: req.ContextID, Envs: req.EnvVars}, func(ev api.ExecEvent) {
 		switch ev.Type {
 		case api.EventStdout, api.EventStderr:
 			send(map[string]any{"type": ev.Type, "text": ev.Text, "timestamp": now()})

@@ -6,20 +6,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/config"
 )
 
 // execute runs a cell. By default the response is the NDJSON event stream of
-// the agent, passed through as events arrive; with ?wait=true it is the whole
-// api.Execution. A per-execution network policy (the seed's run_code
-// arguments) is honoured only when it is the sandbox's own: no backend can
-// change a running sandbox's network for one cell yet, and accepting it
-// silently would fail open.
+// the agent, passed through as events arrive (with network_denied events of
+// ours among them); with ?wait=true it is the whole api.Execution. A
+// per-execution network policy (the seed's run_code arguments) is applied
+// by the manager for that cell, or refused when the backend cannot.
 func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 	var req api.ExecuteRequest
 	if err := s.decode(w, r, &req); err != nil {
@@ -36,21 +33,11 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if req.Network != nil {
-		if err := config.ValidateNetworkPolicy(*req.Network); err != nil {
-			return err
-		}
-		have := sbx.Info().Network
-		if !samePolicy(have, *req.Network) {
-			rec.Action = "execute.policy"
-			return api.Errorf(api.ErrUnsupported,
-				"this sandbox's network policy is %q; the %s backend cannot change it for one execution (asked for %q): create the sandbox with that policy instead",
-				have.Policy, sbx.Info().Backend, req.Network.Policy)
-		}
-		req.Network = nil
+		rec.Detail = map[string]string{"network": req.Network.Policy}
 	}
 	start := time.Now()
 	if r.URL.Query().Get("wait") == "true" {
-		exec, err := sbx.Agent().Execute(r.Context(), req, nil)
+		exec, err := sbx.Execute(r.Context(), req, nil)
 		s.observeExecution(exec, err, start)
 		if err != nil {
 			return err
@@ -62,7 +49,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	started := false
-	exec, err := sbx.Agent().Execute(r.Context(), req, func(ev api.ExecEvent) {
+	exec, err := sbx.Execute(r.Context(), req, func(ev api.ExecEvent) {
 		if !started {
 			started = true
 			w.Header().Set("Content-Type", "application/x-ndjson")
@@ -84,19 +71,6 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("execute: %w", err)
 	}
 	return err
-}
-
-func samePolicy(a, b api.NetworkPolicy) bool {
-	if a.Policy != b.Policy {
-		return false
-	}
-	if a.Policy != api.NetworkWhitelist {
-		return true
-	}
-	x, y := slices.Clone(a.Whitelist), slices.Clone(b.Whitelist)
-	slices.Sort(x)
-	slices.Sort(y)
-	return slices.Equal(x, y)
 }
 
 func (s *Server) observeExecution(exec *api.Execution, err error, start time.Time) {

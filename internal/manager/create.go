@@ -82,6 +82,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 	s.mu.Unlock()
 	m.mu.Unlock()
 	m.saveRecord(s)
+	m.watchNetwork(s)
 	go m.watch(s)
 	m.log.Info("sandbox created", "sandbox_id", id, "backend", plan.backend.Name(), "workspace_id", ws.ID)
 	m.emit(api.EventSandboxCreated, id, s.info.Owner, map[string]string{

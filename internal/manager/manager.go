@@ -122,6 +122,7 @@ func (m *Manager) LoadTemplate(id string) (api.Template, error) {
 type Sandbox struct {
 	inst  backend.Instance
 	agent *agent.Client
+	net   netState
 
 	mu    sync.Mutex
 	info  api.SandboxInfo

@@ -188,6 +188,7 @@ func (m *Manager) reattach(ctx context.Context, rec record) bool {
 	m.sandboxes[info.SandboxID] = s
 	s.timer = time.AfterFunc(left, func() { m.expire(info.SandboxID) })
 	m.mu.Unlock()
+	m.watchNetwork(s)
 	go m.watch(s)
 	m.log.Info("sandbox re-attached after restart", "sandbox_id", info.SandboxID)
 	m.emit(api.EventSandboxRecovered, info.SandboxID, info.Owner, nil)

@@ -27,7 +27,7 @@ func (s *Server) runCode(ctx context.Context, sess *session, in runCodeIn) (*mcp
 	if err != nil {
 		return nil, nil, err
 	}
-	exec, err := sb.Agent().Execute(ctx, api.ExecuteRequest{Code: in.Code, TimeoutMs: ms}, nil)
+	exec, err := sb.Execute(ctx, api.ExecuteRequest{Code: in.Code, TimeoutMs: ms}, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sandbox %s: %w", sb.ID(), err)
 	}

@@ -41,6 +41,7 @@ from .models import (
     ExecutionError,
     FilesystemEvent,
     Logs,
+    NetworkDenial,
     NetworkPolicy,
     ProcessInfo,
     Result,
@@ -57,7 +58,7 @@ CodeResult = Execution
 __all__ = [
     "Sandbox", "SandboxConfig", "Template", "list_datasets",
     "Execution", "CodeResult", "Logs", "Result", "ExecutionError", "Context",
-    "SandboxInfo", "NetworkPolicy", "Dataset",
+    "SandboxInfo", "NetworkPolicy", "NetworkDenial", "Dataset",
     "Files", "EntryInfo", "FilesystemEvent", "WatchHandle", "ReadStream",
     "Commands", "CommandHandle", "CommandResult", "ProcessInfo",
     "SandboxError", "NotFoundError", "SandboxFileNotFoundError", "InvalidArgumentError",

@@ -182,20 +182,37 @@ class Result:
     def _repr_javascript_(self): return self.javascript
 
 
+@dataclass
+class NetworkDenial:
+    """A connection or name lookup the sandbox's network policy refused:
+    ``host`` (the name asked for, "" for an IP), ``ip``, ``reason`` and
+    ``time`` (RFC 3339)."""
+    reason: str = ""
+    host: str = ""
+    ip: str = ""
+    time: str = ""
+
+    @classmethod
+    def _from_wire(cls, d: dict) -> "NetworkDenial":
+        return cls(reason=d.get("reason", ""), host=d.get("host", ""), ip=d.get("ip", ""), time=d.get("time", ""))
+
+
 class Execution:
     """The outcome of ``run_code``: ``results``, ``logs``, ``error``,
-    ``execution_count`` and ``notices`` (messages from ds-sandbox, e.g. that the
-    context was restarted). An exception raised by the code is reported in
-    ``error``; it is not raised in the caller."""
+    ``execution_count``, ``notices`` (messages from ds-sandbox, e.g. that the
+    context was restarted) and ``network_denials`` (what the network policy
+    refused while the cell ran). An exception raised by the code is reported
+    in ``error``; it is not raised in the caller."""
 
     def __init__(self, results: list[Result] | None = None, logs: Logs | None = None,
                  error: ExecutionError | None = None, execution_count: int | None = None,
-                 notices: list[str] | None = None):
+                 notices: list[str] | None = None, network_denials: list[NetworkDenial] | None = None):
         self.results: list[Result] = list(results or [])
         self.logs: Logs = logs or Logs()
         self.error: Optional[ExecutionError] = error
         self.execution_count: Optional[int] = execution_count
         self.notices: list[str] = list(notices or [])
+        self.network_denials: list[NetworkDenial] = list(network_denials or [])
 
     @property
     def text(self) -> Optional[str]:
@@ -214,7 +231,8 @@ class Execution:
             logs=Logs(logs.get("stdout"), logs.get("stderr")),
             error=ExecutionError._from_wire(d.get("error")),
             execution_count=d.get("execution_count") or None,
-            notices=d.get("notices") or [])
+            notices=d.get("notices") or [],
+            network_denials=[NetworkDenial._from_wire(x) for x in d.get("network_denials") or []])
 
     def __repr__(self) -> str:
         return (f"Execution(Results: {self.results!r}, Logs: {self.logs!r}, Error: {self.error!r}"

@@ -13,7 +13,7 @@ from ._transport import Transport
 from .commands import Commands
 from .config import SandboxConfig
 from .files import Files
-from .models import Context, Dataset, Execution, ExecutionError, Result, SandboxInfo
+from .models import Context, Dataset, Execution, ExecutionError, NetworkDenial, Result, SandboxInfo
 from .template import Template
 
 __all__ = ["Sandbox", "list_datasets"]
@@ -341,6 +341,9 @@ class Sandbox:
                         on_error(execution.error)
                 elif typ == "notice":
                     execution.notices.append(ev.get("text", ""))
+                elif typ == "network_denied":
+                    if ev.get("denial") is not None:
+                        execution.network_denials.append(NetworkDenial._from_wire(ev["denial"]))
                 elif typ == "end":
                     execution.execution_count = ev.get("execution_count") or None
                     ended = True

@@ -1,0 +1,218 @@
+package manager
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/config"
+)
+
+// maxExecDenials bounds the denials attached to one Execution; past it the
+// Execution gets a notice with the count left out.
+const maxExecDenials = 100
+
+// Denial events are rate-limited per sandbox (a loop of refused connects
+// must not flood the event history or the audit log); those left out are
+// counted in the next event that passes.
+const (
+	denialEventsPerSecond = 10
+	denialEventsBurst     = 50
+)
+
+// netState is a sandbox's network bookkeeping: the lock that keeps
+// executions with a per-execution policy apart from the others, and the
+// collectors of denials of the executions running now.
+type netState struct {
+	// policy is held shared by ordinary executions and exclusively by one
+	// with its own network policy (which changes the whole sandbox's
+	// network while it runs).
+	policy sync.RWMutex
+
+	mu         sync.Mutex
+	collectors map[*denialCollector]struct{}
+	limiter    *rate.Limiter
+	suppressed int
+}
+
+type denialCollector struct {
+	mu      sync.Mutex
+	list    []api.NetworkDenial
+	dropped int
+	onEvent func(api.ExecEvent) // told of each denial as it happens; nil: not
+}
+
+func (c *denialCollector) add(d api.NetworkDenial) {
+	c.mu.Lock()
+	if len(c.list) >= maxExecDenials {
+		c.dropped++
+		c.mu.Unlock()
+		return
+	}
+	c.list = append(c.list, d)
+	c.mu.Unlock()
+	if c.onEvent != nil {
+		c.onEvent(api.ExecEvent{Type: api.EventNetworkDenied, Denial: &d})
+	}
+}
+
+// watchNetwork makes the sandbox's denials events (rate-limited, so
+// audited) and hands them to the executions running at the time.
+func (m *Manager) watchNetwork(s *Sandbox) {
+	nc, ok := s.inst.(backend.NetworkController)
+	if !ok {
+		return
+	}
+	s.net.limiter = rate.NewLimiter(denialEventsPerSecond, denialEventsBurst)
+	nc.OnNetworkDenial(func(d api.NetworkDenial) {
+		ns := &s.net
+		ns.mu.Lock()
+		cs := make([]*denialCollector, 0, len(ns.collectors))
+		for c := range ns.collectors {
+			cs = append(cs, c)
+		}
+		emit := ns.limiter.Allow()
+		suppressed := ns.suppressed
+		if emit {
+			ns.suppressed = 0
+		} else {
+			ns.suppressed++
+		}
+		ns.mu.Unlock()
+		for _, c := range cs {
+			c.add(d)
+		}
+		if emit {
+			data := map[string]string{"host": d.Host, "ip": d.IP, "reason": d.Reason}
+			if suppressed > 0 {
+				data["suppressed_before"] = fmt.Sprint(suppressed)
+			}
+			m.emit(api.EventSandboxNetworkDenied, s.ID(), s.Info().Owner, data)
+		}
+	})
+}
+
+// Execute runs a cell in the sandbox. A per-execution network policy
+// (req.Network, the seed's run_code arguments) is put in force for the
+// cell and the sandbox's own restored after it; other executions of the
+// sandbox wait meanwhile (the network is the whole sandbox's), and a
+// backend that cannot change a running sandbox's network refuses it. The
+// network denials that happen while the cell runs are attached to the
+// Execution and, as they happen, passed to onEvent as network_denied events.
+func (s *Sandbox) Execute(ctx context.Context, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (exec *api.Execution, err error) {
+	override := req.Network
+	req.Network = nil
+	if override != nil {
+		if err := config.ValidateNetworkPolicy(*override); err != nil {
+			return nil, err
+		}
+		if samePolicy(*override, s.Info().Network) {
+			override = nil
+		}
+	}
+	var end *api.ExecEvent // held back so every denial comes before it
+	if onEvent != nil {
+		// Denials arrive on other goroutines than the agent's events.
+		var mu sync.Mutex
+		fn := onEvent
+		onEvent = func(ev api.ExecEvent) {
+			mu.Lock()
+			defer mu.Unlock()
+			if ev.Type == api.EventEnd {
+				end = &ev
+				return
+			}
+			fn(ev)
+		}
+		defer func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if end != nil {
+				fn(*end)
+			}
+		}()
+	}
+	if override == nil {
+		s.net.policy.RLock()
+		defer s.net.policy.RUnlock()
+	} else {
+		restore, err := s.setNetwork(ctx, *override)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if rerr := restore(); rerr != nil && exec != nil {
+				exec.Notices = append(exec.Notices, rerr.Error())
+			}
+		}()
+	}
+	c := &denialCollector{onEvent: onEvent}
+	s.net.mu.Lock()
+	if s.net.collectors == nil {
+		s.net.collectors = map[*denialCollector]struct{}{}
+	}
+	s.net.collectors[c] = struct{}{}
+	s.net.mu.Unlock()
+	exec, err = s.agent.Execute(ctx, req, onEvent)
+	s.net.mu.Lock()
+	delete(s.net.collectors, c)
+	s.net.mu.Unlock()
+	if exec != nil {
+		c.mu.Lock()
+		exec.NetworkDenials = append(exec.NetworkDenials, c.list...)
+		if c.dropped > 0 {
+			exec.Notices = append(exec.Notices, fmt.Sprintf("%d more network denials not listed", c.dropped))
+		}
+		c.mu.Unlock()
+	}
+	return exec, err
+}
+
+// setNetwork puts pol in force for one execution and returns what restores
+// the sandbox's own policy. It holds the sandbox's network exclusively
+// until restore. Restoring fails only if the host's firewall cannot be
+// changed: the sandbox, left under the execution's policy, is then
+// destroyed rather than left running under a policy it was not created
+// with, and restore says so.
+func (s *Sandbox) setNetwork(ctx context.Context, pol api.NetworkPolicy) (func() error, error) {
+	nc, ok := s.inst.(backend.NetworkController)
+	if !ok {
+		info := s.Info()
+		return nil, api.Errorf(api.ErrUnsupported,
+			"this sandbox's network policy is %q; the %s backend cannot change it for one execution (asked for %q): create the sandbox with that policy instead",
+			info.Network.Policy, info.Backend, pol.Policy)
+	}
+	s.net.policy.Lock()
+	if err := nc.SetNetwork(ctx, pol); err != nil {
+		s.net.policy.Unlock()
+		return nil, err
+	}
+	return func() error {
+		defer s.net.policy.Unlock()
+		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := nc.SetNetwork(rctx, s.Info().Network); err != nil {
+			_ = s.inst.Destroy(rctx)
+			return fmt.Errorf("the sandbox's own network policy could not be restored after this execution (%v); the sandbox was stopped", err)
+		}
+		return nil
+	}, nil
+}
+
+// samePolicy reports whether a and b are the same policy (whitelists
+// compared as sets).
+func samePolicy(a, b api.NetworkPolicy) bool {
+	if a.Policy != b.Policy {
+		return false
+	}
+	x, y := slices.Clone(a.Whitelist), slices.Clone(b.Whitelist)
+	slices.Sort(x)
+	slices.Sort(y)
+	return slices.Equal(slices.Compact(x), slices.Compact(y))
+}

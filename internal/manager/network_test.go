@@ -1,0 +1,203 @@
+package manager_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend/local"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend/oci"
+	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/manager"
+	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet/nettest"
+)
+
+// agentBin is a static ds-sandbox for the oci backend ("" when the oci
+// tests cannot run here).
+var agentBin string
+
+func TestMain(m *testing.M) {
+	agent.MainIfReexec()
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Geteuid() == 0 {
+		dir, err := os.MkdirTemp("", "dss-manager-agent-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		os.Chmod(dir, 0o755)
+		agentBin = filepath.Join(dir, "ds-sandbox")
+		cmd := exec.Command("go", "build", "-o", agentBin, "github.com/ds-sandbox/ds-sandbox/cmd/ds-sandbox")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build the agent: %v\n%s", err, out)
+			return 1
+		}
+	}
+	return m.Run()
+}
+
+// ociManager is a manager over the oci backend resolving names with
+// nettest's resolver, plus the local backend.
+func ociManager(t *testing.T) *manager.Manager {
+	t.Helper()
+	if agentBin == "" {
+		t.Skip("the oci backend needs root")
+	}
+	cfg := config.Default()
+	dir, err := os.MkdirTemp("", "dss-manager-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o711)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cfg.StateDir = dir
+	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
+	cfg.Python = "/usr/bin/python3"
+	cfg.AgentPath = agentBin
+	cfg.Resolve()
+	b := oci.New(oci.Config{AgentPath: agentBin, StateDir: filepath.Join(dir, "oci"), Resolver: nettest.Resolver})
+	if err := b.Available(t.Context()); err != nil {
+		t.Skip(err)
+	}
+	m, err := manager.New(cfg, nil, b, local.New(local.Config{CacheDir: filepath.Join(dir, "cache")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	return m
+}
+
+// run runs nettest.Probe in s under an optional per-execution policy.
+func probe(t *testing.T, s *manager.Sandbox, pol *api.NetworkPolicy, kind string, args ...any) (string, *api.Execution, []api.ExecEvent) {
+	t.Helper()
+	var call strings.Builder
+	fmt.Fprintf(&call, "print(probe(%q", kind)
+	for _, a := range args {
+		fmt.Fprintf(&call, ", %q", fmt.Sprint(a))
+	}
+	call.WriteString("))")
+	var mu sync.Mutex
+	var evs []api.ExecEvent
+	e, err := s.Execute(t.Context(), api.ExecuteRequest{Code: nettest.Probe + "\n" + call.String(), Network: pol}, func(ev api.ExecEvent) {
+		mu.Lock()
+		evs = append(evs, ev)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatalf("probe %s %v: %v", kind, args, err)
+	}
+	return strings.TrimSpace(strings.Join(e.Logs.Stdout, "")), e, evs
+}
+
+func TestPerExecutionNetworkPolicy(t *testing.T) {
+	m := ociManager(t)
+	nettest.New(t)
+	ctx := t.Context()
+	var mu sync.Mutex
+	var events []api.Event
+	m.Subscribe(func(ev api.Event, _ string) {
+		mu.Lock()
+		events = append(events, ev)
+		mu.Unlock()
+	})
+	s, err := m.Create(ctx, api.CreateSandboxRequest{Backend: "oci", Network: &api.NetworkPolicy{Policy: api.NetworkAllow}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Kill(context.Background(), s.ID())
+
+	if got, _, _ := probe(t, s, nil, "direct", "http://other.test/"); !strings.HasPrefix(got, "OK hello from "+nettest.Other.String()) {
+		t.Fatalf("allow: %q", got)
+	}
+	// One cell under deny.
+	if got, _, _ := probe(t, s, &api.NetworkPolicy{Policy: api.NetworkDeny}, "direct", "http://other.test/"); !strings.HasPrefix(got, "ERR") {
+		t.Errorf("deny cell reached the network: %q", got)
+	}
+	// One cell under a whitelist: the listed name works, the other is
+	// refused, and the refusal is in the Execution and its event stream.
+	wl := &api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"allowed.test"}}
+	if got, _, _ := probe(t, s, wl, "direct", "http://allowed.test/"); !strings.HasPrefix(got, "OK hello from "+nettest.Public.String()) {
+		t.Errorf("whitelisted name under a whitelist cell: %q", got)
+	}
+	got, e, evs := probe(t, s, wl, "host", nettest.Other, 80, "other.test")
+	if !strings.HasPrefix(got, "ERR") {
+		t.Errorf("unlisted host under a whitelist cell: %q", got)
+	}
+	if len(e.NetworkDenials) == 0 || e.NetworkDenials[0].Host != "other.test" {
+		t.Errorf("denials of the execution: %+v", e.NetworkDenials)
+	}
+	sawDenial, endLast := false, len(evs) > 0 && evs[len(evs)-1].Type == api.EventEnd
+	for _, ev := range evs {
+		if ev.Type == api.EventNetworkDenied && ev.Denial != nil && ev.Denial.Host == "other.test" {
+			sawDenial = true
+		}
+	}
+	if !sawDenial || !endLast {
+		t.Errorf("stream: denial seen %v, end last %v: %+v", sawDenial, endLast, evs)
+	}
+	mu.Lock()
+	audited := false
+	for _, ev := range events {
+		if ev.Type == api.EventSandboxNetworkDenied && ev.SandboxID == s.ID() && ev.Data["host"] == "other.test" {
+			audited = true
+		}
+	}
+	mu.Unlock()
+	if !audited {
+		t.Errorf("no %s event for the denial", api.EventSandboxNetworkDenied)
+	}
+	// The sandbox's own policy is back.
+	if got, _, _ := probe(t, s, nil, "direct", "http://other.test/"); !strings.HasPrefix(got, "OK hello from "+nettest.Other.String()) {
+		t.Errorf("allow after the override cells: %q", got)
+	}
+	// Its own policy, asked for explicitly, is no override.
+	if got, _, _ := probe(t, s, &api.NetworkPolicy{Policy: api.NetworkAllow}, "direct", "http://other.test/"); !strings.HasPrefix(got, "OK") {
+		t.Errorf("allow asked explicitly: %q", got)
+	}
+	// A bad policy is refused before anything runs.
+	if _, err := s.Execute(ctx, api.ExecuteRequest{Code: "1", Network: &api.NetworkPolicy{Policy: "open"}}, nil); !errors.Is(err, api.ErrInvalid) {
+		t.Errorf("bad per-execution policy: %v, want ErrInvalid", err)
+	}
+}
+
+func TestPerExecutionNetworkPolicyRefused(t *testing.T) {
+	m := ociManager(t)
+	ctx := t.Context()
+	// A deny sandbox has no interface to open.
+	s, err := m.Create(ctx, api.CreateSandboxRequest{Backend: "oci", Network: &api.NetworkPolicy{Policy: api.NetworkDeny}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Kill(context.Background(), s.ID())
+	_, err = s.Execute(ctx, api.ExecuteRequest{Code: "print(1)", Network: &api.NetworkPolicy{Policy: api.NetworkAllow}}, nil)
+	if !errors.Is(err, api.ErrUnsupported) {
+		t.Errorf("opening a deny sandbox for a cell: %v, want ErrUnsupported", err)
+	}
+	// The local backend cannot change its network at all.
+	l, err := m.Create(ctx, api.CreateSandboxRequest{Backend: "local", Network: &api.NetworkPolicy{Policy: api.NetworkAllow}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Kill(context.Background(), l.ID())
+	marker := filepath.Join(l.Info().WorkspacePath, "ran")
+	_, err = l.Execute(ctx, api.ExecuteRequest{Code: "open('ran', 'w').close()", Network: &api.NetworkPolicy{Policy: api.NetworkDeny}}, nil)
+	if !errors.Is(err, api.ErrUnsupported) {
+		t.Errorf("deny cell on local: %v, want ErrUnsupported", err)
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Errorf("the refused cell ran anyway: %v", err)
+	}
+}
