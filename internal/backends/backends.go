@@ -51,6 +51,8 @@ func New(cfg config.Config, mode Mode) []backend.Backend {
 			AgentPath: cfg.AgentPath,
 			StateDir:  filepath.Join(cfg.StateDir, "docker"),
 			Embedded:  mode == Embedded,
+			NetPool:   pool,
+			Resolver:  resolver,
 		}))
 	}
 	return bs

@@ -424,6 +424,15 @@ func (n *Net) teardown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// Remove removes whatever is left of the network of key (a sandbox that
+// reuses a key after a crash).
+func (m *Manager) Remove(ctx context.Context, key string) error {
+	if !keyRe.MatchString(key) {
+		return api.Errorf(api.ErrInvalid, "sandboxnet: bad key %q", key)
+	}
+	return m.newNet(key).teardown(ctx)
+}
+
 // Reap removes the networks of this manager whose key live does not know:
 // namespaces, tables, and iptables rules of veths that no longer exist.
 func (m *Manager) Reap(ctx context.Context, live func(key string) bool) (int, error) {

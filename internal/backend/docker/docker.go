@@ -8,17 +8,25 @@
 // Containers run as a non-root user with every capability dropped,
 // no-new-privileges, a read-only root filesystem with a tmpfs /tmp, a pids
 // limit and the template's memory and CPU limits. Network policy deny is
-// network "none", allow is the default bridge; whitelist needs the egress proxy
-// and is refused until it exists. Containers carry the labels
+// network "none". allow and whitelist, when the daemon runs as root next to
+// a local dockerd with ip and nft installed, are network "none" plus a
+// network of internal/sandboxnet joined to the container's namespace right
+// after start (host-side rules, DNS server, egress proxy: the same
+// enforcement as the oci backend, changeable per execution); otherwise allow
+// is Docker's default bridge (no filtering of private or metadata addresses)
+// and whitelist is refused. Containers carry the labels
 // ds-sandbox.managed=true and ds-sandbox.sandbox-id, so a restarted daemon
 // re-attaches to them (Recover) and reaps the ones it lost (ReapOrphans).
 package docker
 
 import (
 	"context"
+	"crypto/sha256"
 	"debug/elf"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -34,6 +42,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet"
 )
 
 // DefaultImage is the image of sandboxes whose template names none: the base
@@ -87,11 +96,19 @@ type Config struct {
 	// the program's pid and start time, and the first Create removes the
 	// containers of programs that are gone.
 	Embedded bool
+	// NetPool and Resolver configure sandbox networks as for the oci backend
+	// (sandboxnet.Config.Pool and Resolver).
+	NetPool  netip.Prefix
+	Resolver func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // Backend is the docker backend.
 type Backend struct {
 	cfg Config
+	// nets makes allow and whitelist networks; nil (netErr says why) when
+	// the config cannot.
+	nets   *sandboxnet.Manager
+	netErr error
 
 	mu  sync.Mutex
 	cli *client.Client
@@ -126,7 +143,23 @@ func New(cfg Config) *Backend {
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 60 * time.Second
 	}
-	return &Backend{cfg: cfg}
+	b := &Backend{cfg: cfg}
+	sum := sha256.Sum256([]byte("docker " + cfg.StateDir))
+	b.nets, b.netErr = sandboxnet.New(sandboxnet.Config{Tag: hex.EncodeToString(sum[:4]), Pool: cfg.NetPool, Resolver: cfg.Resolver})
+	return b
+}
+
+// networkAvailable returns nil when allow and whitelist sandboxes can get a
+// network of ours: the daemon is root (sandboxnet says what else), and
+// dockerd runs on this host (its containers' pids are ours to join).
+func (b *Backend) networkAvailable(c *client.Client) error {
+	if b.netErr != nil {
+		return b.netErr
+	}
+	if h := c.DaemonHost(); !strings.HasPrefix(h, "unix://") {
+		return fmt.Errorf("dockerd at %s is not on this host", h)
+	}
+	return b.nets.Available()
 }
 
 // Name implements backend.Backend.
@@ -196,20 +229,6 @@ func (b *Backend) agentBinary() (string, error) {
 
 // Create implements backend.Backend.
 func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instance, error) {
-	netMode := ""
-	switch spec.Network.Policy {
-	case "", api.NetworkAllow:
-		netMode = "bridge"
-	case api.NetworkDeny:
-		netMode = "none"
-	case api.NetworkWhitelist:
-		// Never fail open: without the egress proxy a whitelist cannot be
-		// enforced.
-		return nil, api.Errorf(api.ErrUnsupported,
-			"the docker backend cannot enforce network policy %q yet (it needs the egress proxy); use deny or allow", spec.Network.Policy)
-	default:
-		return nil, api.Errorf(api.ErrUnsupported, "the docker backend does not know network policy %q", spec.Network.Policy)
-	}
 	bin, err := b.agentBinary()
 	if err != nil {
 		return nil, err
@@ -217,6 +236,28 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	c, err := b.client()
 	if err != nil {
 		return nil, err
+	}
+	// ours: the sandbox gets a network of sandboxnet (netMode "none" plus a
+	// veth joined after start).
+	netMode, ours := "", false
+	switch spec.Network.Policy {
+	case "", api.NetworkAllow:
+		netMode = "bridge"
+		if b.networkAvailable(c) == nil {
+			netMode, ours = "none", true
+		}
+	case api.NetworkDeny:
+		netMode = "none"
+	case api.NetworkWhitelist:
+		// Never fail open: without our network a whitelist cannot be
+		// enforced.
+		if err := b.networkAvailable(c); err != nil {
+			return nil, api.Errorf(api.ErrUnsupported,
+				"the docker backend cannot enforce network policy %q here: %v; use deny or allow", spec.Network.Policy, err)
+		}
+		netMode, ours = "none", true
+	default:
+		return nil, api.Errorf(api.ErrUnsupported, "the docker backend does not know network policy %q", spec.Network.Policy)
 	}
 	image := spec.Image
 	if image == "" {
@@ -247,6 +288,25 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	}
 	name := containerName(spec.ID)
 	b.removeStale(ctx, c, name)
+	var sn *sandboxnet.Net
+	resolvConf := filepath.Join(b.cfg.StateDir, "resolv-"+sandboxnet.KeyFor(name)+".conf")
+	if ours {
+		pol := spec.Network
+		if pol.Policy == "" {
+			pol.Policy = api.NetworkAllow
+		}
+		key := sandboxnet.KeyFor(name)
+		_ = b.nets.Remove(ctx, key) // a crashed daemon's, under the same name
+		if sn, err = b.nets.Create(ctx, key, pol); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("docker backend: network: %w", err)
+		}
+		if err := os.WriteFile(resolvConf, []byte(sn.ResolvConf()), 0o644); err != nil {
+			_ = sn.Close(context.Background())
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("docker backend: %w", err)
+		}
+	}
 	if b.cfg.Embedded {
 		b.reapOnce.Do(func() { go b.reapDeadOwners(c) })
 	}
@@ -275,6 +335,9 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		},
 		Resources: container.Resources{PidsLimit: &b.cfg.PidsLimit},
 	}
+	if sn != nil {
+		hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: resolvConf, Target: "/etc/resolv.conf", ReadOnly: true})
+	}
 	if spec.MemoryMB > 0 {
 		hc.Resources.Memory = int64(spec.MemoryMB) << 20
 		hc.Resources.MemorySwap = hc.Resources.Memory
@@ -298,15 +361,41 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	if b.cfg.Embedded {
 		cc.Labels[LabelProcess] = processLabel(os.Getpid())
 	}
+	if sn != nil && spec.Network.Policy == api.NetworkWhitelist {
+		p := sn.ProxyURL()
+		cc.Env = append(cc.Env, "HTTP_PROXY="+p, "HTTPS_PROXY="+p, "http_proxy="+p, "https_proxy="+p,
+			"NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1")
+	}
 	created, err := c.ContainerCreate(ctx, cc, hc, nil, nil, name)
 	if err != nil {
+		if sn != nil {
+			_ = sn.Close(context.Background())
+			os.Remove(resolvConf)
+		}
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("docker backend: create container: %w", err)
 	}
 	in := b.newInstance(c, created.ID, dir)
+	if sn != nil {
+		in.net, in.network, in.resolvConf = sn, spec.Network, resolvConf
+	}
 	if err := c.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
 		_ = in.Destroy(context.Background())
 		return nil, fmt.Errorf("docker backend: start container: %w", err)
+	}
+	if sn != nil {
+		// The agent is starting; no sandbox code runs before Create returns.
+		js, err := c.ContainerInspect(ctx, created.ID)
+		if err == nil && (js.State == nil || js.State.Pid <= 0) {
+			err = errors.New("the container has no process")
+		}
+		if err == nil {
+			err = sn.Join(ctx, js.State.Pid)
+		}
+		if err != nil {
+			_ = in.Destroy(context.Background())
+			return nil, fmt.Errorf("docker backend: network: %w", err)
+		}
 	}
 	go in.watch()
 	if err := backend.WaitReady(ctx, in.sock, in.done, b.cfg.StartTimeout); err != nil {

@@ -3,6 +3,7 @@ package docker_test
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/backendtest"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/docker"
+	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet/nettest"
 )
 
 var (
@@ -76,7 +78,7 @@ func setup(t testing.TB) docker.Config {
 	if setupErr != "" {
 		t.Skip(setupErr)
 	}
-	return docker.Config{AgentPath: agentBin, StateDir: stateDir}
+	return docker.Config{AgentPath: agentBin, StateDir: stateDir, Resolver: nettest.Resolver}
 }
 
 func spec(t *testing.T) backend.Spec {
@@ -113,7 +115,7 @@ func run(t *testing.T, c *agent.Client, cmd string) api.CommandResult {
 func TestConformance(t *testing.T) {
 	cfg := setup(t)
 	backendtest.Run(t, docker.New(cfg), backendtest.Options{
-		EnforcesNetwork:  []string{api.NetworkAllow, api.NetworkDeny},
+		EnforcesNetwork:  []string{api.NetworkAllow, api.NetworkDeny, api.NetworkWhitelist},
 		WorkspaceEnvRoot: func(s backend.Spec) string { return s.Workdir },
 		// TestDestroyLeavesNothing proves the pid namespace dies with the
 		// container.
@@ -204,7 +206,11 @@ func TestRecoverAfterDaemonRestart(t *testing.T) {
 	orphan, _ := start(t, old, s)
 	removeContainer(t, gone)
 
-	// A new daemon: a fresh backend with the same state directory.
+	// A new daemon: a fresh backend with the same state directory (the old
+	// one's in-process parts, such as a network's proxy, are gone).
+	for _, i := range []backend.Instance{live, orphan} {
+		i.(backend.Detacher).Detach()
+	}
 	b := docker.New(cfg)
 	in, err := b.Recover(t.Context(), live.(backend.Recoverable).State())
 	if err != nil {
@@ -278,9 +284,13 @@ func TestImageWithoutIpykernel(t *testing.T) {
 	}
 }
 
+// TestWhitelistRefused: without a network of ours (here: an unusable
+// address pool) a whitelist cannot be enforced, so it is refused.
 func TestWhitelistRefused(t *testing.T) {
 	t.Parallel()
-	b := docker.New(docker.Config{})
+	cfg := setup(t)
+	cfg.NetPool = netip.MustParsePrefix("fd00::/64")
+	b := docker.New(cfg)
 	s := spec(t)
 	s.Network = api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"example.org"}}
 	if _, err := b.Create(t.Context(), s); !errors.Is(err, api.ErrUnsupported) {

@@ -3,8 +3,10 @@ package docker
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,6 +21,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet"
 )
 
 // instance is one sandbox container.
@@ -36,9 +39,19 @@ type instance struct {
 
 	once sync.Once
 	err  error
+
+	// net is the sandbox's network of ours (nil: Docker's none or bridge),
+	// network the policy it was made with, resolvConf its DNS file.
+	net        *sandboxnet.Net
+	network    api.NetworkPolicy
+	resolvConf string
 }
 
-var _ backend.Recoverable = (*instance)(nil)
+var (
+	_ backend.Recoverable       = (*instance)(nil)
+	_ backend.NetworkController = (*instance)(nil)
+	_ backend.Detacher          = (*instance)(nil)
+)
 
 func (b *Backend) newInstance(c *client.Client, id, dir string) *instance {
 	return &instance{c: c, id: id, dir: dir, sock: filepath.Join(dir, "agent.sock"),
@@ -50,7 +63,36 @@ func (in *instance) Done() <-chan struct{} { return in.done }
 
 // State implements backend.Recoverable.
 func (in *instance) State() map[string]string {
-	return map[string]string{"container": in.id, "dir": in.dir}
+	st := map[string]string{"container": in.id, "dir": in.dir}
+	if in.net != nil {
+		maps.Copy(st, in.net.State())
+		pol, _ := json.Marshal(in.network)
+		st["network"], st["resolv_conf"] = string(pol), in.resolvConf
+	}
+	return st
+}
+
+// SetNetwork implements backend.NetworkController: only a sandbox with a
+// network of ours can change its policy.
+func (in *instance) SetNetwork(ctx context.Context, pol api.NetworkPolicy) error {
+	if in.net == nil {
+		return api.Errorf(api.ErrUnsupported, "this docker sandbox's network is Docker's own (none or bridge) and cannot change while it runs; create it with the policy the execution needs")
+	}
+	return in.net.SetPolicy(ctx, pol)
+}
+
+// OnNetworkDenial implements backend.NetworkController.
+func (in *instance) OnNetworkDenial(fn func(api.NetworkDenial)) {
+	if in.net != nil {
+		in.net.OnDenial(fn)
+	}
+}
+
+// Detach implements backend.Detacher.
+func (in *instance) Detach() {
+	if in.net != nil {
+		in.net.Detach()
+	}
 }
 
 func (in *instance) markDone() { in.doneOnce.Do(func() { close(in.done) }) }
@@ -120,6 +162,12 @@ func (in *instance) Destroy(context.Context) error {
 			in.markDone()
 		}
 		removeSocketDir(in.dir)
+		if in.net != nil && in.err == nil {
+			if err := in.net.Close(ctx); err != nil {
+				in.err = fmt.Errorf("docker backend: container %s: remove its network: %w", shortID(in.id), err)
+			}
+			os.Remove(in.resolvConf)
+		}
 	})
 	return in.err
 }
@@ -170,6 +218,20 @@ func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend
 	case js.State == nil || !js.State.Running:
 		_ = in.Destroy(context.Background())
 		return nil, api.Errorf(api.ErrNotFound, "docker backend: container %s stopped", shortID(id))
+	}
+	if state["net_key"] != "" {
+		var pol api.NetworkPolicy
+		err := json.Unmarshal([]byte(state["network"]), &pol)
+		var sn *sandboxnet.Net
+		if err == nil {
+			sn, err = b.nets.Recover(ctx, state, pol)
+		}
+		if err != nil {
+			// Without its network's enforcement the sandbox must not run on.
+			_ = in.Destroy(context.Background())
+			return nil, api.Errorf(api.ErrNotFound, "docker backend: container %s: its network cannot be recovered: %v", shortID(id), err)
+		}
+		in.net, in.network, in.resolvConf = sn, pol, state["resolv_conf"]
 	}
 	ac := agent.NewClient(in.sock)
 	defer ac.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet"
 )
 
 // Present reports, without contacting anything, whether this host looks set
@@ -49,12 +51,22 @@ func (b *Backend) ReapOrphans(ctx context.Context, live func(sandboxID string) b
 		return 0, fmt.Errorf("docker backend: list containers: %w", err)
 	}
 	n := 0
+	liveNets := map[string]bool{}
 	for _, ct := range list {
 		if live(ct.Labels[LabelSandboxID]) {
+			for _, name := range ct.Names {
+				liveNets[sandboxnet.KeyFor(strings.TrimPrefix(name, "/"))] = true
+			}
 			continue
 		}
 		if b.remove(ctx, c, ct) {
 			n++
+		}
+	}
+	// Networks whose container is gone.
+	if b.networkAvailable(c) == nil {
+		if _, err := b.nets.Reap(ctx, func(key string) bool { return liveNets[key] }); err != nil {
+			return n, fmt.Errorf("docker backend: %w", err)
 		}
 	}
 	return n, nil
@@ -128,6 +140,13 @@ func (b *Backend) remove(ctx context.Context, c *client.Client, ct container.Sum
 	for _, m := range ct.Mounts {
 		if m.Destination == socketDir && strings.HasPrefix(m.Source, b.cfg.StateDir+"/") {
 			removeSocketDir(m.Source)
+		}
+	}
+	if b.networkAvailable(c) == nil {
+		for _, name := range ct.Names {
+			key := sandboxnet.KeyFor(strings.TrimPrefix(name, "/"))
+			_ = b.nets.Remove(ctx, key)
+			os.Remove(filepath.Join(b.cfg.StateDir, "resolv-"+key+".conf"))
 		}
 	}
 	return true
