@@ -36,10 +36,10 @@ func WithTimeout(d time.Duration) RunOption {
 // WithNetwork runs this cell under its own network policy (the seed's
 // run_code allow_internet / network_policy / network_whitelist): the
 // sandbox's network changes for the cell and is restored after it, and the
-// sandbox's other executions wait meanwhile. Backends that cannot change a
-// running sandbox's network (local, docker) refuse it unless it is the
-// sandbox's own policy, as does a sandbox created with deny (it has no
-// network interface to open).
+// sandbox's other executions wait meanwhile. Where a running sandbox's
+// network cannot change (local; docker on Docker's own networks; any
+// sandbox created with deny, which has no interface to open) it is refused
+// unless it is the sandbox's own policy.
 func WithNetwork(p NetworkPolicy) RunOption { return func(o *runOptions) { o.req.Network = &p } }
 
 // WithEnvs sets environment variables for this cell only.
