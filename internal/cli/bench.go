@@ -64,14 +64,15 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fl := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	var (
-		backend = fl.String("backend", "", "backend to measure (default: the configured one)")
-		network = fl.String("network", "", "network policy of the sandboxes (allow | deny; default: the configured one)")
-		creates = fl.Int("creates", 5, "sandboxes to create (create → first result samples)")
-		execs   = fl.Int("execs", 200, "RunCode(\"1+1\") round trips")
-		peer    = fl.String("peer", "", "path of the peer script jupyter_client_bench.py ('' skips the peer)")
-		python  = fl.String("peer-python", "/usr/bin/python3", "interpreter for the peer script")
-		asJSON  = fl.Bool("json", false, "print JSON")
-		cfgPath = fl.String("config", "", "config file")
+		backend   = fl.String("backend", "", "backend to measure (default: the configured one)")
+		network   = fl.String("network", "", "network policy of the sandboxes (allow | deny | whitelist; default: the configured one)")
+		whitelist = fl.String("whitelist", "", "comma-separated destinations under --network whitelist")
+		creates   = fl.Int("creates", 5, "sandboxes to create (create → first result samples)")
+		execs     = fl.Int("execs", 200, "RunCode(\"1+1\") round trips")
+		peer      = fl.String("peer", "", "path of the peer script jupyter_client_bench.py ('' skips the peer)")
+		python    = fl.String("peer-python", "/usr/bin/python3", "interpreter for the peer script")
+		asJSON    = fl.Bool("json", false, "print JSON")
+		cfgPath   = fl.String("config", "", "config file")
 	)
 	if err := fl.Parse(args); err != nil {
 		return 2
@@ -86,8 +87,12 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return 1
 	}
 	var policy *api.NetworkPolicy
-	if *network != "" {
-		policy = &api.NetworkPolicy{Policy: *network}
+	if *network != "" || *whitelist != "" {
+		p := *network
+		if p == "" {
+			p = api.NetworkWhitelist
+		}
+		policy = &api.NetworkPolicy{Policy: p, Whitelist: splitList(*whitelist)}
 	}
 	rep, err := bench(ctx, cfg, *backend, policy, *creates, *execs)
 	if err != nil {
