@@ -127,14 +127,18 @@ func hello(a netip.Addr) http.Handler {
 
 // inNS runs f on a thread in the Internet's namespace (sockets made there
 // stay there).
-func (in *Internet) inNS(t testing.TB, f func()) {
+func (in *Internet) inNS(t testing.TB, f func()) { t.Helper(); InNS(t, "/run/netns/"+in.NS, f) }
+
+// InNS runs f on a thread in the network namespace at path; sockets made
+// there stay there (a dial from f is a connection of that namespace).
+func InNS(t testing.TB, path string, f func()) {
 	t.Helper()
 	done := make(chan struct{})
 	var ferr error
 	go func() {
 		defer close(done)
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		ns, err := os.Open("/run/netns/" + in.NS)
+		ns, err := os.Open(path)
 		if err != nil {
 			ferr = err
 			return
@@ -152,7 +156,7 @@ func (in *Internet) inNS(t testing.TB, f func()) {
 	}()
 	<-done
 	if ferr != nil {
-		t.Fatalf("nettest: enter %s: %v", in.NS, ferr)
+		t.Fatalf("nettest: enter %s: %v", path, ferr)
 	}
 }
 
