@@ -117,3 +117,11 @@ type NetworkController interface {
 type Detacher interface {
 	Detach()
 }
+
+// Enforcer is a Backend that says what it enforces on this host right now
+// (isolation, limits, network policies), for /readyz and operators: one
+// short sentence each. Backends whose guarantees depend on the host (root
+// or not, tools installed) answer for the host they run on.
+type Enforcer interface {
+	Enforces() []string
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 )
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) error {
@@ -27,7 +29,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ready := true
 	for _, name := range s.m.BackendNames() {
 		b, _ := s.m.Backend(name)
-		st := backendStatus{Ready: true, Enforces: enforces(name)}
+		st := backendStatus{Ready: true, Enforces: []string{}}
+		if e, ok := b.(backend.Enforcer); ok {
+			st.Enforces = e.Enforces()
+		}
 		if err := b.Available(ctx); err != nil {
 			st.Ready, st.Reason = false, err.Error()
 			ready = false
@@ -40,12 +45,4 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, status, map[string]any{"ready": ready, "backends": out})
 	return nil
-}
-
-func enforces(backend string) []string {
-	switch backend {
-	case "local":
-		return []string{"files API confined to the workspace", "all processes killed with the sandbox", "clean environment", "network: allow only (other policies refused)"}
-	}
-	return []string{}
 }

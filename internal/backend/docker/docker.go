@@ -165,6 +165,26 @@ func (b *Backend) networkAvailable(c *client.Client) error {
 // Name implements backend.Backend.
 func (b *Backend) Name() string { return "docker" }
 
+// Enforces implements backend.Enforcer.
+func (b *Backend) Enforces() []string {
+	out := []string{
+		"a container per sandbox: non-root user, no capabilities, no-new-privileges, Docker's seccomp profile, read-only root",
+		fmt.Sprintf("pids limit %d; memory_mb and cpu_count as cgroup limits", b.cfg.PidsLimit),
+		"network deny: loopback only",
+	}
+	c, err := b.client()
+	if err == nil {
+		err = b.networkAvailable(c)
+	}
+	if err != nil {
+		return append(out, "network allow: Docker's default bridge (private and metadata addresses not filtered)",
+			"network whitelist: refused here ("+err.Error()+")")
+	}
+	return append(out, "network allow: the internet, not the host, other sandboxes, private or metadata addresses",
+		"network whitelist: listed destinations only, through the egress proxy (SNI/Host checked, names resolved by us)",
+		"network policy per execution (allow and whitelist sandboxes)")
+}
+
 // client returns the Engine API client, made on first use. The API version is
 // negotiated: Debian 12's docker.io speaks 1.41.
 func (b *Backend) client() (*client.Client, error) {

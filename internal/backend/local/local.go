@@ -59,6 +59,17 @@ func New(cfg Config) *Backend {
 // Name implements backend.Backend.
 func (b *Backend) Name() string { return "local" }
 
+// Enforces implements backend.Enforcer.
+func (b *Backend) Enforces() []string {
+	return []string{
+		"no isolation: code runs as the daemon's user on the host (development and trusted code only)",
+		"files API confined to the workspace",
+		"all processes killed with the sandbox",
+		"clean environment",
+		"network: allow only (deny and whitelist refused)",
+	}
+}
+
 // Available implements backend.Backend: it needs the agent binary.
 func (b *Backend) Available(context.Context) error {
 	_, _, err := agent.Command(b.cfg.AgentPath)

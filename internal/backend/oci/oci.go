@@ -25,6 +25,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"time"
@@ -145,6 +146,26 @@ func (b *Backend) Config() Config { return b.cfg }
 
 // Name implements backend.Backend.
 func (b *Backend) Name() string { return "oci" }
+
+// Enforces implements backend.Enforcer.
+func (b *Backend) Enforces() []string {
+	out := []string{
+		"runtime " + b.cfg.Runtime,
+		fmt.Sprintf("user namespace: the sandbox user is host uid %d; no capabilities; no_new_privs", b.HostUID()),
+		"seccomp: Docker's default profile" + map[bool]string{true: " (gVisor: its Sentry serves system calls instead)", false: ""}[isRunsc(b.cfg.Runtime)],
+		"read-only root with the host's /usr and a generated /etc; own pid, ipc, uts, mount, net and cgroup namespaces",
+		fmt.Sprintf("pids limit %d; memory_mb and cpu_count as cgroup limits; /tmp bounded", b.cfg.PidsLimit),
+		"network deny: loopback only",
+	}
+	if err := b.networkAvailable(); err != nil {
+		out = append(out, "network allow and whitelist: refused here ("+err.Error()+")")
+	} else {
+		out = append(out, "network allow: the internet, not the host, other sandboxes, private or metadata addresses",
+			"network whitelist: listed destinations only, through the egress proxy (SNI/Host checked, names resolved by us)",
+			"network policy per execution (allow and whitelist sandboxes)")
+	}
+	return out
+}
 
 // HostUID is the host uid the sandbox user runs as (and owns the workspace
 // files as).
