@@ -364,3 +364,23 @@ func TestWorkspaceChownDoesNotFollowSymlinks(t *testing.T) {
 	}
 	_ = s
 }
+
+// TestSandboxCannotReplaceItsSocket: the daemon dials the agent's socket by
+// its host path; were the socket directory still the sandbox user's, code
+// could swap the socket for a symlink to a host socket (the Docker API's) or
+// to another sandbox's agent, and the daemon would dial that as root.
+func TestSandboxCannotReplaceItsSocket(t *testing.T) {
+	t.Parallel()
+	inst, c, _ := sandbox(t, newBackend(t), nil)
+	_, errs, code := sh(t, c, "rm -f /run/dss/agent.sock; ln -s /var/run/docker.sock /run/dss/agent.sock")
+	if code == 0 || !strings.Contains(errs, "Permission denied") {
+		t.Errorf("replacing the socket: exit %d %q, want EACCES", code, errs)
+	}
+	st, err := os.Lstat(inst.AgentSocket())
+	if err != nil || st.Mode().Type() != os.ModeSocket {
+		t.Fatalf("the sandbox replaced its agent socket: %v %v", st, err)
+	}
+	if err := c.Health(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
