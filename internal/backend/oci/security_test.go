@@ -16,6 +16,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend/backendtest"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/oci"
 )
 
@@ -383,4 +384,15 @@ func TestSandboxCannotReplaceItsSocket(t *testing.T) {
 	if err := c.Health(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSecurity runs the shared attack suite (backendtest.Security); the
+// tests above are the oci backend's own.
+func TestSecurity(t *testing.T) {
+	b := newBackend(t)
+	backendtest.Security(t, b, backendtest.SecurityOptions{
+		SocketDir:       "/run/dss",
+		HostUID:         b.HostUID(),
+		UserSpaceKernel: gvisor(),
+	})
 }
