@@ -516,7 +516,7 @@ func (s *suite) outputFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("a command printed 128 MiB: %d bytes kept, exit %d", len(r.Stdout), r.ExitCode)
-	if len(r.Stdout) >= 64<<20 || !strings.Contains(r.Stdout, "[ds-sandbox: ") {
+	if len(r.Stdout) >= 128<<20 || !strings.Contains(r.Stdout, "[ds-sandbox: ") {
 		t.Errorf("command output: %d bytes, tail %q", len(r.Stdout), r.Stdout[max(0, len(r.Stdout)-80):])
 	}
 	if e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "1+1"}, nil); err != nil || e.Text() != "2" {

@@ -300,6 +300,23 @@ func TestKillLeavesNoProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	sh(t, c, "setsid sh -c 'sleep 1001 &' </dev/null >/dev/null 2>&1; nohup sleep 1002 >/dev/null 2>&1 &")
+	// A background command that double-forks a daemon, and a cell that does.
+	if _, err := c.StartProcess(t.Context(), api.ProcessRequest{Cmd: "setsid bash -c '(sleep 1003 &)' </dev/null >/dev/null 2>&1; sleep 1004", Background: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "import os\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        os.execvp('sleep', ['sleep', '1005'])\n    os._exit(0)\nos.wait()"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Every one of them runs (in the cgroup) before Destroy.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, _, _ := sh(t, c, "for n in 1000 1001 1002 1003 1004 1005; do pgrep -fx \"sleep $n\" >/dev/null || echo $n; done")
+		if out == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not running: %q", out)
+		}
+	}
 	assertDestroyLeavesNothing(t, b, inst)
 }
 
