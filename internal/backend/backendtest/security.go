@@ -66,6 +66,7 @@ func Security(t *testing.T, b backend.Backend, opts SecurityOptions) {
 		{"ptrace", s.ptrace},
 		{"raw-sockets", s.rawSockets},
 		{"setuid", s.setuid},
+		{"mount-and-modules", s.mountAndModules},
 		{"host-homes", s.hostHomes},
 		{"write-outside-workspace", s.writeOutside},
 		{"proc-and-sys", s.procAndSys},
@@ -372,6 +373,36 @@ func (s *suite) setuid(t *testing.T) {
 	t.Logf("host view of the sandbox's setuid file: %v owned by %d:%d", fi.Mode(), st.Uid, st.Gid)
 	if st.Uid != s.opts.HostUID {
 		t.Errorf("the setuid file is owned on the host by %d, want the sandbox's %d", st.Uid, s.opts.HostUID)
+	}
+}
+
+// mountAndModules: mounting, new mount or user namespaces (which would give
+// capabilities back) and loading a kernel module fail. Under a user-space
+// kernel a new user namespace is the Sentry's own, not the host's.
+func (s *suite) mountAndModules(t *testing.T) {
+	_, c, _ := s.sandbox(t, nil)
+	var got map[string]string
+	python(t, c, `import ctypes, errno, json
+libc = ctypes.CDLL(None, use_errno=True)
+res = {}
+def call(name, nr, *args):
+    r = libc.syscall(nr, *args)
+    res[name] = "OK" if r == 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+call("mount", 165, b"none", b"/tmp", b"tmpfs", 0, None)
+call("unshare-mount", 272, 0x00020000)  # CLONE_NEWNS
+call("unshare-user", 272, 0x10000000)  # CLONE_NEWUSER (last: it may succeed in gVisor)
+call("init_module", 175, None, 0, b"")
+call("finit_module", 313, 0, b"", 0)
+call("delete_module", 176, b"ext4", 0)
+print(json.dumps(res))`, &got)
+	t.Logf("mount, namespaces, modules: %v", got)
+	for k, v := range got {
+		if k == "unshare-user" && s.opts.UserSpaceKernel && v == "OK" {
+			continue
+		}
+		if v == "OK" {
+			t.Errorf("%s succeeded", k)
+		}
 	}
 }
 
