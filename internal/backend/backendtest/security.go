@@ -70,6 +70,7 @@ func Security(t *testing.T, b backend.Backend, opts SecurityOptions) {
 		{"host-homes", s.hostHomes},
 		{"write-outside-workspace", s.writeOutside},
 		{"proc-and-sys", s.procAndSys},
+		{"memory-bomb", s.memoryBomb},
 		{"output-flood", s.outputFlood},
 		{"cpu-spin-past-timeout", s.cpuSpin},
 		{"disk-fill-tmp", s.diskFillTmp},
@@ -512,6 +513,27 @@ func hostValues() string {
 		sb.WriteString(p + "=" + strings.TrimSpace(string(b)) + "\n")
 	}
 	return sb.String()
+}
+
+// memoryBomb: a cell allocating without end in a sandbox with memory_mb is
+// killed inside the sandbox (its kernel dies), and the next cell runs in a
+// fresh kernel.
+func (s *suite) memoryBomb(t *testing.T) {
+	_, c, _ := s.sandbox(t, func(sp *backend.Spec) { sp.MemoryMB = 256 })
+	e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "a = []\nwhile True: a.append(b'\\x01' * (8 << 20))"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Error == nil || e.Error.Name != api.ErrNameDeadKernel {
+		t.Fatalf("memory bomb: error %+v, want %s", e.Error, api.ErrNameDeadKernel)
+	}
+	t.Logf("memory bomb: %s", e.Error.Value)
+	if e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "1+1"}, nil); err != nil || e.Text() != "2" {
+		t.Fatalf("the next cell: %v %+v", err, e)
+	}
+	if err := c.Health(t.Context()); err != nil {
+		t.Fatalf("the agent after the bomb: %v", err)
+	}
 }
 
 // outputFlood: a cell printing 256 MiB and a command printing 128 MiB come
