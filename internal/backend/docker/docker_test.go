@@ -3,6 +3,8 @@ package docker_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -337,4 +339,55 @@ func TestSecurity(t *testing.T) {
 				"filling it is bounded by the memory limit (an OOM kill, not ENOSPC) and, without memory_mb, by nothing but host memory",
 		},
 	})
+}
+
+// TestAllowIsTheDefaultBridge attacks what policy allow gives on docker: the
+// default bridge, so the host's services listening on every address (through
+// the bridge's gateway) and another allow sandbox are reachable. Nothing
+// leaves the machine: the host service is this test's, the other sandbox on
+// the same bridge. Today both are reached (docker's allow is Docker's
+// default networking, not the oci backend's policed veth): a KNOWN GAP,
+// reported by skipping; the test passes once either is closed.
+func TestAllowIsTheDefaultBridge(t *testing.T) {
+	t.Parallel()
+	b := docker.New(setup(t))
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.Write([]byte("host-secret\n"))
+			conn.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	s := spec(t)
+	s.ID += "-other"
+	_, other := start(t, b, s)
+	if _, err := other.StartProcess(t.Context(), api.ProcessRequest{Cmd: "python3 -c \"import socket; s = socket.socket(); s.bind(('0.0.0.0', 8000)); s.listen()\nwhile True: c, _ = s.accept(); c.sendall(b'other-secret'); c.close()\""}); err != nil {
+		t.Fatal(err)
+	}
+	otherAddr := strings.TrimSpace(run(t, other, "hostname -I").Stdout)
+	_, c := start(t, b, spec(t))
+	connect := func(addr string, port int) string {
+		r := run(t, c, fmt.Sprintf("python3 -c \"import socket, time\nfor _ in range(100):\n    try:\n        print(socket.create_connection(('%s', %d), timeout=3).recv(100)); break\n    except ConnectionRefusedError: time.sleep(0.1)\"", addr, port))
+		return r.Stdout + r.Stderr
+	}
+	gateway := strings.TrimSpace(run(t, c, "python3 -c \"import socket, struct\nfor l in open('/proc/net/route').readlines()[1:]:\n    f = l.split()\n    if f[1] == '00000000': print(socket.inet_ntoa(struct.pack('<L', int(f[2], 16))))\"").Stdout)
+	var reached []string
+	if out := connect(gateway, port); strings.Contains(out, "host-secret") {
+		reached = append(reached, fmt.Sprintf("a host service on 0.0.0.0:%d through the bridge gateway %s", port, gateway))
+	}
+	if out := connect(otherAddr, 8000); strings.Contains(out, "other-secret") {
+		reached = append(reached, "another allow sandbox's server at "+otherAddr+":8000")
+	}
+	if len(reached) > 0 {
+		t.Skipf("KNOWN GAP: under network allow a docker sandbox reaches %s", strings.Join(reached, " and "))
+	}
 }
