@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
@@ -40,11 +41,16 @@ print(json.dumps({"ptrace": res, "procs": procs}))`
 // with no capabilities: tracing it gives nothing the code does not have);
 // the host's processes and another sandbox's are not even visible.
 func (s *suite) ptrace(t *testing.T) {
-	host := exec.Command("sh", "-c", "sleep 600", s.marker+"-host")
+	host := exec.Command("bash", "-c", "exec -a "+s.marker+"-host sleep 600")
 	if err := host.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { host.Process.Kill(); host.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); len(hostProcesses(s.marker+"-host")) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the host's marked process never ran")
+		}
+	}
 	_, other, _ := s.sandbox(t, func(sp *backend.Spec) { sp.ID += "-other" })
 	startMarked(t, other, s.marker+"-other")
 	_, c, _ := s.sandbox(t, nil)
