@@ -3,6 +3,8 @@ package docker_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -333,5 +335,70 @@ func TestSandboxCannotReplaceItsSocket(t *testing.T) {
 	}
 	if err := c.Health(t.Context()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSecurity runs the shared attack suite (backendtest.Security).
+func TestSecurity(t *testing.T) {
+	cfg := setup(t)
+	backendtest.Security(t, docker.New(cfg), backendtest.SecurityOptions{
+		SocketDir: "/run/ds-sandbox",
+		HostUID:   1000, // docker.Config's default SandboxUID
+	})
+}
+
+// TestAllowReachesNeitherHostNorOtherSandbox attacks what policy allow
+// gives on docker: the host's services listening on every address (through
+// the default gateway) and another allow sandbox's server. With a network of
+// ours (root, a local dockerd, ip and nft) both must be unreachable. Without
+// one, allow is Docker's default bridge and both are reached: a KNOWN GAP,
+// reported by skipping. Nothing leaves the machine.
+func TestAllowReachesNeitherHostNorOtherSandbox(t *testing.T) {
+	t.Parallel()
+	b := docker.New(setup(t))
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.Write([]byte("host-secret\n"))
+			conn.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	s := spec(t)
+	s.ID += "-other"
+	_, other := start(t, b, s)
+	if _, err := other.StartProcess(t.Context(), api.ProcessRequest{Cmd: "python3 -c \"import socket; s = socket.socket(); s.bind(('0.0.0.0', 8000)); s.listen()\nwhile True: c, _ = s.accept(); c.sendall(b'other-secret'); c.close()\""}); err != nil {
+		t.Fatal(err)
+	}
+	otherAddr := strings.TrimSpace(run(t, other, "hostname -I").Stdout)
+	inst, c := start(t, b, spec(t))
+	_, ours := inst.(backend.Recoverable).State()["net_key"]
+	connect := func(addr string, port int) string {
+		r := run(t, c, fmt.Sprintf("python3 -c \"import socket, time\nfor _ in range(100):\n    try:\n        print(socket.create_connection(('%s', %d), timeout=3).recv(100)); break\n    except ConnectionRefusedError: time.sleep(0.1)\"", addr, port))
+		return r.Stdout + r.Stderr
+	}
+	gateway := strings.TrimSpace(run(t, c, "python3 -c \"import socket, struct\nfor l in open('/proc/net/route').readlines()[1:]:\n    f = l.split()\n    if f[1] == '00000000': print(socket.inet_ntoa(struct.pack('<L', int(f[2], 16))))\"").Stdout)
+	var reached []string
+	if out := connect(gateway, port); strings.Contains(out, "host-secret") {
+		reached = append(reached, fmt.Sprintf("a host service on 0.0.0.0:%d through the bridge gateway %s", port, gateway))
+	}
+	if out := connect(otherAddr, 8000); strings.Contains(out, "other-secret") {
+		reached = append(reached, "another allow sandbox's server at "+otherAddr+":8000")
+	}
+	switch {
+	case len(reached) > 0 && ours:
+		t.Errorf("under network allow (a network of ours) the sandbox reaches %s", strings.Join(reached, " and "))
+	case len(reached) > 0:
+		t.Skipf("KNOWN GAP: without a network of ours (not root, no ip/nft, or a remote dockerd) allow is Docker's bridge, and a sandbox reaches %s", strings.Join(reached, " and "))
+	case !ours:
+		t.Logf("Docker's bridge, yet nothing reached (a host firewall?)")
 	}
 }

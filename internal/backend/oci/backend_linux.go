@@ -213,6 +213,14 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		_ = in.Destroy(context.Background())
 		return nil, fmt.Errorf("oci backend: agent did not start: %w; agent output: %s", err, tail(l.log(), 4<<10))
 	}
+	// The agent has made its socket; from now on the sandbox must not
+	// replace it (say, with a symlink to a host socket, or another
+	// sandbox's, that the daemon would then dial as root). Host root is
+	// unmapped inside, so the directory becomes nobody's, mode 0700.
+	if err := os.Chown(l.run(), 0, 0); err != nil {
+		_ = in.Destroy(context.Background())
+		return nil, fmt.Errorf("oci backend: seal the socket directory: %w", err)
+	}
 	return in, nil
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend/backendtest"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/oci"
 )
 
@@ -299,6 +300,23 @@ func TestKillLeavesNoProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	sh(t, c, "setsid sh -c 'sleep 1001 &' </dev/null >/dev/null 2>&1; nohup sleep 1002 >/dev/null 2>&1 &")
+	// A background command that double-forks a daemon, and a cell that does.
+	if _, err := c.StartProcess(t.Context(), api.ProcessRequest{Cmd: "setsid bash -c '(sleep 1003 &)' </dev/null >/dev/null 2>&1; sleep 1004", Background: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "import os\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        os.execvp('sleep', ['sleep', '1005'])\n    os._exit(0)\nos.wait()"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Every one of them runs (in the cgroup) before Destroy.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, _, _ := sh(t, c, "for n in 1000 1001 1002 1003 1004 1005; do pgrep -fx \"sleep $n\" >/dev/null || echo $n; done")
+		if out == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not running: %q", out)
+		}
+	}
 	assertDestroyLeavesNothing(t, b, inst)
 }
 
@@ -363,4 +381,35 @@ func TestWorkspaceChownDoesNotFollowSymlinks(t *testing.T) {
 		t.Fatalf("followed a workspace symlink to the host: %q", out)
 	}
 	_ = s
+}
+
+// TestSandboxCannotReplaceItsSocket: the daemon dials the agent's socket by
+// its host path; were the socket directory still the sandbox user's, code
+// could swap the socket for a symlink to a host socket (the Docker API's) or
+// to another sandbox's agent, and the daemon would dial that as root.
+func TestSandboxCannotReplaceItsSocket(t *testing.T) {
+	t.Parallel()
+	inst, c, _ := sandbox(t, newBackend(t), nil)
+	_, errs, code := sh(t, c, "rm -f /run/dss/agent.sock; ln -s /var/run/docker.sock /run/dss/agent.sock")
+	if code == 0 || !strings.Contains(errs, "Permission denied") {
+		t.Errorf("replacing the socket: exit %d %q, want EACCES", code, errs)
+	}
+	st, err := os.Lstat(inst.AgentSocket())
+	if err != nil || st.Mode().Type() != os.ModeSocket {
+		t.Fatalf("the sandbox replaced its agent socket: %v %v", st, err)
+	}
+	if err := c.Health(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSecurity runs the shared attack suite (backendtest.Security); the
+// tests above are the oci backend's own.
+func TestSecurity(t *testing.T) {
+	b := newBackend(t)
+	backendtest.Security(t, b, backendtest.SecurityOptions{
+		SocketDir:       "/run/dss",
+		HostUID:         b.HostUID(),
+		UserSpaceKernel: gvisor(),
+	})
 }
