@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend/backendtest"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/local"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/oci"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
@@ -31,20 +31,13 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	if os.Geteuid() == 0 {
-		dir, err := os.MkdirTemp("", "dss-manager-agent-")
+		bin, cleanup, err := backendtest.BuildStaticAgent()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		defer os.RemoveAll(dir)
-		os.Chmod(dir, 0o755)
-		agentBin = filepath.Join(dir, "ds-sandbox")
-		cmd := exec.Command("go", "build", "-o", agentBin, "github.com/ds-sandbox/ds-sandbox/cmd/ds-sandbox")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build the agent: %v\n%s", err, out)
-			return 1
-		}
+		defer cleanup()
+		agentBin = bin
 	}
 	return m.Run()
 }
@@ -83,15 +76,9 @@ func ociManager(t *testing.T) *manager.Manager {
 // run runs nettest.Probe in s under an optional per-execution policy.
 func probe(t *testing.T, s *manager.Sandbox, pol *api.NetworkPolicy, kind string, args ...any) (string, *api.Execution, []api.ExecEvent) {
 	t.Helper()
-	var call strings.Builder
-	fmt.Fprintf(&call, "print(probe(%q", kind)
-	for _, a := range args {
-		fmt.Fprintf(&call, ", %q", fmt.Sprint(a))
-	}
-	call.WriteString("))")
 	var mu sync.Mutex
 	var evs []api.ExecEvent
-	e, err := s.Execute(t.Context(), api.ExecuteRequest{Code: nettest.Probe + "\n" + call.String(), Network: pol}, func(ev api.ExecEvent) {
+	e, err := s.Execute(t.Context(), api.ExecuteRequest{Code: nettest.ProbeCode(kind, args...), Network: pol}, func(ev api.ExecEvent) {
 		mu.Lock()
 		evs = append(evs, ev)
 		mu.Unlock()

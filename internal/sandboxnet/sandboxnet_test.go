@@ -92,13 +92,7 @@ func create(t *testing.T, m *sandboxnet.Manager, pol api.NetworkPolicy) (*sandbo
 // probe runs nettest.Probe in the namespace, with env, and returns its line.
 func probe(t *testing.T, n *sandboxnet.Net, env []string, kind string, args ...any) string {
 	t.Helper()
-	var call strings.Builder
-	fmt.Fprintf(&call, "print(probe(%q", kind)
-	for _, a := range args {
-		fmt.Fprintf(&call, ", %q", fmt.Sprint(a))
-	}
-	call.WriteString("))")
-	cmd := exec.Command("ip", "netns", "exec", filepath.Base(n.NetnsPath()), "/usr/bin/python3", "-c", nettest.Probe+"\n"+call.String())
+	cmd := exec.Command("ip", "netns", "exec", filepath.Base(n.NetnsPath()), "/usr/bin/python3", "-c", nettest.ProbeCode(kind, args...))
 	cmd.Env = append([]string{"PATH=/usr/bin:/bin"}, env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -121,33 +115,11 @@ func wantERR(t *testing.T, got string) {
 	}
 }
 
-// hostService listens on every host address, as a careless host service
-// would, and returns its port.
-func hostService(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("HTTP/1.0 200 OK\r\n\r\nhost secret"))
-			c.Close()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func TestAllow(t *testing.T) {
 	m := newManager(t)
 	nettest.New(t)
 	n, _ := create(t, m, api.NetworkPolicy{Policy: api.NetworkAllow})
-	port := hostService(t)
+	port := nettest.HostService(t)
 
 	wantOK(t, probe(t, n, nil, "dns", "allowed.test"), nettest.Public.String())
 	wantOK(t, probe(t, n, nil, "direct", "http://allowed.test/"), "hello from "+nettest.Public.String())
@@ -230,7 +202,7 @@ func TestWhitelist(t *testing.T) {
 	wantERR(t, probe(t, n, nil, "dns", "rebind.test"))
 	wantERR(t, probe(t, n, nil, "udp", nettest.Public, nettest.UDPEchoPort))
 	// The host's own services.
-	port := hostService(t)
+	port := nettest.HostService(t)
 	wantERR(t, probe(t, n, nil, "host", n.HostAddr(), port, "x"))
 	wantERR(t, probe(t, n, proxy, "http", fmt.Sprintf("http://%s:%d/", n.HostAddr(), port)))
 	wantERR(t, probe(t, n, proxy, "http", fmt.Sprintf("http://127.0.0.1:%d/", port)))

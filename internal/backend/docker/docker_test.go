@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -62,19 +61,12 @@ func setup(t testing.TB) docker.Config {
 			setupErr = "image " + docker.DefaultImage + " missing (run scripts/docker-setup.sh): " + err.Error()
 			return
 		}
-		dir, err := os.MkdirTemp("", "dss-docker-agent-")
+		bin, _, err := backendtest.BuildStaticAgent() // removed with its directory in TestMain
 		if err != nil {
 			setupErr = err.Error()
 			return
 		}
-		agentBin = filepath.Join(dir, "ds-sandbox")
-		cmd := exec.Command("go", "build", "-o", agentBin, "github.com/ds-sandbox/ds-sandbox/cmd/ds-sandbox")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			setupErr = "build the agent: " + err.Error() + ": " + string(out)
-			agentBin = ""
-			return
-		}
+		agentBin = bin
 		stateDir, _ = os.MkdirTemp("", "dss-docker-state-")
 	})
 	if setupErr != "" {

@@ -1,8 +1,6 @@
 package docker_test
 
 import (
-	"fmt"
-	"net"
 	"strings"
 	"testing"
 
@@ -18,13 +16,7 @@ import (
 
 func probe(t *testing.T, c *agent.Client, kind string, args ...any) string {
 	t.Helper()
-	var call strings.Builder
-	fmt.Fprintf(&call, "print(probe(%q", kind)
-	for _, a := range args {
-		fmt.Fprintf(&call, ", %q", fmt.Sprint(a))
-	}
-	call.WriteString("))")
-	e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: nettest.Probe + "\n" + call.String()}, nil)
+	e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: nettest.ProbeCode(kind, args...)}, nil)
 	if err != nil || e.Error != nil {
 		t.Fatalf("probe %s %v: %v %+v", kind, args, err, e)
 	}
@@ -56,12 +48,7 @@ func netSandbox(t *testing.T, pol api.NetworkPolicy) (backend.Instance, *agent.C
 func TestNetworkAllow(t *testing.T) {
 	nettest.New(t)
 	inst, c := netSandbox(t, api.NetworkPolicy{Policy: api.NetworkAllow})
-	ln, err := net.Listen("tcp4", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	port := ln.Addr().(*net.TCPAddr).Port
+	port := nettest.HostService(t)
 
 	want(t, probe(t, c, "http", "http://allowed.test/"), true, "hello from "+nettest.Public.String())
 	want(t, probe(t, c, "tcp", nettest.Metadata, 80), false, "")

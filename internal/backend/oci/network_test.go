@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -55,13 +54,7 @@ func (d *denialLog) find(host string) bool {
 // probe runs nettest.Probe in the sandbox's kernel and returns its answer.
 func probe(t *testing.T, c *agent.Client, kind string, args ...any) string {
 	t.Helper()
-	var call strings.Builder
-	fmt.Fprintf(&call, "print(probe(%q", kind)
-	for _, a := range args {
-		fmt.Fprintf(&call, ", %q", fmt.Sprint(a))
-	}
-	call.WriteString("))")
-	e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: nettest.Probe + "\n" + call.String()}, nil)
+	e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: nettest.ProbeCode(kind, args...)}, nil)
 	if err != nil {
 		t.Fatalf("probe %s %v: %v", kind, args, err)
 	}
@@ -85,33 +78,11 @@ func refused(t *testing.T, got string) {
 	}
 }
 
-// hostService listens on every host address, as a careless host service
-// would.
-func hostService(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("HTTP/1.0 200 OK\r\n\r\nhost secret"))
-			c.Close()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func TestNetworkAllow(t *testing.T) {
 	b := newBackend(t)
 	nettest.New(t)
 	inst, c, _ := netSandbox(t, b, api.NetworkPolicy{Policy: api.NetworkAllow})
-	port := hostService(t)
+	port := nettest.HostService(t)
 
 	ok(t, probe(t, c, "dns", "allowed.test"), nettest.Public.String())
 	ok(t, probe(t, c, "http", "http://allowed.test/"), "hello from "+nettest.Public.String())
@@ -142,7 +113,7 @@ func TestNetworkWhitelist(t *testing.T) {
 	b := newBackend(t)
 	nettest.New(t)
 	_, c, d := netSandbox(t, b, api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"allowed.test", "*.wild.test", "rebind.test"}})
-	port := hostService(t)
+	port := nettest.HostService(t)
 
 	// Through the proxy its environment names, and transparently.
 	ok(t, probe(t, c, "http", "http://allowed.test/"), "hello from "+nettest.Public.String())

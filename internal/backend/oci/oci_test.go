@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,20 +32,13 @@ func run(m *testing.M) int {
 		skipReason = "the oci backend needs root (rootless runtimes are not supported yet)"
 	}
 	if skipReason == "" {
-		dir, err := os.MkdirTemp("", "dss-oci-agent-")
+		bin, cleanup, err := backendtest.BuildStaticAgent()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		defer os.RemoveAll(dir)
-		os.Chmod(dir, 0o755)
-		agentBin = filepath.Join(dir, "ds-sandbox")
-		cmd := exec.Command("go", "build", "-o", agentBin, "github.com/ds-sandbox/ds-sandbox/cmd/ds-sandbox")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build the agent: %v\n%s", err, out)
-			return 1
-		}
+		defer cleanup()
+		agentBin = bin
 	}
 	return m.Run()
 }

@@ -303,3 +303,39 @@ def probe(kind, *a):
     except Exception as e:
         return "ERR %s: %s" % (type(e).__name__, e)
 `
+
+// ProbeCode is the Python cell that runs one probe and prints its answer:
+// Probe followed by print(probe(kind, *args)), every argument as a string.
+func ProbeCode(kind string, args ...any) string {
+	var b strings.Builder
+	b.WriteString(Probe)
+	fmt.Fprintf(&b, "\nprint(probe(%q", kind)
+	for _, a := range args {
+		fmt.Fprintf(&b, ", %q", fmt.Sprint(a))
+	}
+	b.WriteString("))")
+	return b.String()
+}
+
+// HostService listens on every address of the host, as a careless host
+// service would, answering "host secret"; it returns the port. A sandbox
+// must not reach it.
+func HostService(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("HTTP/1.0 200 OK\r\n\r\nhost secret"))
+			c.Close()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
