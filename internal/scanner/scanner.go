@@ -43,13 +43,13 @@ var (
 	weight = map[string]float64{
 		FileWrite: 0.4, Network: 0.3, Subprocess: 0.5, DynamicExec: 0.6, System: 0.5,
 	}
-	// message says, per category, why a finding matters.
-	message = map[string]string{
-		FileWrite:   "deletes, moves or creates files or directories",
-		Network:     "opens network connections",
-		Subprocess:  "starts another process",
-		DynamicExec: "evaluates dynamically built code (or opens a file, which the seed's rules count here)",
-		System:      "runs a shell command, exits the interpreter or starts the debugger",
+	// harm says, per category, what the code can do.
+	harm = map[string]string{
+		FileWrite:   "delete, move or create files and directories",
+		Network:     "open network connections",
+		Subprocess:  "start other processes",
+		DynamicExec: "run code built at run time",
+		System:      "run shell commands, exit the interpreter or start the debugger",
 	}
 )
 
@@ -135,7 +135,7 @@ var functions = map[string]string{
 
 // Scan scans Python source.
 func Scan(code string) Report {
-	s := scan{seen: make(map[key]bool)}
+	s := scan{seen: make(map[key]int)}
 	lines := lineCounter{code: code}
 	patternPass(code, func(category string, off int, function string) {
 		s.add(api.Finding{Type: category, Line: lines.at(off), Function: function})
@@ -150,11 +150,14 @@ type key struct {
 }
 
 // scan accumulates findings: the first per (line, category) wins, and the
-// patterns run before the token pass, as in the seed.
+// patterns run before the token pass, as in the seed — except that a later,
+// more severe finding replaces it (the seed's open.read rule is "high" where
+// a bare open() on the same line is "critical"), so a cell is never blocked
+// for a finding it does not list.
 type scan struct {
 	found    []api.Finding
-	seen     map[key]bool
-	risk     float64 // Σ weights
+	seen     map[key]int // index in found
+	weights  float64     // Σ weights
 	overflow int
 	blocking bool
 }
@@ -167,25 +170,32 @@ func (s *scan) add(f api.Finding) {
 		s.blocking = true
 	}
 	k := key{f.Line, f.Type}
-	if s.seen[k] {
+	if i, ok := s.seen[k]; ok {
+		if old := s.found[i]; f.Severity == BlockingSeverity && old.Severity != BlockingSeverity {
+			s.weights += weightOf(f) - weightOf(old)
+			s.found[i] = f
+		}
 		return
 	}
 	if len(s.seen) >= maxTracked {
 		s.overflow++
 		return
 	}
-	s.seen[k] = true
-	w := weight[f.Type]
-	if f.Type == DynamicExec && f.Severity == api.SeverityHigh {
-		w = 0.4 // the seed's open.read/.write/.open rule
-	}
-	s.risk += w
+	s.seen[k] = len(s.found)
+	s.weights += weightOf(f)
 	s.found = append(s.found, f)
+}
+
+func weightOf(f api.Finding) float64 {
+	if f.Type == DynamicExec && f.Severity == api.SeverityHigh {
+		return 0.4 // the seed's open.read/.write/.open rule
+	}
+	return weight[f.Type]
 }
 
 func (s *scan) report() Report {
 	r := Report{Blocking: s.blocking, Omitted: s.overflow}
-	r.Risk = min(1, 1-1/(1+0.5*s.risk))
+	r.Risk = min(1, 1-1/(1+0.5*s.weights))
 	slices.SortStableFunc(s.found, func(a, b api.Finding) int { return cmp.Compare(a.Line, b.Line) })
 	if len(s.found) > MaxFindings {
 		r.Omitted += len(s.found) - MaxFindings
@@ -201,11 +211,14 @@ func (s *scan) report() Report {
 func describe(f api.Finding) string {
 	switch {
 	case f.Module != "":
-		return "imports " + f.Module + ", which " + message[f.Type]
+		return "imports " + f.Module + ", which can " + harm[f.Type]
+	case f.Function == "open" || strings.HasPrefix(f.Function, "open."):
+		// The seed lists open among its dynamic_exec functions.
+		return "calls " + f.Function + "(): opens a file, which the seed's rules rate " + f.Severity + " (dynamic_exec)"
 	case f.Function != "":
-		return f.Function + "() " + message[f.Type]
+		return "calls " + f.Function + "(), which can " + harm[f.Type]
 	}
-	return message[f.Type]
+	return "can " + harm[f.Type]
 }
 
 // lineCounter turns increasing byte offsets into 1-based line numbers,

@@ -141,6 +141,16 @@ func TestLinesAndOrder(t *testing.T) {
 	}
 }
 
+// TestBlockingIsListed: a critical finding that shares a line and category
+// with an earlier, lesser one replaces it, so a blocked cell lists why.
+func TestBlockingIsListed(t *testing.T) {
+	t.Parallel()
+	r := Scan("open.read(open('f'))")
+	if !r.Blocking || len(r.Findings) != 1 || r.Findings[0].Severity != api.SeverityCritical || r.Findings[0].Function != "open" {
+		t.Fatalf("%+v", r)
+	}
+}
+
 func TestDataScienceCodeIsQuiet(t *testing.T) {
 	t.Parallel()
 	code := `import pandas as pd
@@ -262,7 +272,7 @@ func FuzzScan(f *testing.F) {
 			}
 			blocking = blocking || f.Severity == BlockingSeverity
 		}
-		if blocking && !a.Blocking || len(a.Findings) > MaxFindings || a.Risk < 0 || a.Risk > 1 {
+		if blocking != a.Blocking && a.Omitted == 0 || len(a.Findings) > MaxFindings || a.Risk < 0 || a.Risk > 1 {
 			t.Fatalf("report %+v", a)
 		}
 	})
