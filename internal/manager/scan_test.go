@@ -117,6 +117,13 @@ func TestScannerModes(t *testing.T) {
 		if types(evs) != "scan,stdout,end" || len(evs[0].Findings) != 2 {
 			t.Fatalf("events %s", types(evs))
 		}
+		// An execution the agent refuses at once fails before any event, as
+		// without the scanner (so the REST API can still answer with a status).
+		evs = nil
+		_, err := s.Execute(t.Context(), api.ExecuteRequest{Code: "import os", ContextID: "nosuchcontext"}, func(ev api.ExecEvent) { evs = append(evs, ev) })
+		if !errors.Is(err, api.ErrNotFound) || len(evs) != 0 {
+			t.Fatalf("unknown context: %v, events %s", err, types(evs))
+		}
 	})
 
 	t.Run("block does not run a critical cell", func(t *testing.T) {
