@@ -45,6 +45,12 @@ func WithNetwork(p NetworkPolicy) RunOption { return func(o *runOptions) { o.req
 // WithEnvs sets environment variables for this cell only.
 func WithEnvs(envs map[string]string) RunOption { return func(o *runOptions) { o.req.Envs = envs } }
 
+// WithScannerMode makes the code scanner stricter for this cell ("warn" or
+// "block"); a mode looser than the sandbox's is refused with ErrPermission.
+func WithScannerMode(mode string) RunOption {
+	return func(o *runOptions) { o.req.ScannerMode = mode }
+}
+
 // OnStdout is called with each stdout chunk as the cell prints it.
 func OnStdout(fn func(string)) RunOption { return func(o *runOptions) { o.onStdout = fn } }
 
@@ -60,7 +66,9 @@ func OnError(fn func(ExecutionError)) RunOption { return func(o *runOptions) { o
 // RunCode runs Python code in the sandbox, like a Jupyter cell: state persists
 // between calls of one context. A Python exception, a timeout or a dead kernel
 // is reported in Execution.Error; err is non-nil only when ds-sandbox itself
-// failed (bad input, sandbox gone).
+// failed (bad input, sandbox gone). The code scanner's findings (scanner mode
+// warn or block) are in Execution.Findings; a cell it blocks is not run and
+// its Error is named ErrNameScanBlocked.
 func (s *Sandbox) RunCode(ctx context.Context, code string, opts ...RunOption) (*Execution, error) {
 	var o runOptions
 	for _, opt := range opts {

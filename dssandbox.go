@@ -29,6 +29,8 @@ type (
 	Logs = api.Logs
 	// ExecutionError is a Python exception (or timeout, or dead kernel) of a cell.
 	ExecutionError = api.ExecutionError
+	// Finding is one thing the code scanner saw in a cell.
+	Finding = api.Finding
 	// SandboxInfo describes a sandbox.
 	SandboxInfo = api.SandboxInfo
 	// Template describes a sandbox environment.
@@ -53,6 +55,19 @@ type (
 	// Workspace describes a workspace directory.
 	Workspace = api.Workspace
 )
+
+// Code scanner modes (Options.ScannerMode, WithScannerMode), least strict
+// first. The scanner is a tripwire for obvious dangerous code, not a security
+// boundary.
+const (
+	ScannerOff   = api.ScannerOff
+	ScannerWarn  = api.ScannerWarn
+	ScannerBlock = api.ScannerBlock
+)
+
+// ErrNameScanBlocked is the Execution.Error name of a cell the code scanner
+// refused to run (scanner mode block).
+const ErrNameScanBlocked = api.ErrNameScanBlocked
 
 // Errors every SDK call may wrap; test with errors.Is.
 var (

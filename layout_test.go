@@ -32,6 +32,7 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: "internal/template", onlyOurs: []string{"api", "internal/atomicfile"}},
 		{pkg: "internal/config", onlyOurs: []string{"api", "internal/template", "internal/workspace", "internal/netpolicy"}},
 		{pkg: "internal/netpolicy", onlyOurs: []string{"api"}},
+		{pkg: "internal/scanner", onlyOurs: []string{"api"}},
 		{pkg: "internal/egress", onlyOurs: []string{"api", "internal/netpolicy"}},
 		{pkg: "internal/sandboxnet", onlyOurs: []string{"api", "internal/netpolicy", "internal/egress", "internal/sandboxnet/nettest"}},
 		{pkg: "internal/agent", onlyOurs: []string{"api", "internal/jupyter"}},

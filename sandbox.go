@@ -33,6 +33,9 @@ type Options struct {
 	// User and Workdir override the configured defaults ("user", "/home/user").
 	User    string
 	Workdir string
+	// ScannerMode is the code scanner's mode for this sandbox's cells: off,
+	// warn or block. It can only make the configured mode stricter; "" keeps it.
+	ScannerMode string
 }
 
 // Sandbox is a handle on a running sandbox. It is safe for concurrent use.
@@ -63,9 +66,9 @@ type controlPlane interface {
 	listDatasets(ctx context.Context, f DatasetFilter) ([]api.Dataset, error)
 	removeDataset(ctx context.Context, name string) error
 	loadTemplate(ctx context.Context, id string) (api.Template, error)
-	// execute runs a cell: through the manager in process (which applies a
-	// per-execution network policy and collects denials), through the
-	// server's execute route remotely (which does the same there).
+	// execute runs a cell: through the manager in process (which scans it,
+	// applies a per-execution network policy and collects denials), through
+	// the server's execute route remotely (which does the same there).
 	execute(ctx context.Context, id string, ac *agent.Client, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error)
 }
 
@@ -91,7 +94,7 @@ func create(ctx context.Context, cp controlPlane, opts Options) (*Sandbox, error
 	req := api.CreateSandboxRequest{
 		Template: opts.Template, TemplateSpec: opts.TemplateSpec, Backend: opts.Backend,
 		Envs: opts.Envs, Metadata: opts.Metadata, WorkspaceID: opts.WorkspaceID,
-		Network: opts.Network, User: opts.User, Workdir: opts.Workdir,
+		Network: opts.Network, User: opts.User, Workdir: opts.Workdir, ScannerMode: opts.ScannerMode,
 	}
 	if opts.Timeout < 0 {
 		return nil, api.Errorf(api.ErrInvalid, "timeout %s is negative", opts.Timeout)

@@ -26,6 +26,9 @@ type Execution struct {
 	// network policy refused while the cell ran (any process of the
 	// sandbox, not only the cell's).
 	NetworkDenials []NetworkDenial `json:"network_denials,omitempty"`
+	// Findings are what the code scanner saw in the cell (scanner mode warn or
+	// block); a blocked cell carries them with a SecurityScanFailedError.
+	Findings []Finding `json:"findings,omitempty"`
 }
 
 // Text returns the text/plain form of the main result (the value of the cell's
@@ -61,7 +64,46 @@ type ExecutionError struct {
 const (
 	ErrNameTimeout    = "TimeoutError"
 	ErrNameDeadKernel = "DeadKernelError"
+	// ErrNameScanBlocked (the seed's SecurityScanFailedError): the code
+	// scanner, in block mode, found something at the blocking severity and the
+	// cell was not run.
+	ErrNameScanBlocked = "SecurityScanFailedError"
 )
+
+// Code scanner modes, from least to most strict.
+const (
+	ScannerOff   = "off"   // no scan
+	ScannerWarn  = "warn"  // scan, run anyway, attach the findings
+	ScannerBlock = "block" // scan; a critical finding means the cell is not run
+)
+
+// ScannerModes lists the modes from least to most strict.
+var ScannerModes = []string{ScannerOff, ScannerWarn, ScannerBlock}
+
+// Severities of scanner findings, the seed's.
+const (
+	SeverityMedium   = "medium"
+	SeverityHigh     = "high"
+	SeverityCritical = "critical"
+)
+
+// Finding is one thing the code scanner saw: the seed's CodeIssue, plus a
+// message. The scanner is a tripwire for obvious dangerous code, not a
+// security boundary.
+type Finding struct {
+	// Type is the seed's category: file_write, network, subprocess,
+	// dynamic_exec or system.
+	Type string `json:"type"`
+	// Severity is medium, high or critical.
+	Severity string `json:"severity"`
+	// Line is 1-based, in the cell's code.
+	Line int `json:"line"`
+	// Function is the called function ("system", "eval"), Module the
+	// imported module ("subprocess"), whichever the finding is about.
+	Function string `json:"function,omitempty"`
+	Module   string `json:"module,omitempty"`
+	Message  string `json:"message"`
+}
 
 // Result is one rich output: every MIME representation the kernel sent for it.
 type Result struct {
@@ -125,6 +167,10 @@ type ExecuteRequest struct {
 	// Network is the seed's per-run_code network override. The control plane
 	// applies it (or refuses it when the backend cannot); the agent ignores it.
 	Network *NetworkPolicy `json:"network,omitempty"`
+	// ScannerMode makes the code scanner stricter for this cell ("warn" or
+	// "block"); a mode looser than the sandbox's is refused. "" = the
+	// sandbox's mode. The control plane applies it; the agent ignores it.
+	ScannerMode string `json:"scanner_mode,omitempty"`
 }
 
 // Event types of an execution stream.
@@ -135,6 +181,9 @@ const (
 	EventError  = "error"
 	EventNotice = "notice"
 	EventEnd    = "end"
+	// EventScan carries the code scanner's findings; it comes first, before
+	// the cell runs (or instead, when the scanner blocks it).
+	EventScan = "scan"
 	// EventFailure reports a failure of ds-sandbox itself (the kernel could
 	// not start, the context was deleted, …), not of the user's code: its
 	// Error carries a stable error code in Name and the message in Value, and
@@ -156,6 +205,7 @@ type ExecEvent struct {
 	Error          *ExecutionError `json:"error,omitempty"`
 	ExecutionCount int             `json:"execution_count,omitempty"`
 	Denial         *NetworkDenial  `json:"denial,omitempty"`
+	Findings       []Finding       `json:"findings,omitempty"`
 }
 
 // Apply folds one stream event into e.
@@ -173,6 +223,8 @@ func (e *Execution) Apply(ev ExecEvent) {
 		e.Error = ev.Error
 	case EventNotice:
 		e.Notices = append(e.Notices, ev.Text)
+	case EventScan:
+		e.Findings = append(e.Findings, ev.Findings...)
 	case EventEnd:
 		e.ExecutionCount = ev.ExecutionCount
 	case EventNetworkDenied:

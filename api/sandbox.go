@@ -57,6 +57,10 @@ type CreateSandboxRequest struct {
 	// User and Workdir override the configured defaults (a template wins over both).
 	User    string `json:"user,omitempty"`
 	Workdir string `json:"workdir,omitempty"`
+	// ScannerMode is the code scanner's mode for this sandbox: off, warn or
+	// block. It can only make the configured mode (and the template's)
+	// stricter; "" keeps it.
+	ScannerMode string `json:"scanner_mode,omitempty"`
 }
 
 // SandboxInfo describes a sandbox.
@@ -76,7 +80,9 @@ type SandboxInfo struct {
 	// WorkspacePath is the workspace directory on the host.
 	WorkspacePath string        `json:"workspace_path"`
 	Network       NetworkPolicy `json:"network"`
-	StartedAt     time.Time     `json:"started_at"`
+	// ScannerMode is the code scanner's mode for this sandbox's cells.
+	ScannerMode string    `json:"scanner_mode,omitempty"`
+	StartedAt   time.Time `json:"started_at"`
 	// EndAt is the deadline: the sandbox is killed when it passes.
 	EndAt time.Time `json:"end_at"`
 }
@@ -108,6 +114,9 @@ type Template struct {
 	RunCmds      []string          `json:"run_cmds,omitempty" yaml:"run_cmds"`
 	Aliases      []string          `json:"aliases,omitempty" yaml:"aliases"`
 	Metadata     map[string]string `json:"metadata,omitempty" yaml:"metadata"`
+	// ScannerMode (off, warn, block) makes the code scanner stricter for
+	// sandboxes of this template; it never loosens the configured mode.
+	ScannerMode string `json:"scanner_mode,omitempty" yaml:"scanner_mode"`
 }
 
 // Dataset is one entry of the dataset registry.
@@ -157,4 +166,7 @@ const (
 	// or lookup (Data: host, ip, reason; rate-limited per sandbox, with
 	// suppressed_before counting those left out).
 	EventSandboxNetworkDenied = "network.denied"
+	// EventCodeBlocked: the code scanner, in block mode, refused a cell. Data:
+	// findings (count), types (the blocking categories), code_sha256, code_size.
+	EventCodeBlocked = "sandbox.code_blocked"
 )

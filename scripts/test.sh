@@ -22,11 +22,11 @@ DSS_OCI_RUNTIME="$(./scripts/gvisor-setup.sh)" go test -count=1 -timeout 15m ./i
 ./scripts/test-mcp-node.sh
 ./scripts/test-e2b-node.sh
 
-# A short pass of every fuzz target over the decoders (the seeds also run
+# A short pass of every fuzz target over the decoders and the code scanner (the seeds also run
 # above as ordinary tests).
 for target in ./internal/agent:FuzzResolvePath ./internal/agent:FuzzExecuteStream \
               ./internal/template:FuzzParse ./internal/config:FuzzWhitelistEnv \
               ./internal/netpolicy:FuzzPolicy ./internal/egress:FuzzParseSNI \
-              ./internal/sandboxnet:FuzzDNSAnswer; do
+              ./internal/sandboxnet:FuzzDNSAnswer ./internal/scanner:FuzzScan; do
   go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime 8s -fuzzminimizetime 5s "${target%%:*}"
 done

@@ -17,6 +17,8 @@ const (
 	OK     = "ok"
 	Error  = "error"
 	Denied = "denied"
+	// Blocked: the code scanner (scanner_mode block) refused to run a cell.
+	Blocked = "blocked"
 )
 
 // Record is one audit line.

@@ -79,6 +79,11 @@ func TestRun(t *testing.T) {
 		{name: "timeout too long", args: []string{"run", "--timeout", "10000000000", "-c", "1"}, code: 3, stderr: "want 1..86400"},
 		{name: "longest timeout", args: []string{"run", "--timeout", "86400", "-c", "print(3)"}, stdout: "3\n"},
 		{name: "unknown command", args: []string{"frobnicate"}, code: 2, stderr: "unknown command"},
+		{name: "scanner findings", args: []string{"run", "-c", "import subprocess\nprint('ran')"}, stdout: "ran\n",
+			stderr: "[code scanner: line 1: high subprocess: imports subprocess, which can start other processes]"},
+		{name: "scanner blocks", args: []string{"run", "--scanner-mode", "block", "-c", "print('ran')\nexec('1')"}, code: 1,
+			stderr: "SecurityScanFailedError: the code scanner (scanner_mode block) refused this cell: line 2", notStdout: "ran"},
+		{name: "bad scanner mode", args: []string{"run", "--scanner-mode", "loud", "-c", "1"}, code: 3, stderr: "scanner_mode \"loud\""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -34,9 +34,9 @@ const (
 )
 
 type runFlags struct {
-	backend, template, network, whitelist, workspace, config, code string
-	timeout                                                        int
-	keep, json                                                     bool
+	backend, template, network, whitelist, workspace, config, code, scanner string
+	timeout                                                                 int
+	keep, json                                                              bool
 }
 
 func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -53,6 +53,7 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	fl.StringVar(&f.network, "network", "", "network policy: allow | deny | whitelist")
 	fl.StringVar(&f.whitelist, "whitelist", "", "comma-separated destinations allowed under --network whitelist")
 	fl.StringVar(&f.workspace, "workspace", "", "named workspace to run in (kept afterwards)")
+	fl.StringVar(&f.scanner, "scanner-mode", "", "code scanner: off | warn | block (only stricter than the configured one, warn by default)")
 	fl.BoolVar(&f.keep, "keep", false, "keep the workspace after the run")
 	fl.BoolVar(&f.json, "json", false, "print the Execution as JSON instead of streaming output")
 	fl.StringVar(&f.code, "c", "", "code to run")
@@ -108,7 +109,7 @@ func run(ctx context.Context, f runFlags, code string, stdout, stderr io.Writer)
 	if err != nil {
 		return 0, err
 	}
-	req := api.CreateSandboxRequest{Backend: f.backend, Template: f.template, WorkspaceID: f.workspace}
+	req := api.CreateSandboxRequest{Backend: f.backend, Template: f.template, WorkspaceID: f.workspace, ScannerMode: f.scanner}
 	if f.network != "" || f.whitelist != "" {
 		policy := f.network
 		if policy == "" {
@@ -208,6 +209,10 @@ func (p *printer) event(ev api.ExecEvent) {
 				what = d.IP
 			}
 			fmt.Fprintf(p.stderr, "[ds-sandbox: network policy denied %s: %s]\n", what, d.Reason)
+		}
+	case api.EventScan:
+		for _, f := range ev.Findings {
+			fmt.Fprintf(p.stderr, "[code scanner: line %d: %s %s: %s]\n", f.Line, f.Severity, f.Type, f.Message)
 		}
 	case api.EventResult:
 		p.result(ev.Result)

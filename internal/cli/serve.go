@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
@@ -133,12 +134,18 @@ func startDaemon(ctx context.Context, cfg config.Config, ephemeral bool, ln net.
 		}
 		// Lifecycle changes nobody asked for over the API (timeouts, exits,
 		// recovery) are audited here; requests are audited by the API.
+		// A cell the code scanner blocked is audited here for every face (E2B
+		// and MCP requests have one record per HTTP request, not per cell).
 		if d.audit != nil && ev.Type != api.EventSandboxCreated && ev.Type != api.EventSandboxKilled && ev.Type != api.EventSandboxTimeout {
-			outcome := audit.OK
-			if ev.Type == api.EventSandboxNetworkDenied {
-				outcome = audit.Denied
+			rec := audit.Record{Action: ev.Type, SandboxID: ev.SandboxID, KeyID: owner, Outcome: audit.OK, Detail: ev.Data}
+			switch ev.Type {
+			case api.EventSandboxNetworkDenied:
+				rec.Outcome = audit.Denied
+			case api.EventCodeBlocked:
+				rec.Outcome, rec.CodeSHA256 = audit.Blocked, ev.Data["code_sha256"]
+				rec.CodeSize, _ = strconv.Atoi(ev.Data["code_size"])
 			}
-			_ = d.audit.Write(audit.Record{Action: ev.Type, SandboxID: ev.SandboxID, KeyID: owner, Outcome: outcome, Detail: ev.Data})
+			_ = d.audit.Write(rec)
 		}
 	})
 	if !ephemeral {

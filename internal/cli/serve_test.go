@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 )
 
@@ -304,4 +305,45 @@ func TestOneDaemonPerStateDir(t *testing.T) {
 		t.Fatalf("after the first stopped: %v", err)
 	}
 	d2.Shutdown(time.Second)
+}
+
+// TestDaemonAuditsBlockedCells: a cell the code scanner blocks is audited
+// with outcome "blocked" from the manager's event, whichever face ran it.
+func TestDaemonAuditsBlockedCells(t *testing.T) {
+	t.Parallel()
+	cfg := config.Default()
+	cfg.StateDir = t.TempDir()
+	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
+	cfg.Resolve()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.ScannerMode = api.ScannerBlock
+	d, err := StartDaemon(t.Context(), cfg, true, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Shutdown(time.Second)
+	defer d.Manager.Close(context.Background())
+	var a api.SandboxInfo
+	call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{ScannerMode: api.ScannerOff}, &a)
+	var ex api.Execution
+	call(t, "POST", d.URL+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "eval('1')"}, &ex)
+	if ex.Error == nil || ex.Error.Name != api.ErrNameScanBlocked {
+		t.Fatalf("execution %+v", ex)
+	}
+	b, err := os.ReadFile(cfg.AuditLogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var rec audit.Record
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatal(err)
+		}
+		found = found || rec.Action == api.EventCodeBlocked && rec.Outcome == audit.Blocked &&
+			rec.SandboxID == a.SandboxID && rec.CodeSize == 9 && len(rec.CodeSHA256) == 64
+	}
+	if !found {
+		t.Fatalf("no sandbox.code_blocked record with outcome blocked:\n%s", b)
+	}
 }

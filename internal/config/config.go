@@ -128,6 +128,11 @@ type Config struct {
 	// bound).
 	MaxBodyMB   int `yaml:"max_body_mb" json:"max_body_mb"`
 	MaxUploadMB int `yaml:"max_upload_mb" json:"max_upload_mb"`
+	// ScannerMode is the code scanner's mode: off, warn (the default: findings
+	// are attached to the Execution) or block (a critical finding means the
+	// cell is not run). Templates, create requests and single executions can
+	// only make it stricter.
+	ScannerMode string `yaml:"scanner_mode" json:"scanner_mode"`
 	// CORSOrigins lists origins allowed to call the API from a browser; CORS
 	// is off when empty.
 	CORSOrigins []string `yaml:"cors_origins" json:"cors_origins"`
@@ -180,6 +185,7 @@ func defaults(getenv func(string) string, euid int, home string) Config {
 		MaxStreamsPerKey:       256,
 		MaxBodyMB:              16,
 		MaxUploadMB:            0,
+		ScannerMode:            api.ScannerWarn,
 	}
 }
 

@@ -58,6 +58,7 @@ func (c Config) Validate() error {
 			fail("network_dns", "%v", err)
 		}
 	}
+	oneOf("scanner_mode", c.ScannerMode, api.ScannerModes)
 	wrap("default_user", template.ValidateUser(c.DefaultUser))
 	wrap("default_workdir", template.ValidateWorkdir(c.DefaultWorkdir))
 	if c.DefaultWorkspaceID != "" {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
 	"github.com/ds-sandbox/ds-sandbox/internal/backends"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
@@ -37,7 +38,7 @@ const e2bKey = "e2b_0123456789abcdef"
 
 // daemon is the daemon's handler (REST API with the E2B hook) over a real
 // manager and the local backend, as `ds-sandbox serve` assembles it.
-func daemon(t *testing.T, keys []config.APIKey) string {
+func daemon(t *testing.T, keys []config.APIKey, edits ...func(*config.Config)) string {
 	t.Helper()
 	cfg := config.Default()
 	cfg.StateDir = t.TempDir()
@@ -45,6 +46,9 @@ func daemon(t *testing.T, keys []config.APIKey) string {
 	cfg.Resolve()
 	cfg.APIKeys = keys
 	cfg.DefaultBackend = "local"
+	for _, edit := range edits {
+		edit(&cfg)
+	}
 	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
 	if err != nil {
 		t.Fatal(err)
@@ -338,4 +342,41 @@ func TestEnvdAndInterpreter(t *testing.T) {
 			t.Fatalf("without a token: %d", st)
 		}
 	})
+}
+
+// TestExecuteAndTheCodeScanner: E2B's /execute goes through the code
+// scanner. A blocked cell is an error line and does not run; a finding under
+// warn adds no line E2B's SDKs would not know.
+func TestExecuteAndTheCodeScanner(t *testing.T) {
+	t.Parallel()
+	base := daemon(t, nil, func(c *config.Config) { c.ScannerMode = api.ScannerBlock })
+	c := create(t, base, e2bKey, `{"templateID":"code-interpreter-v1"}`)
+	execute := func(code string) []map[string]any {
+		body, _ := json.Marshal(map[string]string{"code": code})
+		st, _, b := do(t, base, call{method: "POST", path: "/execute", body: string(body), headers: map[string]string{
+			"E2b-Sandbox-Id": c.SandboxID, "E2b-Sandbox-Port": e2b.InterpreterPort, "E2B-Traffic-Access-Token": c.TrafficAccessToken}})
+		if st != 200 {
+			t.Fatalf("%d %s", st, b)
+		}
+		var lines []map[string]any
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			var line map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+				t.Fatalf("%q: %v", sc.Text(), err)
+			}
+			if line["type"] != "keepalive" {
+				lines = append(lines, line)
+			}
+		}
+		return lines
+	}
+	lines := execute("print('ran')\nexec('x = 1')")
+	if len(lines) != 2 || lines[0]["type"] != "error" || lines[0]["name"] != api.ErrNameScanBlocked || lines[1]["type"] != "end_of_execution" {
+		t.Fatalf("blocked cell: %v", lines)
+	}
+	lines = execute("import subprocess\nprint('x' in globals())")
+	if len(lines) != 3 || lines[0]["type"] != "stdout" || lines[0]["text"] != "False\n" || lines[1]["type"] != "number_of_executions" {
+		t.Fatalf("cell with a high finding: %v", lines)
+	}
 }

@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 )
 
 // execute runs a cell. By default the response is the NDJSON event stream of
@@ -39,6 +41,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 	if r.URL.Query().Get("wait") == "true" {
 		exec, err := sbx.Execute(r.Context(), req, nil)
 		s.observeExecution(exec, err, start)
+		markBlocked(rec, exec)
 		if err != nil {
 			return err
 		}
@@ -60,6 +63,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 		}
 	})
 	s.observeExecution(exec, err, start)
+	markBlocked(rec, exec)
 	if err != nil && r.Context().Err() != nil && s.isShuttingDown() {
 		err = api.Errorf(api.ErrUnavailable, "the daemon is shutting down; the execution was interrupted")
 	}
@@ -71,6 +75,16 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("execute: %w", err)
 	}
 	return err
+}
+
+// markBlocked gives the request's audit record the outcome "blocked" when
+// the code scanner refused the cell (the manager's sandbox.code_blocked event
+// is audited too, for every face).
+func markBlocked(rec *audit.Record, exec *api.Execution) {
+	if exec != nil && exec.Error != nil && exec.Error.Name == api.ErrNameScanBlocked {
+		rec.Outcome = audit.Blocked
+		rec.Detail = map[string]string{"findings": strconv.Itoa(len(exec.Findings))}
+	}
 }
 
 func (s *Server) observeExecution(exec *api.Execution, err error, start time.Time) {
@@ -86,6 +100,8 @@ func (s *Server) observeExecution(exec *api.Execution, err error, start time.Tim
 		outcome = "timeout"
 	case exec.Error.Name == api.ErrNameDeadKernel:
 		outcome = "dead_kernel"
+	case exec.Error.Name == api.ErrNameScanBlocked:
+		outcome = "blocked"
 	default:
 		outcome = "error"
 	}

@@ -633,3 +633,65 @@ func TestE2BRequestsAreDispatchedAndAudited(t *testing.T) {
 		t.Fatalf("audit: %d e2b records, %d denied:\n%s", e2bLines, denied, b)
 	}
 }
+
+// TestScannerOverHTTP: findings reach a streaming client as a "scan" event
+// and a waiting one in the Execution; a blocked cell does not run and is
+// audited with outcome "blocked"; one execution can only be stricter.
+func TestScannerOverHTTP(t *testing.T) {
+	t.Parallel()
+	e := newServer(t, nil) // the default mode: warn
+	sbx := e.create(t, aliceKey, api.CreateSandboxRequest{})
+	if sbx.ScannerMode != api.ScannerWarn {
+		t.Fatalf("scanner mode %q", sbx.ScannerMode)
+	}
+	path := "/v1/sandboxes/" + sbx.SandboxID + "/execute"
+
+	r := e.do(t, aliceKey, "POST", path, api.ExecuteRequest{Code: "import subprocess\nprint('ran')"})
+	var evs []api.ExecEvent
+	for _, l := range strings.Split(strings.TrimSpace(string(r.body)), "\n") {
+		var ev api.ExecEvent
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatalf("%q: %v", l, err)
+		}
+		evs = append(evs, ev)
+	}
+	if len(evs) != 3 || evs[0].Type != api.EventScan || len(evs[0].Findings) != 1 || evs[0].Findings[0].Module != "subprocess" ||
+		evs[1].Type != api.EventStdout || evs[2].Type != api.EventEnd {
+		t.Fatalf("stream %s", r.body)
+	}
+
+	var x api.Execution
+	r = e.do(t, aliceKey, "POST", path+"?wait=true", api.ExecuteRequest{Code: "open('outputs/x.txt', 'w').write('ran')", ScannerMode: api.ScannerBlock})
+	if err := json.Unmarshal(r.body, &x); err != nil || r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	if x.Error == nil || x.Error.Name != api.ErrNameScanBlocked || len(x.Findings) != 1 || x.Findings[0].Severity != api.SeverityCritical {
+		t.Fatalf("blocked execution %s", r.body)
+	}
+	if _, err := os.Stat(filepath.Join(sbx.WorkspacePath, "outputs", "x.txt")); !os.IsNotExist(err) {
+		t.Fatalf("the blocked cell ran: %v", err)
+	}
+
+	r = e.do(t, aliceKey, "POST", path, api.ExecuteRequest{Code: "1", ScannerMode: api.ScannerOff})
+	if r.status != 403 || r.apiError(t).Code != api.CodePermission {
+		t.Fatalf("looser scanner_mode: %d %s", r.status, r.body)
+	}
+
+	b, err := os.ReadFile(e.auditLn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var execRec *audit.Record
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var rec audit.Record
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Outcome == audit.Blocked && rec.Action == "execute" {
+			execRec = &rec
+		}
+	}
+	if execRec == nil || execRec.KeyID != "alice" || execRec.SandboxID != sbx.SandboxID || execRec.Detail["findings"] != "1" {
+		t.Fatalf("no blocked execute record in the audit log: %s", b)
+	}
+}

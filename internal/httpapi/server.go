@@ -315,6 +315,8 @@ func (s *Server) audit(rec *audit.Record, status int, err error) {
 	}
 	rec.Status = status
 	switch {
+	case err == nil && status < 400 && rec.Outcome == audit.Blocked:
+		// the handler saw the code scanner refuse the cell
 	case err == nil && status < 400:
 		rec.Outcome = audit.OK
 	case errors.Is(err, api.ErrUnauthenticated) || errors.Is(err, api.ErrPermission) || errors.Is(err, api.ErrLimit):

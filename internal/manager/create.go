@@ -14,6 +14,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/auth"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/scanner"
 	"github.com/ds-sandbox/ds-sandbox/internal/template"
 )
 
@@ -55,13 +56,14 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 	}
 	now := time.Now().UTC()
 	s := &Sandbox{
+		m:     m,
 		inst:  inst,
 		agent: agent.NewClient(inst.AgentSocket()),
 		info: api.SandboxInfo{
 			SandboxID: id, Owner: auth.FromContext(ctx).KeyID, TemplateID: plan.tmpl.ID, Backend: plan.backend.Name(), State: api.StateRunning,
 			User: plan.user, Workdir: plan.workdir, Metadata: plan.metadata,
 			WorkspaceID: ws.ID, Anonymous: ws.Anonymous, WorkspacePath: ws.Path,
-			Network: plan.network, StartedAt: now, EndAt: now.Add(plan.timeout),
+			Network: plan.network, ScannerMode: plan.scannerMode, StartedAt: now, EndAt: now.Add(plan.timeout),
 		},
 	}
 	if err := m.applyTemplate(ctx, s, plan.tmpl); err != nil {
@@ -139,6 +141,10 @@ type plan struct {
 	network  api.NetworkPolicy
 	timeout  time.Duration
 	memoryMB int
+	// scannerMode is the strictest of the config's, the template's and the
+	// request's: a request (or an inline template, which a client writes)
+	// must not loosen what the operator configured.
+	scannerMode string
 }
 
 // plan validates a create request and resolves it against the template and the
@@ -198,6 +204,10 @@ func (m *Manager) plan(req api.CreateSandboxRequest) (plan, error) {
 	if err := config.ValidateNetworkPolicy(p.network); err != nil {
 		return p, err
 	}
+	if err := scanner.ValidateMode(req.ScannerMode); err != nil {
+		return p, err
+	}
+	p.scannerMode = scanner.Stricter(scanner.Stricter(m.cfg.ScannerMode, p.tmpl.ScannerMode), req.ScannerMode)
 
 	if err := checkMap("envs", req.Envs, maxEnvs, true); err != nil {
 		return p, err

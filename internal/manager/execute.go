@@ -98,13 +98,22 @@ func (m *Manager) watchNetwork(s *Sandbox) {
 	})
 }
 
-// Execute runs a cell in the sandbox. A per-execution network policy
-// (req.Network, the seed's run_code arguments) is put in force for the
-// cell and the sandbox's own restored after it; other executions of the
-// sandbox wait meanwhile (the network is the whole sandbox's), and a
-// backend that cannot change a running sandbox's network refuses it. The
-// network denials that happen while the cell runs are attached to the
-// Execution and, as they happen, passed to onEvent as network_denied events.
+// Execute runs a cell in the sandbox. It is the path every face takes — the
+// SDK (embedded, and remote through the REST API), the REST API, MCP, E2B's
+// /execute and `ds-sandbox run` — so what applies to every cell is done here.
+//
+// The code scanner runs first (see scanCell): its findings are attached to
+// the Execution and go to onEvent as a "scan" event before the cell's own
+// events; under scanner mode block a critical finding means the cell is not
+// run at all (its Execution carries a SecurityScanFailedError).
+//
+// A per-execution network policy (req.Network, the seed's run_code
+// arguments) is put in force for the cell and the sandbox's own restored
+// after it; other executions of the sandbox wait meanwhile (the network is
+// the whole sandbox's), and a backend that cannot change a running sandbox's
+// network refuses it. The network denials that happen while the cell runs
+// are attached to the Execution and, as they happen, passed to onEvent as
+// network_denied events.
 func (s *Sandbox) Execute(ctx context.Context, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (exec *api.Execution, err error) {
 	override := req.Network
 	req.Network = nil
@@ -116,6 +125,17 @@ func (s *Sandbox) Execute(ctx context.Context, req api.ExecuteRequest, onEvent f
 			override = nil
 		}
 	}
+	sc, err := s.scanCell(&req)
+	if err != nil {
+		return nil, err
+	}
+	if sc.blocked != nil {
+		sc.deliverBlocked(onEvent)
+		return sc.blocked, nil
+	}
+	// The scanner's events go out just before the first other one (below
+	// the wrapper that serializes events from the agent and from denials).
+	onEvent = sc.before(onEvent)
 	var end *api.ExecEvent // held back so every denial comes before it
 	if onEvent != nil {
 		// Denials arrive on other goroutines than the agent's events.
@@ -163,6 +183,7 @@ func (s *Sandbox) Execute(ctx context.Context, req api.ExecuteRequest, onEvent f
 	s.net.mu.Lock()
 	delete(s.net.collectors, c)
 	s.net.mu.Unlock()
+	sc.attach(exec)
 	if exec != nil {
 		c.mu.Lock()
 		exec.NetworkDenials = append(exec.NetworkDenials, c.list...)

@@ -120,6 +120,7 @@ func (m *Manager) LoadTemplate(id string) (api.Template, error) {
 
 // Sandbox is one running sandbox.
 type Sandbox struct {
+	m     *Manager
 	inst  backend.Instance
 	agent *agent.Client
 	net   netState

@@ -183,7 +183,7 @@ func (m *Manager) reattach(ctx context.Context, rec record) bool {
 		_ = inst.Destroy(ctx)
 		return reap("its timeout passed while the daemon was down")
 	}
-	s := &Sandbox{inst: inst, agent: agent.NewClient(inst.AgentSocket()), info: info}
+	s := &Sandbox{m: m, inst: inst, agent: agent.NewClient(inst.AgentSocket()), info: info}
 	m.mu.Lock()
 	m.sandboxes[info.SandboxID] = s
 	s.timer = time.AfterFunc(left, func() { m.expire(info.SandboxID) })

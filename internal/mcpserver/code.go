@@ -42,6 +42,13 @@ func executionContent(exec *api.Execution) (content []mcp.Content, failed bool) 
 	for _, n := range exec.Notices {
 		content = append(content, text("[ds-sandbox] %s", n))
 	}
+	if len(exec.Findings) > 0 {
+		var b strings.Builder
+		for _, f := range exec.Findings {
+			fmt.Fprintf(&b, "\nline %d: %s %s: %s", f.Line, f.Severity, f.Type, f.Message)
+		}
+		content = append(content, text("[code scanner] %d finding(s):%s", len(exec.Findings), b.String()))
+	}
 	if out := strings.Join(exec.Logs.Stdout, ""); out != "" {
 		content = append(content, text("[stdout]\n%s", clip(out)))
 	}

@@ -128,6 +128,12 @@ func exerciseTools(t *testing.T, cs *mcp.ClientSession) {
 			t.Fatalf("got %q", got)
 		}
 	})
+	t.Run("run_code scanner findings", func(t *testing.T) {
+		got := ok(t, call(t, cs, "run_code", map[string]any{"code": "import subprocess\nprint('ran')"}))
+		if !strings.Contains(got, "[code scanner] 1 finding(s):\nline 1: high subprocess: imports subprocess") || !strings.Contains(got, "[stdout]\nran") {
+			t.Fatalf("run_code result %q", got)
+		}
+	})
 	t.Run("run_code exception", func(t *testing.T) {
 		got := fails(t, call(t, cs, "run_code", map[string]any{"code": "print('before')\n1/0"}), "ZeroDivisionError")
 		for _, want := range []string{"[error] ZeroDivisionError: division by zero", "Traceback", "before"} {

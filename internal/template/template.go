@@ -144,6 +144,9 @@ func Validate(t api.Template) error {
 	add("cpu_count", inRange(t.CPUCount, 1, MaxCPUCount))
 	add("memory_mb", inRange(t.MemoryMB, MinMemoryMB, MaxMemoryMB))
 	add("ready_timeout", inRange(t.ReadyTimeout, 1, MaxReadyTimeout))
+	if t.ScannerMode != "" && !slices.Contains(api.ScannerModes, t.ScannerMode) {
+		add("scanner_mode", api.Errorf(api.ErrInvalid, "%q is not one of %s", t.ScannerMode, strings.Join(api.ScannerModes, ", ")))
+	}
 	return errors.Join(errs...)
 }
 

@@ -39,6 +39,7 @@ from .models import (
     EntryInfo,
     Execution,
     ExecutionError,
+    Finding,
     FilesystemEvent,
     Logs,
     NetworkDenial,
@@ -57,7 +58,7 @@ CodeResult = Execution
 
 __all__ = [
     "Sandbox", "SandboxConfig", "Template", "list_datasets",
-    "Execution", "CodeResult", "Logs", "Result", "ExecutionError", "Context",
+    "Execution", "CodeResult", "Logs", "Result", "ExecutionError", "Finding", "Context",
     "SandboxInfo", "NetworkPolicy", "NetworkDenial", "Dataset",
     "Files", "EntryInfo", "FilesystemEvent", "WatchHandle", "ReadStream",
     "Commands", "CommandHandle", "CommandResult", "ProcessInfo",

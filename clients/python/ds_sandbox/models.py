@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Optional
 
 __all__ = [
-    "Execution", "Logs", "Result", "ExecutionError", "EntryInfo", "SandboxInfo",
+    "Execution", "Logs", "Result", "ExecutionError", "Finding", "EntryInfo", "SandboxInfo",
     "NetworkPolicy", "CommandResult", "ProcessInfo", "FilesystemEvent", "Context", "Dataset",
 ]
 
@@ -61,6 +61,27 @@ class ExecutionError:
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "value": self.value, "traceback": self.traceback})
+
+
+@dataclass
+class Finding:
+    """One thing the server's code scanner saw in a cell (the seed's CodeIssue):
+    ``type`` is the category (file_write, network, subprocess, dynamic_exec,
+    system), ``severity`` medium, high or critical, ``line`` 1-based, and
+    ``function`` or ``module`` what it is about. The scanner is a tripwire for
+    obvious dangerous code, not a security boundary."""
+
+    type: str
+    severity: str
+    line: int
+    message: str = ""
+    function: Optional[str] = None
+    module: Optional[str] = None
+
+    @classmethod
+    def _from_wire(cls, d: dict) -> "Finding":
+        return cls(d.get("type", ""), d.get("severity", ""), int(d.get("line") or 0), d.get("message", ""),
+                   d.get("function") or None, d.get("module") or None)
 
 
 class Logs:
@@ -200,19 +221,24 @@ class NetworkDenial:
 class Execution:
     """The outcome of ``run_code``: ``results``, ``logs``, ``error``,
     ``execution_count``, ``notices`` (messages from ds-sandbox, e.g. that the
-    context was restarted) and ``network_denials`` (what the network policy
-    refused while the cell ran). An exception raised by the code is reported
-    in ``error``; it is not raised in the caller."""
+    context was restarted), ``network_denials`` (what the network policy
+    refused while the cell ran) and ``findings`` (what the code scanner saw, a
+    list of Finding). An exception raised by the code is reported in
+    ``error``; it is not raised in the caller. A cell the scanner refused
+    (scanner mode "block") did not run: its error is named
+    "SecurityScanFailedError"."""
 
     def __init__(self, results: list[Result] | None = None, logs: Logs | None = None,
                  error: ExecutionError | None = None, execution_count: int | None = None,
-                 notices: list[str] | None = None, network_denials: list[NetworkDenial] | None = None):
+                 notices: list[str] | None = None, network_denials: list[NetworkDenial] | None = None,
+                 findings: list[Finding] | None = None):
         self.results: list[Result] = list(results or [])
         self.logs: Logs = logs or Logs()
         self.error: Optional[ExecutionError] = error
         self.execution_count: Optional[int] = execution_count
         self.notices: list[str] = list(notices or [])
         self.network_denials: list[NetworkDenial] = list(network_denials or [])
+        self.findings: list[Finding] = list(findings or [])
 
     @property
     def text(self) -> Optional[str]:
@@ -232,7 +258,8 @@ class Execution:
             error=ExecutionError._from_wire(d.get("error")),
             execution_count=d.get("execution_count") or None,
             notices=d.get("notices") or [],
-            network_denials=[NetworkDenial._from_wire(x) for x in d.get("network_denials") or []])
+            network_denials=[NetworkDenial._from_wire(x) for x in d.get("network_denials") or []],
+            findings=[Finding._from_wire(f) for f in d.get("findings") or []])
 
     def __repr__(self) -> str:
         return (f"Execution(Results: {self.results!r}, Logs: {self.logs!r}, Error: {self.error!r}"
@@ -274,6 +301,7 @@ class SandboxInfo:
     started_at: Optional[datetime] = None
     end_at: Optional[datetime] = None
     owner: Optional[str] = None
+    scanner_mode: str = ""
 
     @property
     def name(self) -> str:
@@ -289,7 +317,7 @@ class SandboxInfo:
             workspace_id=d.get("workspace_id", ""), anonymous_workspace=bool(d.get("anonymous_workspace")),
             workspace_path=d.get("workspace_path", ""), network=NetworkPolicy._from_wire(d.get("network")),
             started_at=parse_time(d.get("started_at")), end_at=parse_time(d.get("end_at")),
-            owner=d.get("owner") or None)
+            owner=d.get("owner") or None, scanner_mode=d.get("scanner_mode", ""))
 
 
 @dataclass

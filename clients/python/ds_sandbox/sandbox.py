@@ -13,7 +13,7 @@ from ._transport import Transport
 from .commands import Commands
 from .config import SandboxConfig
 from .files import Files
-from .models import Context, Dataset, Execution, ExecutionError, NetworkDenial, Result, SandboxInfo
+from .models import Context, Dataset, Execution, ExecutionError, Finding, NetworkDenial, Result, SandboxInfo
 from .template import Template
 
 __all__ = ["Sandbox", "list_datasets"]
@@ -129,7 +129,7 @@ class Sandbox:
                timeout: Optional[float] = None, workspace_id: Optional[str] = None, *,
                backend: Optional[str] = None, user: Optional[str] = None, workdir: Optional[str] = None,
                allow_internet: Optional[bool] = None, network_policy: Optional[str] = None,
-               network_whitelist: Optional[list[str]] = None) -> "Sandbox":
+               network_whitelist: Optional[list[str]] = None, scanner_mode: Optional[str] = None) -> "Sandbox":
         """Create a sandbox.
 
         ``template``: a Template, or the id of a template stored on the server
@@ -144,8 +144,10 @@ class Sandbox:
         is removed when it is killed (unless the server names a default one).
 
         The keyword-only arguments override the config: ``backend`` ("local",
-        "oci", …), ``user``, ``workdir``, and the sandbox-wide network policy
-        (as in run_code).
+        "oci", …), ``user``, ``workdir``, the sandbox-wide network policy
+        (as in run_code), and ``scanner_mode``: the code scanner's mode for this
+        sandbox ("off", "warn", "block"), which can only make the server's
+        configured mode (warn by default) stricter.
         """
         cfg = config
         t = cfg._transport() if cfg is not None else transport_for()
@@ -192,6 +194,8 @@ class Sandbox:
             req["timeout"] = int(math.ceil(timeout))
         if workspace_id:
             req["workspace_id"] = str(workspace_id)
+        if scanner_mode:
+            req["scanner_mode"] = str(scanner_mode)
         doc = t.call("POST", "/v1/sandboxes", json_body=req)
         sbx = cls(t, SandboxInfo._from_wire(doc or {}), cfg)
         t.own(sbx.sandbox_id)
@@ -269,7 +273,7 @@ class Sandbox:
                  on_result: Optional[Callable[[Result], Any]] = None,
                  on_error: Optional[Callable[[ExecutionError], Any]] = None,
                  context: Union[Context, str, None] = None, envs: Optional[Mapping[str, str]] = None,
-                 language: Optional[str] = None) -> Execution:
+                 language: Optional[str] = None, scanner_mode: Optional[str] = None) -> Execution:
         """Run ``code`` as one Jupyter cell in the sandbox's kernel (state carries
         over between calls) and return the Execution.
 
@@ -288,6 +292,12 @@ class Sandbox:
         while the cell runs, in this thread. ``context`` (a Context or its id)
         picks a kernel other than the default one; ``envs`` are set in
         ``os.environ`` for this cell only.
+
+        The server's code scanner reports what it saw in ``Execution.findings``.
+        ``scanner_mode`` ("warn" or "block") makes it stricter for this cell; a
+        mode looser than the sandbox's raises PermissionDeniedError. A cell the
+        scanner blocks does not run, and its ``error`` is a
+        "SecurityScanFailedError".
 
         A Python exception of the code is not raised here: it is in
         ``Execution.error``. SandboxError subclasses are raised when ds-sandbox
@@ -313,6 +323,8 @@ class Sandbox:
         net = _network_policy(allow_internet, network_policy, network_whitelist)
         if net is not None:
             req["network"] = net
+        if scanner_mode:
+            req["scanner_mode"] = str(scanner_mode)
         read_timeout = (timeout + STREAM_GRACE) if timeout else None
         execution = Execution()
         ended = False
@@ -344,6 +356,8 @@ class Sandbox:
                 elif typ == "network_denied":
                     if ev.get("denial") is not None:
                         execution.network_denials.append(NetworkDenial._from_wire(ev["denial"]))
+                elif typ == "scan":
+                    execution.findings.extend(Finding._from_wire(f) for f in ev.get("findings") or [])
                 elif typ == "end":
                     execution.execution_count = ev.get("execution_count") or None
                     ended = True

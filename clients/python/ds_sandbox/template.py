@@ -9,7 +9,7 @@ __all__ = ["Template"]
 # Wire fields of api.Template, in order.
 _FIELDS = ("id", "name", "description", "image", "env", "files", "user", "workdir", "cmd",
            "start_cmd", "ready_cmd", "ready_timeout", "cpu_count", "memory_mb", "run_cmds",
-           "aliases", "metadata")
+           "aliases", "metadata", "scanner_mode")
 
 
 def _str(v: Any) -> str:
@@ -25,7 +25,8 @@ class Template:
     fields you set are sent: on the local backend the server refuses ``image``,
     ``cpu_count`` and ``memory_mb`` (it could not enforce them), so they must not be
     sent unless asked for. ``files`` are written into the workdir when a sandbox
-    starts; ``env`` is set for its code and commands.
+    starts; ``env`` is set for its code and commands. ``scanner_mode`` ("off",
+    "warn", "block") makes the server's code scanner stricter for its sandboxes.
 
     ``copy_files`` and ``skip_cache`` are accepted for compatibility with the
     seed's builder: ``skip_cache`` has no effect (nothing is cached), and a
@@ -42,7 +43,8 @@ class Template:
                  cpu_count: Optional[int] = None, memory_mb: Optional[int] = None,
                  copy_files: Optional[list[dict[str, str]]] = None,
                  run_cmds: Optional[list[str]] = None, aliases: Optional[list[str]] = None,
-                 skip_cache: bool = False, metadata: Optional[dict[str, str]] = None):
+                 skip_cache: bool = False, metadata: Optional[dict[str, str]] = None,
+                 scanner_mode: Optional[str] = None):
         self.id = id
         self.name = name
         self.description = description
@@ -62,6 +64,7 @@ class Template:
         self.aliases = aliases
         self.skip_cache = skip_cache
         self.metadata = metadata
+        self.scanner_mode = scanner_mode
 
     def to_dict(self) -> dict[str, Any]:
         """The fields that are set, as the server's JSON."""

@@ -583,6 +583,33 @@ def test_explicit_endpoint_and_api_keys(tmp_path):
         proc.wait(30)
 
 
+def test_code_scanner_findings():
+    # The server's default mode is warn: findings are attached and the cell runs.
+    with Sandbox.create() as sbx:
+        assert sbx.get_info().scanner_mode == "warn"
+        e = sbx.run_code("import subprocess\nprint('ran')")
+        assert e.error is None and "".join(e.logs.stdout) == "ran\n"
+        assert [(f.type, f.severity, f.line, f.module) for f in e.findings] == [("subprocess", "high", 1, "subprocess")]
+        assert isinstance(e.findings[0], ds_sandbox.Finding) and e.findings[0].message
+        assert sbx.run_code("1 + 1").findings == []
+        # One cell can be made stricter, not looser.
+        e = sbx.run_code("open('outputs/one.txt', 'w').write('x')", scanner_mode="block")
+        assert e.error is not None and e.error.name == "SecurityScanFailedError"
+        assert not sbx.files.exists("outputs/one.txt")
+        with pytest.raises(PermissionDeniedError):
+            sbx.run_code("1", scanner_mode="off")
+    # block: a critical finding means the cell does not run.
+    with Sandbox.create(scanner_mode="block") as sbx:
+        errors = []
+        e = sbx.run_code("x = 1\nexec('y = 2')", on_error=errors.append)
+        assert e.error.name == "SecurityScanFailedError" and "line 2" in e.error.value and errors == [e.error]
+        assert [(f.type, f.severity, f.function) for f in e.findings] == [("dynamic_exec", "critical", "exec")]
+        assert e.execution_count is None and e.logs.stdout == []
+        assert sbx.run_code("'x' in globals()").text == "False"
+    with Sandbox.create(template=Template(id="strict", scanner_mode="block")) as sbx:
+        assert sbx.get_info().scanner_mode == "block"
+
+
 # -- objects, without a server ------------------------------------------------------------
 
 
@@ -591,7 +618,9 @@ def test_execution_from_wire():
         "results": [{"text": "1", "is_main_result": True}, {"png": base64.b64encode(b"png").decode()}],
         "logs": {"stdout": ["a"], "stderr": []},
         "error": {"name": "E", "value": "v", "traceback": "tb"},
-        "execution_count": 3})
+        "execution_count": 3,
+        "findings": [{"type": "system", "severity": "high", "line": 2, "function": "system", "message": "m"}]})
+    assert e.findings == [ds_sandbox.Finding("system", "high", 2, "m", function="system")]
     assert e.text == "1" and e.results[1].png_bytes() == b"png"
     assert e.logs.stdout == ["a"] and e.error.name == "E" and e.execution_count == 3
     assert repr(e.results[1]) == "Result(Formats: ['png'])"
