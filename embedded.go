@@ -98,6 +98,10 @@ func (e *embedded) execute(ctx context.Context, id string, _ *agent.Client, req 
 	return s.Execute(ctx, req, onEvent)
 }
 
+func (e *embedded) setNetwork(ctx context.Context, id string, p api.NetworkPolicy) (api.SandboxInfo, error) {
+	return e.m.SetNetwork(ctx, id, p)
+}
+
 func (e *embedded) list(ctx context.Context, md map[string]string) ([]api.SandboxInfo, error) {
 	return e.m.List(ctx, md), nil
 }

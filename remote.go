@@ -162,6 +162,12 @@ func (r *remote) execute(ctx context.Context, _ string, ac *agent.Client, req ap
 	return ac.Execute(ctx, req, onEvent)
 }
 
+func (r *remote) setNetwork(ctx context.Context, id string, p api.NetworkPolicy) (api.SandboxInfo, error) {
+	var info api.SandboxInfo
+	err := r.call(ctx, http.MethodPut, "/v1/sandboxes/"+url.PathEscape(id)+"/network", nil, p, &info)
+	return info, err
+}
+
 func (r *remote) list(ctx context.Context, md map[string]string) ([]api.SandboxInfo, error) {
 	q := url.Values{}
 	for k, v := range md {

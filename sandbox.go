@@ -60,6 +60,7 @@ type controlPlane interface {
 	list(ctx context.Context, metadata map[string]string) ([]api.SandboxInfo, error)
 	info(ctx context.Context, id string) (api.SandboxInfo, error)
 	setTimeout(ctx context.Context, id string, d time.Duration) (api.SandboxInfo, error)
+	setNetwork(ctx context.Context, id string, p api.NetworkPolicy) (api.SandboxInfo, error)
 	kill(ctx context.Context, id string) error
 	prepareDataset(ctx context.Context, id, name, strategy string) (string, error)
 	registerDataset(ctx context.Context, source, name, description string, tags []string) (api.Dataset, error)
@@ -150,6 +151,16 @@ func (s *Sandbox) GetInfo(ctx context.Context) (SandboxInfo, error) {
 // SetTimeout moves the sandbox's deadline to now + d.
 func (s *Sandbox) SetTimeout(ctx context.Context, d time.Duration) error {
 	_, err := s.cp.setTimeout(ctx, s.ID, d)
+	return err
+}
+
+// SetNetwork changes the sandbox's own network policy from now on (its
+// running executions finish first). Where a running sandbox's network
+// cannot change (local; docker on Docker's own networks; a sandbox created
+// with deny, which has no interface to open) it fails with ErrUnsupported
+// and the policy stays as it was.
+func (s *Sandbox) SetNetwork(ctx context.Context, p NetworkPolicy) error {
+	_, err := s.cp.setNetwork(ctx, s.ID, p)
 	return err
 }
 

@@ -166,6 +166,9 @@ const (
 	// or lookup (Data: host, ip, reason; rate-limited per sandbox, with
 	// suppressed_before counting those left out).
 	EventSandboxNetworkDenied = "network.denied"
+	// EventSandboxNetworkSet: the sandbox's own network policy was changed
+	// (Data: network, whitelist).
+	EventSandboxNetworkSet = "sandbox.network_set"
 	// EventCodeBlocked: the code scanner, in block mode, refused a cell. Data:
 	// findings (count), types (the blocking categories), code_sha256, code_size.
 	EventCodeBlocked = "sandbox.code_blocked"

@@ -50,7 +50,7 @@ func (s *Server) controlRoutes() {
 	h("GET /sandboxes/metrics", unsupported("sandbox metrics are not served over E2B's API; use the daemon's /metrics (Prometheus)"))
 	h("GET /sandboxes/{id}/logs", s.unsupportedFor("sandbox logs are not served over E2B's API"))
 	h("GET /v2/sandboxes/{id}/logs", s.unsupportedFor("sandbox logs are not served over E2B's API"))
-	h("PUT /sandboxes/{id}/network", s.unsupportedFor("changing a running sandbox's network is not supported; create a new sandbox with the network options"))
+	h("PUT /sandboxes/{id}/network", s.updateNetwork)
 	h("POST /sandboxes/{id}/fork", s.unsupportedFor("fork is not supported: ds-sandbox's backends cannot snapshot a running sandbox"))
 	h("POST /sandboxes/{id}/snapshots", s.unsupportedFor("snapshots are not supported: ds-sandbox's backends cannot snapshot a running sandbox"))
 	h("/templates", unsupported("E2B template builds are not supported; define ds-sandbox templates (YAML, `ds-sandbox template`) and pass their id as the template"))
@@ -378,6 +378,38 @@ func (s *Server) getInfo(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) kill(w http.ResponseWriter, r *http.Request) error {
 	if err := s.m.Kill(r.Context(), r.PathValue("id")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// updateNetwork is E2B's updateNetwork (SandboxNetworkUpdateConfig, which
+// replaces the sandbox's egress configuration): mapped onto our policies as
+// at create, and put in force where the backend can change a running
+// sandbox's network (oci, docker with a network of ours); elsewhere
+// unsupported, the network unchanged.
+func (s *Server) updateNetwork(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		AllowInternetAccess *bool          `json:"allow_internet_access"`
+		AllowOut            []string       `json:"allowOut"`
+		DenyOut             []string       `json:"denyOut"`
+		EgressProxy         any            `json:"egressProxy"`
+		Rules               map[string]any `json:"rules"`
+	}
+	if err := decodeBody(r, &req); err != nil {
+		return err
+	}
+	pol, err := networkPolicy(&newSandbox{AllowInternetAccess: req.AllowInternetAccess, Network: &networkConfig{
+		AllowOut: req.AllowOut, DenyOut: req.DenyOut, EgressProxy: req.EgressProxy, Rules: req.Rules,
+	}})
+	if err != nil {
+		return err
+	}
+	if pol == nil {
+		pol = &api.NetworkPolicy{Policy: api.NetworkAllow}
+	}
+	if _, err := s.m.SetNetwork(r.Context(), r.PathValue("id"), *pol); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

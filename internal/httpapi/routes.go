@@ -35,6 +35,7 @@ func (s *Server) routes() {
 	s.handle("GET /v1/sandboxes/{id}", routeOpts{}, s.getSandbox)
 	s.handle("POST /v1/sandboxes/{id}/connect", routeOpts{action: "sandbox.connect"}, s.getSandbox)
 	s.handle("POST /v1/sandboxes/{id}/timeout", routeOpts{action: "sandbox.timeout"}, s.setTimeout)
+	s.handle("PUT /v1/sandboxes/{id}/network", routeOpts{action: "sandbox.network"}, s.setNetwork)
 	s.handle("DELETE /v1/sandboxes/{id}", routeOpts{action: "sandbox.kill"}, s.killSandbox)
 	s.handle("GET /v1/sandboxes/{id}/events", routeOpts{}, s.sandboxEvents)
 	s.handle("POST /v1/sandboxes/{id}/datasets", routeOpts{action: "dataset.prepare"}, s.prepareDataset)

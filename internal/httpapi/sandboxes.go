@@ -75,6 +75,21 @@ func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// setNetwork changes the sandbox's own network policy.
+func (s *Server) setNetwork(w http.ResponseWriter, r *http.Request) error {
+	var req api.NetworkPolicy
+	if err := s.decode(w, r, &req); err != nil {
+		return err
+	}
+	auditRecord(r).Detail = map[string]string{"network": req.Policy, "whitelist": strings.Join(req.Whitelist, ",")}
+	info, err := s.m.SetNetwork(r.Context(), r.PathValue("id"), req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, info)
+	return nil
+}
+
 func (s *Server) killSandbox(w http.ResponseWriter, r *http.Request) error {
 	if err := s.m.Kill(r.Context(), r.PathValue("id")); err != nil {
 		return err

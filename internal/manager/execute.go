@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -236,4 +237,39 @@ func samePolicy(a, b api.NetworkPolicy) bool {
 	slices.Sort(x)
 	slices.Sort(y)
 	return slices.Equal(slices.Compact(x), slices.Compact(y))
+}
+
+// SetNetwork changes a running sandbox's own network policy (until the next
+// change), waiting for its running executions to finish first. Backends
+// that cannot change a running sandbox's network, and sandboxes created
+// with deny (no interface to open), refuse with api.ErrUnsupported; the
+// policy is then unchanged.
+func (m *Manager) SetNetwork(ctx context.Context, id string, pol api.NetworkPolicy) (api.SandboxInfo, error) {
+	if err := config.ValidateNetworkPolicy(pol); err != nil {
+		return api.SandboxInfo{}, err
+	}
+	s, err := m.Get(ctx, id)
+	if err != nil {
+		return api.SandboxInfo{}, err
+	}
+	nc, ok := s.inst.(backend.NetworkController)
+	if !ok {
+		info := s.Info()
+		if samePolicy(pol, info.Network) {
+			return info, nil
+		}
+		return api.SandboxInfo{}, api.Errorf(api.ErrUnsupported, "the %s backend cannot change a running sandbox's network (its policy is %q); create a sandbox with policy %q instead", info.Backend, info.Network.Policy, pol.Policy)
+	}
+	s.net.policy.Lock()
+	defer s.net.policy.Unlock()
+	if err := nc.SetNetwork(ctx, pol); err != nil {
+		return api.SandboxInfo{}, err
+	}
+	s.mu.Lock()
+	s.info.Network = pol
+	owner := s.info.Owner
+	s.mu.Unlock()
+	m.saveRecord(s)
+	m.emit(api.EventSandboxNetworkSet, id, owner, map[string]string{"network": pol.Policy, "whitelist": strings.Join(pol.Whitelist, ",")})
+	return s.Info(), nil
 }

@@ -46,16 +46,23 @@ func run(m *testing.M) int {
 // nettest's resolver, plus the local backend.
 func ociManager(t *testing.T) *manager.Manager {
 	t.Helper()
-	if agentBin == "" {
-		t.Skip("the oci backend needs root")
-	}
-	cfg := config.Default()
 	dir, err := os.MkdirTemp("", "dss-manager-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.Chmod(dir, 0o711)
 	t.Cleanup(func() { os.RemoveAll(dir) })
+	return ociManagerIn(t, dir)
+}
+
+// ociManagerIn is ociManager with its state in dir (a second manager on the
+// same directory is a restarted daemon).
+func ociManagerIn(t *testing.T, dir string) *manager.Manager {
+	t.Helper()
+	if agentBin == "" {
+		t.Skip("the oci backend needs root")
+	}
+	cfg := config.Default()
 	cfg.StateDir = dir
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Python = "/usr/bin/python3"
@@ -186,5 +193,96 @@ func TestPerExecutionNetworkPolicyRefused(t *testing.T) {
 	}
 	if _, err := os.Stat(marker); !os.IsNotExist(err) {
 		t.Errorf("the refused cell ran anyway: %v", err)
+	}
+}
+
+func TestSetNetwork(t *testing.T) {
+	m := ociManager(t)
+	nettest.New(t)
+	ctx := t.Context()
+	s, err := m.Create(ctx, api.CreateSandboxRequest{Backend: "oci", Network: &api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"allowed.test"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Kill(context.Background(), s.ID())
+	if got, _, _ := probe(t, s, nil, "host", nettest.Other, 80, "other.test"); !strings.HasPrefix(got, "ERR") {
+		t.Fatalf("whitelist: %q", got)
+	}
+	info, err := m.SetNetwork(ctx, s.ID(), api.NetworkPolicy{Policy: api.NetworkAllow})
+	if err != nil || info.Network.Policy != api.NetworkAllow {
+		t.Fatalf("SetNetwork allow: %+v, %v", info.Network, err)
+	}
+	if got, _, _ := probe(t, s, nil, "direct", "http://other.test/"); !strings.HasPrefix(got, "OK hello from "+nettest.Other.String()) {
+		t.Errorf("after SetNetwork allow: %q", got)
+	}
+	// The new policy is the sandbox's own: a per-execution one is restored
+	// to it, not to the policy the sandbox was created with.
+	probe(t, s, &api.NetworkPolicy{Policy: api.NetworkDeny}, "tcp", nettest.Public, 80)
+	if got, _, _ := probe(t, s, nil, "direct", "http://other.test/"); !strings.HasPrefix(got, "OK") {
+		t.Errorf("after a deny cell: %q", got)
+	}
+	if _, err := m.SetNetwork(ctx, s.ID(), api.NetworkPolicy{Policy: "open"}); !errors.Is(err, api.ErrInvalid) {
+		t.Errorf("bad policy: %v", err)
+	}
+	// A deny sandbox cannot be opened, and keeps its policy.
+	d, err := m.Create(ctx, api.CreateSandboxRequest{Backend: "oci", Network: &api.NetworkPolicy{Policy: api.NetworkDeny}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Kill(context.Background(), d.ID())
+	if _, err := m.SetNetwork(ctx, d.ID(), api.NetworkPolicy{Policy: api.NetworkAllow}); !errors.Is(err, api.ErrUnsupported) {
+		t.Errorf("opening a deny sandbox: %v, want ErrUnsupported", err)
+	}
+	if d.Info().Network.Policy != api.NetworkDeny {
+		t.Errorf("the deny sandbox's policy became %q", d.Info().Network.Policy)
+	}
+}
+
+// TestRestartKeepsTheChangedPolicy: after SetNetwork and a daemon restart the
+// sandbox runs under the recorded (changed) policy, not the one it was made
+// with, which is what its backend state remembers.
+func TestRestartKeepsTheChangedPolicy(t *testing.T) {
+	dir, err := os.MkdirTemp("", "dss-manager-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o711)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	m1 := ociManagerIn(t, dir)
+	if err := m1.Persist(); err != nil {
+		t.Fatal(err)
+	}
+	nettest.New(t)
+	ctx := t.Context()
+	s, err := m1.Create(ctx, api.CreateSandboxRequest{Backend: "oci", Network: &api.NetworkPolicy{Policy: api.NetworkAllow}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m1.SetNetwork(ctx, s.ID(), api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"allowed.test"}}); err != nil {
+		t.Fatal(err)
+	}
+	m1.Detach() // a graceful daemon stop: sandboxes keep running
+
+	m2 := ociManagerIn(t, dir)
+	if err := m2.Persist(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := m2.Recover(ctx)
+	if err != nil || len(rep.Reattached) != 1 {
+		t.Fatalf("Recover: %+v, %v", rep, err)
+	}
+	s2, err := m2.Get(ctx, s.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Kill(context.Background(), s.ID())
+	if p := s2.Info().Network.Policy; p != api.NetworkWhitelist {
+		t.Errorf("recovered policy %q", p)
+	}
+	if got, _, _ := probe(t, s2, nil, "direct", "http://allowed.test/"); !strings.HasPrefix(got, "OK") {
+		t.Errorf("listed name after restart: %q", got)
+	}
+	if got, _, _ := probe(t, s2, nil, "host", nettest.Other, 80, "other.test"); !strings.HasPrefix(got, "ERR") {
+		t.Errorf("unlisted name after restart (the creation policy, allow, came back): %q", got)
 	}
 }

@@ -188,6 +188,21 @@ func (m *Manager) reattach(ctx context.Context, rec record) bool {
 	m.sandboxes[info.SandboxID] = s
 	s.timer = time.AfterFunc(left, func() { m.expire(info.SandboxID) })
 	m.mu.Unlock()
+	// The recorded policy is the sandbox's own: a backend recovers the one
+	// it was made with, and the policy may have changed since (SetNetwork),
+	// or the daemon died during an execution with a policy of its own.
+	if nc, ok := inst.(backend.NetworkController); ok {
+		// Unsupported: a network that cannot change, so still the one the
+		// record names.
+		if err := nc.SetNetwork(ctx, info.Network); err != nil && !errors.Is(err, api.ErrUnsupported) {
+			m.mu.Lock()
+			delete(m.sandboxes, info.SandboxID)
+			m.mu.Unlock()
+			s.timer.Stop()
+			_ = inst.Destroy(ctx)
+			return reap("its network policy cannot be restored: " + err.Error())
+		}
+	}
 	m.watchNetwork(s)
 	go m.watch(s)
 	m.log.Info("sandbox re-attached after restart", "sandbox_id", info.SandboxID)

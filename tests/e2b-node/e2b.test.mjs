@@ -88,6 +88,10 @@ test('list pages with nextToken', async () => {
 
 test('unsupported requests get E2B-shaped errors', async () => {
   await assert.rejects(BaseSandbox.create({ allowInternetAccess: false }), /network|not supported|deny/i)
+  // updateNetwork reaches the daemon: on the local backend the network cannot
+  // change (refused), and "allow everything" is what the sandbox has.
+  await assert.rejects(sbx.updateNetwork({ denyOut: ['0.0.0.0/0'] }), /network/i)
+  await sbx.updateNetwork({})
   await assert.rejects(sbx.pause(), /pause/)
   await assert.rejects(sbx.pty.create({ cols: 80, rows: 24, onData: () => {} }), /pty|pseudo-terminal/i)
   // The code interpreter answers 400 "language … is not supported"; the SDK

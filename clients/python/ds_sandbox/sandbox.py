@@ -236,6 +236,21 @@ class Sandbox:
         if doc:
             self._info = SandboxInfo._from_wire(doc)
 
+    def set_network(self, network_policy: Optional[str] = None, network_whitelist: Optional[list[str]] = None,
+                    allow_internet: Optional[bool] = None) -> None:
+        """Change the sandbox's own network policy from now on ("allow", "deny"
+        or "whitelist" with its destinations; ``allow_internet=False`` means
+        deny). Its running cells finish first. Where a running sandbox's
+        network cannot change (the local backend; docker on Docker's own
+        networks; a sandbox created with deny) it raises UnsupportedError and
+        the policy stays as it was."""
+        net = _network_policy(allow_internet, network_policy, network_whitelist)
+        if net is None:
+            raise InvalidArgumentError("invalid_argument", "set_network: give network_policy, network_whitelist or allow_internet")
+        doc = self._t.call("PUT", self._path("network"), json_body=net)
+        if doc:
+            self._info = SandboxInfo._from_wire(doc)
+
     def is_running(self) -> bool:
         """Whether the sandbox still runs (False once killed or expired)."""
         try:

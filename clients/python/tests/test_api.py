@@ -264,6 +264,14 @@ def test_network_deny_on_local_backend_is_refused():
         assert "deny" in ei.value.message
         # the sandbox's own policy is fine
         assert s.run_code("1", allow_internet=True, network_policy="allow").text == "1"
+        # nor can its own policy change (local runs on the host's network)
+        with pytest.raises(UnsupportedError) as ei:
+            s.set_network(network_policy="deny")
+        assert "cannot change a running sandbox's network" in ei.value.message
+        s.set_network(network_policy="allow")  # what it has: a no-op
+        assert s.get_info().network.policy == "allow"
+        with pytest.raises(InvalidArgumentError):
+            s.set_network()
 
 
 def test_config_user_workdir():
