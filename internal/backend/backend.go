@@ -125,3 +125,11 @@ type Detacher interface {
 type Enforcer interface {
 	Enforces() []string
 }
+
+// DaemonUserSharer is a Backend whose sandbox code may run as the daemon's
+// own host user (local; oci without root). Hard links to the daemon's files
+// (linked datasets) would then be writable by sandbox code, so the manager
+// refuses them.
+type DaemonUserSharer interface {
+	SharesDaemonUser() bool
+}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 )
 
 // PrepareDataset places a registered dataset into the sandbox's data/
@@ -22,11 +23,11 @@ func (m *Manager) PrepareDataset(ctx context.Context, sandboxID, name, strategy 
 	if strategy == "" {
 		strategy = m.cfg.DefaultDatasetStrategy
 	}
-	if strategy == "link" && info.Backend == "local" {
-		// A hard link shares the registry's file, and local sandbox code runs
-		// as the daemon's own user: it could chmod and rewrite the file for
-		// every later sandbox.
-		return "", api.Errorf(api.ErrUnsupported, "dataset %s: the link strategy would let local sandbox code (which runs as the daemon's user) modify the registry's copy; use copy", name)
+	if strategy == "link" && m.sharesDaemonUser(info.Backend) {
+		// A hard link shares the registry's file, and this sandbox's code
+		// runs as the daemon's own user (local, rootless oci): it could chmod
+		// and rewrite the file for every later sandbox.
+		return "", api.Errorf(api.ErrUnsupported, "dataset %s: the link strategy would let %s sandbox code (which runs as the daemon's user) modify the registry's copy; use copy", name, info.Backend)
 	}
 	if err := m.datasets.Verify(name); err != nil {
 		return "", err
@@ -40,4 +41,15 @@ func (m *Manager) PrepareDataset(ctx context.Context, sandboxID, name, strategy 
 		return "", api.Errorf(api.ErrInvalid, "dataset %s was prepared outside the workspace", name)
 	}
 	return filepath.ToSlash(rel), nil
+}
+
+// sharesDaemonUser reports whether code of the named backend's sandboxes
+// runs as the daemon's own host user.
+func (m *Manager) sharesDaemonUser(name string) bool {
+	b, err := m.Backend(name)
+	if err != nil {
+		return true // unknown: assume the worst
+	}
+	s, ok := b.(backend.DaemonUserSharer)
+	return ok && s.SharesDaemonUser()
 }

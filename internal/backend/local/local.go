@@ -46,7 +46,11 @@ type Backend struct {
 	cfg Config
 }
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend          = (*Backend)(nil)
+	_ backend.Enforcer         = (*Backend)(nil)
+	_ backend.DaemonUserSharer = (*Backend)(nil)
+)
 
 // New returns a local backend.
 func New(cfg Config) *Backend {
@@ -58,6 +62,10 @@ func New(cfg Config) *Backend {
 
 // Name implements backend.Backend.
 func (b *Backend) Name() string { return "local" }
+
+// SharesDaemonUser implements backend.DaemonUserSharer: sandbox code runs
+// as the daemon's user.
+func (b *Backend) SharesDaemonUser() bool { return true }
 
 // Enforces implements backend.Enforcer.
 func (b *Backend) Enforces() []string {
