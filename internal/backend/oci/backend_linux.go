@@ -14,8 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
@@ -31,19 +33,19 @@ var (
 	_ backend.Detacher          = (*instance)(nil)
 )
 
-// Available implements backend.Backend: it needs the runtime binary, root
-// (rootless runtimes are not supported yet), user namespaces, the agent
-// binary and a state directory.
-func (b *Backend) Available(context.Context) error {
+// Available implements backend.Backend: it needs the runtime binary, user
+// namespaces, the agent binary and a state directory; without root also
+// newuidmap/newgidmap and a subordinate id range (rootless mode, proved by
+// making the namespace once).
+func (b *Backend) Available(ctx context.Context) error {
 	var missing []string
 	if _, err := lookRuntime(b.cfg.Runtime); err != nil {
 		missing = append(missing, fmt.Sprintf("the OCI runtime %q is not installed (run scripts/oci-setup.sh, or apt-get install runc)", b.cfg.Runtime))
 	}
-	if os.Geteuid() != 0 {
-		missing = append(missing, "the daemon must run as root (rootless runtimes are not supported yet)")
-	}
 	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
 		missing = append(missing, "the kernel has no user namespaces (CONFIG_USER_NS)")
+	} else if b.rootless {
+		missing = append(missing, rootlessMissing(b.cfg.Runtime)...)
 	} else if n, err := os.ReadFile("/proc/sys/user/max_user_namespaces"); err == nil && strings.TrimSpace(string(n)) == "0" {
 		missing = append(missing, "user namespaces are disabled (sysctl user.max_user_namespaces=0)")
 	}
@@ -52,13 +54,22 @@ func (b *Backend) Available(context.Context) error {
 	}
 	if filepath.Base(b.cfg.Runtime) == "crun" && hybridWithV2Controllers() {
 		missing = append(missing, "crun refuses this host's hybrid cgroup hierarchy (cgroup v2 has controllers: "+
-			"/sys/fs/cgroup/unified/cgroup.controllers is not empty); use runc, or boot with a pure v1 or v2 hierarchy")
+			"/sys/fs/cgroup/unified/cgroup.controllers is not empty), rootless too; use runc, or boot with a pure v1 or v2 hierarchy")
 	}
 	if b.cfg.StateDir == "" {
 		missing = append(missing, "no state directory configured")
 	}
+	if len(missing) == 0 && b.rootless {
+		if _, _, err := b.rootlessMaps(ctx); err != nil {
+			missing = append(missing, err.Error())
+		}
+	}
 	if len(missing) > 0 {
-		return fmt.Errorf("oci backend unavailable: %s", strings.Join(missing, "; "))
+		mode := ""
+		if b.rootless {
+			mode = " (rootless: the daemon is not root)"
+		}
+		return fmt.Errorf("oci backend unavailable%s: %s", mode, strings.Join(missing, "; "))
 	}
 	return nil
 }
@@ -91,7 +102,21 @@ func (b *Backend) runtime() runtimeCLI {
 	if err != nil {
 		bin = b.cfg.Runtime // the command fails, saying so
 	}
-	return runtimeCLI{bin: bin, root: filepath.Join(b.cfg.StateDir, "runtime"), flags: b.cfg.RuntimeFlags}
+	rt := runtimeCLI{bin: bin, root: filepath.Join(b.cfg.StateDir, "runtime"), flags: b.cfg.RuntimeFlags}
+	if b.rootless {
+		// The runtime is root of the outer user namespace, not of the host:
+		// runc's rootless cgroup manager ignores the cgroups it cannot make
+		// (there are no limits to set: Create refused them).
+		unshareBin, err := exec.LookPath("unshare")
+		if err != nil {
+			unshareBin = "unshare" // the command fails, saying so
+		}
+		rt.wrap = outerNamespaceArgs(unshareBin)
+		if filepath.Base(bin) == "runc" {
+			rt.flags = append([]string{"--rootless=true"}, rt.flags...)
+		}
+	}
+	return rt
 }
 
 // deny is the runtime for a sandbox of network policy deny: runsc gets
@@ -107,6 +132,11 @@ func (r runtimeCLI) deny() runtimeCLI {
 
 // Create implements backend.Backend.
 func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instance, error) {
+	if b.rootless {
+		if err := b.checkRootless(spec); err != nil {
+			return nil, err
+		}
+	}
 	switch spec.Network.Policy {
 	case api.NetworkDeny:
 	case api.NetworkAllow, api.NetworkWhitelist:
@@ -122,6 +152,16 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	if spec.MemoryMB < 0 || spec.CPUCount < 0 {
 		return nil, api.Errorf(api.ErrInvalid, "oci backend: negative limits (memory_mb %d, cpu_count %d)", spec.MemoryMB, spec.CPUCount)
 	}
+	ids := idMaps{
+		uid: []specs.LinuxIDMapping{{ContainerID: 0, HostID: b.cfg.UIDBase, Size: idMapSize}},
+		gid: []specs.LinuxIDMapping{{ContainerID: 0, HostID: b.cfg.UIDBase, Size: idMapSize}},
+	}
+	if b.rootless {
+		var err error
+		if ids.uid, ids.gid, err = b.rootlessMaps(ctx); err != nil {
+			return nil, api.Errorf(api.ErrUnsupported, "oci backend (rootless): %v", err)
+		}
+	}
 	if err := checkWorkdir(spec.Workdir); err != nil {
 		return nil, err
 	}
@@ -129,7 +169,7 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	if err != nil {
 		return nil, fmt.Errorf("oci backend: %w", err)
 	}
-	if err := mkdirSearchable(b.cfg.BundleDir); err != nil {
+	if err := mkdirSearchable(b.cfg.BundleDir, b.rootless); err != nil {
 		return nil, fmt.Errorf("oci backend: %w", err)
 	}
 	dir, err := os.MkdirTemp(b.cfg.BundleDir, "s-")
@@ -155,7 +195,7 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		if sn != nil {
 			_ = sn.Close(dctx)
 		}
-		os.RemoveAll(dir)
+		rt.removeBundle(dir)
 		return nil, err
 	}
 	if spec.Network.Policy != api.NetworkDeny {
@@ -172,11 +212,12 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 			}
 		}
 	}
-	uid, gid := int(b.cfg.UIDBase+sandboxUID), int(b.cfg.UIDBase+sandboxGID)
-	if err := chownWorkspace(spec.WorkspaceDir, uid, gid); err != nil {
+	// Rootless the sandbox user is the daemon's own: nothing to change
+	// (the walk still refuses a workspace holding files of other users).
+	if err := chownWorkspace(spec.WorkspaceDir, int(b.HostUID()), int(b.hostGID())); err != nil {
 		return fail(fmt.Errorf("oci backend: give the workspace to the sandbox user: %w", err))
 	}
-	if err := b.build(l, spec, argv, agentEnv, cid, sn); err != nil {
+	if err := b.build(l, spec, argv, agentEnv, cid, sn, ids); err != nil {
 		return fail(fmt.Errorf("oci backend: bundle: %w", err))
 	}
 	logf, err := os.OpenFile(l.log(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -185,7 +226,7 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	}
 	// The container's stdio is the log file (never a pipe: the container
 	// outlives this call and the daemon).
-	cmd := exec.CommandContext(ctx, rt.bin, rt.args("create", "--bundle", dir, "--pid-file", l.pidFile(), cid)...)
+	cmd := rt.command(ctx, "create", "--bundle", dir, "--pid-file", l.pidFile(), cid)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, logf, logf
 	err = cmd.Run()
 	logf.Close()
@@ -217,11 +258,46 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	// replace it (say, with a symlink to a host socket, or another
 	// sandbox's, that the daemon would then dial as root). Host root is
 	// unmapped inside, so the directory becomes nobody's, mode 0700.
-	if err := os.Chown(l.run(), 0, 0); err != nil {
+	if err := rt.seal(ctx, l.run()); err != nil {
 		_ = in.Destroy(context.Background())
 		return nil, fmt.Errorf("oci backend: seal the socket directory: %w", err)
 	}
 	return in, nil
+}
+
+// seal gives the socket directory dir to someone the sandbox user is not:
+// host root (mode 0700); rootless, where the sandbox user is the daemon's
+// own uid, the container's root (a subordinate id, chowned from inside the
+// outer namespace), mode 0711 so the daemon can still reach the socket.
+func (r runtimeCLI) seal(ctx context.Context, dir string) error {
+	if len(r.wrap) == 0 {
+		return os.Chown(dir, 0, 0)
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return err
+	}
+	return r.inOuter(ctx, "chown", "1:1", "--", dir)
+}
+
+// removeBundle removes a bundle directory; rootless, from inside the outer
+// namespace, where its sealed socket directory (a subordinate id's) is
+// root's to remove.
+func (r runtimeCLI) removeBundle(dir string) {
+	if err := os.RemoveAll(dir); err == nil || len(r.wrap) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = r.inOuter(ctx, "rm", "-rf", "--", dir)
+}
+
+// inOuter runs a command in the outer namespaces (rootless only).
+func (r runtimeCLI) inOuter(ctx context.Context, argv ...string) error {
+	cmd := exec.CommandContext(ctx, r.wrap[0], append(r.wrap[1:len(r.wrap):len(r.wrap)], argv...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
 }
 
 // readPid reads the runtime's pid file of a created container.
@@ -290,7 +366,7 @@ func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		_, _ = rt.run(dctx, "delete", "--force", cid)
-		os.RemoveAll(dir)
+		rt.removeBundle(dir)
 		return nil, api.Errorf(api.ErrNotFound, "oci backend: container %s %s", cid, why)
 	}
 	in, err := attach(ctx, rt, cid, l)
@@ -415,15 +491,17 @@ func (in *instance) Destroy(context.Context) error {
 				return
 			}
 		}
-		os.RemoveAll(in.bundle.dir)
+		in.rt.removeBundle(in.bundle.dir)
 	})
 	return in.err
 }
 
 // mkdirSearchable creates dir and the parents it needs with mode 0711 (the
 // runtime's init must walk through them; nobody may list them) and checks
-// that every ancestor is searchable by others.
-func mkdirSearchable(dir string) error {
+// that every ancestor is searchable by others. Rootless, ancestors the
+// daemon's user owns may be private: its uid is mapped into the container,
+// whose root may walk them.
+func mkdirSearchable(dir string, rootless bool) error {
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return err
 	}
@@ -432,7 +510,11 @@ func mkdirSearchable(dir string) error {
 		if err != nil {
 			return err
 		}
-		if fi.Mode().Perm()&0o001 == 0 {
+		owned := false
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && rootless {
+			owned = int(st.Uid) == os.Getuid()
+		}
+		if fi.Mode().Perm()&0o001 == 0 && !owned {
 			return fmt.Errorf("bundle directory %s: its ancestor %s (mode %v) is not searchable by others; the container's init cannot reach the rootfs (set a BundleDir whose ancestors are)", dir, d, fi.Mode().Perm())
 		}
 		if d == "/" {

@@ -19,3 +19,5 @@ func (b *Backend) Available(context.Context) error {
 func (b *Backend) Create(context.Context, backend.Spec) (backend.Instance, error) {
 	return nil, fmt.Errorf("the oci backend needs Linux: %w", errors.ErrUnsupported)
 }
+
+func (b *Backend) rootlessEnforces() []string { return nil }

@@ -89,10 +89,10 @@ var etcCopies = []string{"ssl/openssl.cnf"}
 
 // build writes the bundle for spec: rootfs mount points, /etc, the socket
 // directory (owned by the mapped sandbox user) and config.json. sn is the
-// sandbox's network, nil for deny.
-func (b *Backend) build(l bundle, s backend.Spec, agentArgv, agentEnv []string, cid string, sn *sandboxnet.Net) error {
-	uid := int(b.cfg.UIDBase + sandboxUID)
-	gid := int(b.cfg.UIDBase + sandboxGID)
+// sandbox's network, nil for deny; ids the container's id maps (in the
+// runtime's view: outer-namespace ids when rootless).
+func (b *Backend) build(l bundle, s backend.Spec, agentArgv, agentEnv []string, cid string, sn *sandboxnet.Net, ids idMaps) error {
+	uid, gid := int(b.HostUID()), int(b.hostGID())
 	rootfs := l.rootfs()
 	for _, d := range []string{"proc", "dev", "sys", "usr", "etc", "tmp", "run/dss", ".dss", strings.TrimPrefix(s.Workdir, "/")} {
 		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
@@ -140,7 +140,7 @@ func (b *Backend) build(l bundle, s backend.Spec, agentArgv, agentEnv []string, 
 		return err
 	}
 
-	sp := b.spec(l, s, agentArgv, agentEnv, cid)
+	sp := b.spec(l, s, agentArgv, agentEnv, cid, ids)
 	if sn != nil {
 		if isRunsc(b.cfg.Runtime) {
 			for i, ns := range sp.Linux.Namespaces {
@@ -262,7 +262,7 @@ func bindRW(dst, src string) specs.Mount {
 
 // spec is the runtime spec of a sandbox, without the bind mounts that depend
 // on the host layout and without seccomp (both added by build).
-func (b *Backend) spec(l bundle, s backend.Spec, agentArgv, agentEnv []string, cid string) *specs.Spec {
+func (b *Backend) spec(l bundle, s backend.Spec, agentArgv, agentEnv []string, cid string, ids idMaps) *specs.Spec {
 	args := append([]string{agentInContainer}, agentArgv[1:]...)
 	args = append(args,
 		"--socket", socketInContainer,
@@ -288,6 +288,17 @@ func (b *Backend) spec(l bundle, s backend.Spec, agentArgv, agentEnv []string, c
 		quota := int64(s.CPUCount) * int64(period)
 		res.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota}
 	}
+	rlimits := []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 4096, Soft: 4096}}
+	cgroupsPath := "/ds-sandbox/" + cid
+	if b.rootless {
+		// No cgroup of ours (Create refused memory and CPU limits): the
+		// pids limit becomes RLIMIT_NPROC, counted per user in the
+		// container's user namespace, so only the sandbox's own processes
+		// count against it.
+		res, cgroupsPath = nil, ""
+		n := uint64(b.cfg.PidsLimit)
+		rlimits = append(rlimits, specs.POSIXRlimit{Type: "RLIMIT_NPROC", Hard: n, Soft: n})
+	}
 	return &specs.Spec{
 		Version: "1.0.2",
 		Root:    &specs.Root{Path: l.rootfs(), Readonly: true},
@@ -299,7 +310,7 @@ func (b *Backend) spec(l bundle, s backend.Spec, agentArgv, agentEnv []string, c
 			Capabilities: &specs.LinuxCapabilities{
 				Bounding: noCaps, Effective: noCaps, Inheritable: noCaps, Permitted: noCaps, Ambient: noCaps,
 			},
-			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 4096, Soft: 4096}},
+			Rlimits:         rlimits,
 			NoNewPrivileges: true,
 		},
 		Hostname: hostname,
@@ -319,15 +330,15 @@ func (b *Backend) spec(l bundle, s backend.Spec, agentArgv, agentEnv []string, c
 			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", tmpSize(s.MemoryMB)}},
 		},
 		Linux: &specs.Linux{
-			UIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: b.cfg.UIDBase, Size: idMapSize}},
-			GIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: b.cfg.UIDBase, Size: idMapSize}},
+			UIDMappings: ids.uid,
+			GIDMappings: ids.gid,
 			Namespaces: []specs.LinuxNamespace{
 				{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace}, {Type: specs.UTSNamespace},
 				{Type: specs.MountNamespace}, {Type: specs.NetworkNamespace}, {Type: specs.CgroupNamespace},
 				{Type: specs.UserNamespace},
 			},
 			Resources:   res,
-			CgroupsPath: "/ds-sandbox/" + cid,
+			CgroupsPath: cgroupsPath,
 			// Docker's lists.
 			MaskedPaths: []string{
 				"/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",

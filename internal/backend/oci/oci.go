@@ -19,6 +19,12 @@
 // the container joins; the policy can change while the sandbox runs
 // (backend.NetworkController). Those need root and iproute2 and nftables;
 // without them allow and whitelist are refused.
+//
+// Rootless: a daemon that is not root runs the runtime in a user namespace
+// of its own with the user's subordinate ids (see rootless_linux.go); the
+// sandbox user is the daemon's user on the host, cgroup limits and the
+// allow and whitelist policies are refused, and the pids limit becomes
+// RLIMIT_NPROC.
 package oci
 
 import (
@@ -27,8 +33,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"sync"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet"
@@ -56,15 +66,19 @@ type Config struct {
 	// files), walks to each bundle's rootfs: every ancestor of BundleDir must
 	// be searchable by others, which a state directory of mode 0700 is not.
 	// Default: /run/ds-sandbox/oci-<hash of StateDir> (bundles do not outlive
-	// a reboot, and neither do containers).
+	// a reboot, and neither do containers); rootless, StateDir/bundles (the
+	// container's root can walk the user's own directories: its uid is
+	// mapped there).
 	BundleDir string
 	// UIDBase is the first host uid (and gid) of the range the container's
 	// uids 0..65535 map to; default 1000000000, far from the 100000+ ranges
 	// /etc/subuid hands to users' rootless containers (sharing uids with
 	// them would share file access). The sandbox user (uid 1000 inside) is
-	// UIDBase+1000 on the host.
+	// UIDBase+1000 on the host. Not used rootless (the subordinate ids of
+	// /etc/subuid serve, and the sandbox user is the daemon's own).
 	UIDBase uint32
 	// PidsLimit bounds the number of processes in a sandbox; default 512.
+	// Rootless it is the sandbox's RLIMIT_NPROC (no pids cgroup).
 	PidsLimit int64
 	// StartTimeout bounds the agent start; default 30s.
 	StartTimeout time.Duration
@@ -76,9 +90,19 @@ type Config struct {
 	Resolver func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
+// idMaps are a user namespace's uid and gid maps.
+type idMaps struct {
+	uid, gid []specs.LinuxIDMapping
+}
+
 // Backend is the oci backend.
 type Backend struct {
-	cfg  Config
+	cfg Config
+	// rootless: the daemon is not root (see rootless_linux.go).
+	rootless bool
+	mu       sync.Mutex
+	outer    *idMaps // rootless: the outer namespace's maps, once probed
+
 	nets *sandboxnet.Manager // nil when the config makes none (netErr says why)
 	// netErr is why allow and whitelist cannot be had, if they cannot.
 	netErr error
@@ -115,6 +139,10 @@ func New(cfg Config) *Backend {
 	if cfg.PidsLimit <= 0 {
 		cfg.PidsLimit = 512
 	}
+	rootless := os.Geteuid() != 0
+	if cfg.BundleDir == "" && cfg.StateDir != "" && rootless {
+		cfg.BundleDir = filepath.Join(cfg.StateDir, "bundles")
+	}
 	if cfg.BundleDir == "" && cfg.StateDir != "" {
 		sum := sha256.Sum256([]byte(cfg.StateDir))
 		cfg.BundleDir = filepath.Join("/run/ds-sandbox", "oci-"+hex.EncodeToString(sum[:6]))
@@ -122,7 +150,7 @@ func New(cfg Config) *Backend {
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = 30 * time.Second
 	}
-	b := &Backend{cfg: cfg}
+	b := &Backend{cfg: cfg, rootless: rootless}
 	sum := sha256.Sum256([]byte(cfg.StateDir))
 	b.nets, b.netErr = sandboxnet.New(sandboxnet.Config{
 		Tag: hex.EncodeToString(sum[:4]), Pool: cfg.NetPool, Resolver: cfg.Resolver,
@@ -147,8 +175,12 @@ func (b *Backend) Config() Config { return b.cfg }
 // Name implements backend.Backend.
 func (b *Backend) Name() string { return "oci" }
 
-// Enforces implements backend.Enforcer.
+// Enforces implements backend.Enforcer: what a sandbox is protected by, as
+// root or rootless.
 func (b *Backend) Enforces() []string {
+	if b.rootless {
+		return b.rootlessEnforces()
+	}
 	out := []string{
 		"runtime " + b.cfg.Runtime,
 		fmt.Sprintf("user namespace: the sandbox user is host uid %d; no capabilities; no_new_privs", b.HostUID()),
@@ -168,5 +200,25 @@ func (b *Backend) Enforces() []string {
 }
 
 // HostUID is the host uid the sandbox user runs as (and owns the workspace
-// files as).
-func (b *Backend) HostUID() uint32 { return b.cfg.UIDBase + sandboxUID }
+// files as): the daemon's own when rootless.
+func (b *Backend) HostUID() uint32 {
+	if b.rootless {
+		return uint32(os.Getuid())
+	}
+	return b.cfg.UIDBase + sandboxUID
+}
+
+// hostGID is the host gid of the sandbox user's group.
+func (b *Backend) hostGID() uint32 {
+	if b.rootless {
+		return uint32(os.Getgid())
+	}
+	return b.cfg.UIDBase + sandboxGID
+}
+
+// Rootless reports whether the backend runs its runtime without root.
+func (b *Backend) Rootless() bool { return b.rootless }
+
+// SharesDaemonUser implements backend.DaemonUserSharer: rootless, the
+// sandbox user is the daemon's own host user.
+func (b *Backend) SharesDaemonUser() bool { return b.rootless }

@@ -17,19 +17,30 @@ type runtimeCLI struct {
 	bin   string   // the runtime binary
 	root  string   // its state directory (--root)
 	flags []string // more global flags
+	// wrap, when set, is a command line the runtime runs under (rootless:
+	// unshare making the outer user namespace).
+	wrap []string
 }
 
-// args is the command line of one runtime command.
+// args is the runtime's command line (without wrap) of one runtime command.
 func (r runtimeCLI) args(cmd ...string) []string {
 	a := append([]string{"--root", r.root}, r.flags...)
 	return append(a, cmd...)
 }
 
+// command is one runtime command, ready to run.
+func (r runtimeCLI) command(ctx context.Context, args ...string) *exec.Cmd {
+	if len(r.wrap) > 0 {
+		argv := append(append(r.wrap[1:len(r.wrap):len(r.wrap)], r.bin), r.args(args...)...)
+		return exec.CommandContext(ctx, r.wrap[0], argv...)
+	}
+	return exec.CommandContext(ctx, r.bin, r.args(args...)...)
+}
+
 // run runs one runtime command and returns its output; a failure carries the
 // runtime's own message.
 func (r runtimeCLI) run(ctx context.Context, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, r.bin, r.args(args...)...)
-	out, err := cmd.CombinedOutput()
+	out, err := r.command(ctx, args...).CombinedOutput()
 	if err != nil {
 		return out, fmt.Errorf("%s %s: %w: %s", r.bin, args[0], err, bytes.TrimSpace(out))
 	}

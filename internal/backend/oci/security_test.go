@@ -70,7 +70,10 @@ func TestUnprivilegedUser(t *testing.T) {
 	if f := strings.Fields(out); len(f) != 2 || f[0] != "1000" || f[1] != "1000" {
 		t.Fatalf("uid/gid inside = %q, want 1000 1000", out)
 	}
-	if b.HostUID() == 0 || b.HostUID() < 65536 {
+	switch {
+	case rootless() && b.HostUID() != uint32(os.Getuid()):
+		t.Fatalf("rootless: sandbox user maps to host uid %d, want the daemon's %d", b.HostUID(), os.Getuid())
+	case !rootless() && (b.HostUID() == 0 || b.HostUID() < 65536):
 		t.Fatalf("sandbox user maps to host uid %d", b.HostUID())
 	}
 	for _, p := range []string{"mine", "sub", "sub/dir/deep", "."} {
@@ -227,6 +230,7 @@ func cgroupFile(t *testing.T, inst backend.Instance, ctrl, file string) string {
 // it). Both outcomes are containment; which one happened is logged.
 func TestForkBombIsContained(t *testing.T) {
 	t.Parallel()
+	needsRoot(t, "the pids cgroup is root's; TestRootlessForkBombIsContained attacks RLIMIT_NPROC instead")
 	b := newBackend(t)
 	inst, c, _ := sandbox(t, b, nil)
 	if got := cgroupFile(t, inst, "pids", "pids.max"); got != "512" {
@@ -261,6 +265,7 @@ func TestForkBombIsContained(t *testing.T) {
 
 func TestMemoryBombIsOOMKilled(t *testing.T) {
 	t.Parallel()
+	needsRoot(t, "memory_mb needs a cgroup")
 	inst, c, _ := sandbox(t, newBackend(t), func(s *backend.Spec) { s.MemoryMB = 256 })
 	if got := cgroupFile(t, inst, "memory", "memory.limit_in_bytes"); got != strconv.Itoa(256<<20) {
 		t.Fatalf("memory.limit_in_bytes = %s", got)
@@ -286,6 +291,7 @@ func TestMemoryBombIsOOMKilled(t *testing.T) {
 
 func TestCPULimit(t *testing.T) {
 	t.Parallel()
+	needsRoot(t, "cpu_count needs a cgroup")
 	inst, _, _ := sandbox(t, newBackend(t), func(s *backend.Spec) { s.CPUCount = 1 })
 	if q, p := cgroupFile(t, inst, "cpu", "cpu.cfs_quota_us"), cgroupFile(t, inst, "cpu", "cpu.cfs_period_us"); q != "100000" || p != "100000" {
 		t.Fatalf("cpu quota/period = %s/%s, want 100000/100000", q, p)
@@ -321,10 +327,20 @@ func TestKillLeavesNoProcess(t *testing.T) {
 }
 
 // assertDestroyLeavesNothing destroys inst and checks that every process of
-// its cgroup is gone, and the runtime forgot it.
+// its cgroup (rootless: of its pid namespace; there is no cgroup) is gone,
+// and the runtime forgot it.
 func assertDestroyLeavesNothing(t *testing.T, b *oci.Backend, inst backend.Instance) {
 	t.Helper()
-	procs := strings.Fields(cgroupFile(t, inst, "pids", "cgroup.procs"))
+	var procs []string
+	ns := pidNamespace(t, inst)
+	if rootless() {
+		procs = procsIn(ns)
+		if len(procs) < 2 {
+			t.Fatalf("found %d processes in the sandbox's pid namespace", len(procs))
+		}
+	} else {
+		procs = strings.Fields(cgroupFile(t, inst, "pids", "cgroup.procs"))
+	}
 	cid := inst.(backend.Recoverable).State()["container"]
 	start := time.Now()
 	if err := inst.Destroy(context.Background()); err != nil {
@@ -338,6 +354,12 @@ func assertDestroyLeavesNothing(t *testing.T, b *oci.Backend, inst backend.Insta
 			t.Errorf("process %d survived Destroy", pid)
 		}
 	}
+	if rootless() {
+		if left := procsIn(ns); len(left) > 0 {
+			t.Errorf("processes %v of the sandbox's pid namespace survived Destroy", left)
+		}
+		return
+	}
 	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/pids/ds-sandbox", cid)); err == nil {
 		t.Errorf("cgroup of %s still exists", cid)
 	}
@@ -345,6 +367,7 @@ func assertDestroyLeavesNothing(t *testing.T, b *oci.Backend, inst backend.Insta
 
 func TestTmpIsBounded(t *testing.T) {
 	t.Parallel()
+	needsRoot(t, "memory_mb, which this test sets, needs a cgroup; /tmp is 1 GiB there (TestRootlessForkBombIsContained checks its size)")
 	_, c, _ := sandbox(t, newBackend(t), func(s *backend.Spec) { s.MemoryMB = 256 })
 	out, _, _ := sh(t, c, "df -k /tmp | tail -1")
 	if f := strings.Fields(out); len(f) < 2 || f[1] != strconv.Itoa(128*1024) {
@@ -374,7 +397,7 @@ func TestWorkspaceChownDoesNotFollowSymlinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 {
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != uint32(os.Getuid()) {
 		t.Fatalf("the host file behind a workspace symlink was chowned to %d", st.Uid)
 	}
 	if out, _, code := sh(t, c, "cat link dirlink/host-file"); code == 0 {
