@@ -178,15 +178,19 @@ func rootlessMissing(runtime string) []string {
 	if _, err := exec.LookPath("unshare"); err != nil {
 		missing = append(missing, "the unshare command is not installed (apt-get install util-linux)")
 	}
+	var short []string
 	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
 		if n := subIDCount(f); n < minSubIDs {
-			u := strconv.Itoa(os.Getuid())
-			if me, err := user.Current(); err == nil {
-				u = me.Username
-			}
-			missing = append(missing, fmt.Sprintf("%s gives user %s %d subordinate ids, at least %d needed (65536 usual): usermod --add-subuids 100000-165535 --add-subgids 100000-165535 %s",
-				f, u, n, minSubIDs, u))
+			short = append(short, fmt.Sprintf("%s gives it %d", f, n))
 		}
+	}
+	if len(short) > 0 {
+		u := strconv.Itoa(os.Getuid())
+		if me, err := user.Current(); err == nil {
+			u = me.Username
+		}
+		missing = append(missing, fmt.Sprintf("user %s has no subordinate id range of at least %d ids (%s): add one of 65536 ids no other user has, e.g. usermod --add-subuids 200000-265535 --add-subgids 200000-265535 %s",
+			u, minSubIDs, strings.Join(short, ", "), u))
 	}
 	return missing
 }
