@@ -1,9 +1,10 @@
 #!/bin/sh
 # oci-setup.sh installs what the oci backend needs on Debian/Ubuntu, when
-# missing: the OCI runtimes runc and crun, and for the allow and whitelist
-# network policies iproute2 (ip) and nftables (nft); iptables is used when
-# present (a host firewall whose FORWARD policy is DROP gets ACCEPT rules
-# for the sandboxes' veths). Run as root (or through sudo).
+# missing: the OCI runtimes runc and crun, for the allow and whitelist
+# network policies iproute2 (ip) and nftables (nft) (iptables is used when
+# present: a host firewall whose FORWARD policy is DROP gets ACCEPT rules
+# for the sandboxes' veths), and for rootless mode (a daemon that is not
+# root) newuidmap/newgidmap (uidmap). Run as root (or through sudo).
 set -eu
 
 missing=""
@@ -13,8 +14,9 @@ for rt in runc crun; do
 done
 have ip || missing="$missing iproute2"
 have nft || missing="$missing nftables"
+have newuidmap || missing="$missing uidmap"
 if [ -z "$missing" ]; then
-	echo "oci-setup: runc, crun, ip and nft are installed"
+	echo "oci-setup: runc, crun, ip, nft and newuidmap are installed"
 	exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then

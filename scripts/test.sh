@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set-up command 2: run the whole test suite: gofmt and vet, the Go tests with
 # the race detector (against a real ipykernel, runc and a real dockerd), the
-# SDK's behaviour tests again through a real daemon, the oci suites on gVisor, the Python client against the daemon (including the
+# SDK's behaviour tests again through a real daemon, the oci suites on gVisor and
+# rootless (as an ordinary user), the Python client against the daemon (including the
 # seed README's blocks), the MCP server driven by the official TypeScript SDK,
 # and a short fuzz pass.
 set -euo pipefail
@@ -17,6 +18,8 @@ DS_SANDBOX_TEST_REMOTE=1 go test -race -count=1 -timeout 15m .
 # The oci backend's conformance and security suites again under gVisor (runsc,
 # built once from the module proxy and cached).
 DSS_OCI_RUNTIME="$(./scripts/gvisor-setup.sh)" go test -count=1 -timeout 15m ./internal/backend/oci/
+# And as an ordinary user: the oci backend's rootless mode (runc).
+./scripts/test-oci-rootless.sh
 
 ./scripts/test-python.sh
 ./scripts/test-mcp-node.sh
