@@ -4,7 +4,9 @@
 # backend's rootless mode. Run as root: it makes (once) the user
 # $DSS_ROOTLESS_USER (default dssrootless) with a subordinate id range,
 # builds the test binary and a static agent as root, and runs them as that
-# user with a HOME and a state of its own. Idempotent; nothing is cleaned up
+# user with a HOME and a state of its own; a backend that is not available
+# there fails the tests (DSS_OCI_REQUIRE) rather than skipping them.
+# Idempotent; nothing is cleaned up
 # (the next run reuses the user). Extra arguments go to the test binary
 # (e.g. -test.run Rootless -test.v).
 set -euo pipefail
@@ -46,5 +48,5 @@ cd "$home"
 echo "test-oci-rootless: running the oci tests as $user (uid $uid)"
 runuser -u "$user" -- env -i HOME="$home" USER="$user" LOGNAME="$user" \
   PATH=/usr/local/bin:/usr/bin:/bin XDG_RUNTIME_DIR="$rundir" TMPDIR=/tmp \
-  DSS_OCI_AGENT="$bin/ds-sandbox" ${DSS_OCI_RUNTIME:+DSS_OCI_RUNTIME="$DSS_OCI_RUNTIME"} \
+  DSS_OCI_AGENT="$bin/ds-sandbox" DSS_OCI_REQUIRE=1 ${DSS_OCI_RUNTIME:+DSS_OCI_RUNTIME="$DSS_OCI_RUNTIME"} \
   "$bin/oci.test" -test.count=1 -test.timeout=15m "$@"

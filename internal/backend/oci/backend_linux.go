@@ -498,9 +498,9 @@ func (in *instance) Destroy(context.Context) error {
 
 // mkdirSearchable creates dir and the parents it needs with mode 0711 (the
 // runtime's init must walk through them; nobody may list them) and checks
-// that every ancestor is searchable by others. Rootless, ancestors the
-// daemon's user owns may be private: its uid is mapped into the container,
-// whose root may walk them.
+// that every ancestor is searchable by others. Rootless, ancestors owned by
+// the daemon's user and group may be private: both are mapped into the
+// container, whose root may walk them.
 func mkdirSearchable(dir string, rootless bool) error {
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return err
@@ -512,7 +512,7 @@ func mkdirSearchable(dir string, rootless bool) error {
 		}
 		owned := false
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok && rootless {
-			owned = int(st.Uid) == os.Getuid()
+			owned = int(st.Uid) == os.Getuid() && int(st.Gid) == os.Getgid()
 		}
 		if fi.Mode().Perm()&0o001 == 0 && !owned {
 			return fmt.Errorf("bundle directory %s: its ancestor %s (mode %v) is not searchable by others; the container's init cannot reach the rootfs (set a BundleDir whose ancestors are)", dir, d, fi.Mode().Perm())
