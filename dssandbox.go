@@ -35,6 +35,8 @@ type (
 	SandboxInfo = api.SandboxInfo
 	// Template describes a sandbox environment.
 	Template = api.Template
+	// Limits are a sandbox's resource limits (Options.Limits, SandboxInfo.Limits).
+	Limits = api.Limits
 	// NetworkPolicy is a network policy: allow, deny or whitelist.
 	NetworkPolicy = api.NetworkPolicy
 	// NetworkDenial is one connection or name lookup the network policy

@@ -36,6 +36,11 @@ type Options struct {
 	// ScannerMode is the code scanner's mode for this sandbox's cells: off,
 	// warn or block. It can only make the configured mode stricter; "" keeps it.
 	ScannerMode string
+	// Limits are the sandbox's resource limits (memory, CPU, pids, open
+	// files, output per execution, workspace disk quota); a zero field means
+	// the template's, else the configured default. A backend that cannot
+	// enforce a limit refuses to create the sandbox (ErrUnsupported).
+	Limits Limits
 }
 
 // Sandbox is a handle on a running sandbox. It is safe for concurrent use.
@@ -96,6 +101,8 @@ func create(ctx context.Context, cp controlPlane, opts Options) (*Sandbox, error
 		Template: opts.Template, TemplateSpec: opts.TemplateSpec, Backend: opts.Backend,
 		Envs: opts.Envs, Metadata: opts.Metadata, WorkspaceID: opts.WorkspaceID,
 		Network: opts.Network, User: opts.User, Workdir: opts.Workdir, ScannerMode: opts.ScannerMode,
+		MemoryMB: opts.Limits.MemoryMB, CPUCount: opts.Limits.CPUCount, PidsLimit: opts.Limits.PidsLimit,
+		MaxOpenFiles: opts.Limits.MaxOpenFiles, MaxOutputBytes: opts.Limits.MaxOutputBytes, DiskQuotaMB: opts.Limits.DiskQuotaMB,
 	}
 	if opts.Timeout < 0 {
 		return nil, api.Errorf(api.ErrInvalid, "timeout %s is negative", opts.Timeout)

@@ -309,6 +309,9 @@ func TestBadInput(t *testing.T) {
 		{"bad policy", second(dssandbox.Create(t.Context(), dssandbox.Options{Network: &dssandbox.NetworkPolicy{Policy: "sometimes"}})), dssandbox.ErrInvalid, "sometimes"},
 		{"negative timeout", second(dssandbox.Create(t.Context(), dssandbox.Options{Timeout: -time.Second})), dssandbox.ErrInvalid, "negative"},
 		{"limits on local", second(dssandbox.Create(t.Context(), dssandbox.Options{TemplateSpec: &dssandbox.Template{ID: "big", MemoryMB: 1024}})), dssandbox.ErrUnsupported, "memory_mb"},
+		{"pids on local", second(dssandbox.Create(t.Context(), dssandbox.Options{Limits: dssandbox.Limits{PidsLimit: 256}})), dssandbox.ErrUnsupported, "pids_limit"},
+		{"pids out of range", second(dssandbox.Create(t.Context(), dssandbox.Options{Limits: dssandbox.Limits{PidsLimit: 5}})), dssandbox.ErrInvalid, "pids_limit"},
+		{"output bound out of range", second(dssandbox.Create(t.Context(), dssandbox.Options{Limits: dssandbox.Limits{MaxOutputBytes: 1}})), dssandbox.ErrInvalid, "max_output_bytes"},
 		{"image on local", second(dssandbox.Create(t.Context(), dssandbox.Options{TemplateSpec: &dssandbox.Template{ID: "img", Image: "python:3.12"}})), dssandbox.ErrUnsupported, "image"},
 		{"load missing template", second(dssandbox.LoadTemplate(t.Context(), "absent")), dssandbox.ErrNotFound, "absent"},
 		{"bad env name", second(dssandbox.Create(t.Context(), dssandbox.Options{Envs: map[string]string{"A=B": "1"}})), dssandbox.ErrInvalid, "A=B"},
@@ -327,6 +330,28 @@ func TestBadInput(t *testing.T) {
 }
 
 func second[T any](_ T, err error) error { return err }
+
+// TestLimitsOnLocal: the limits local can enforce (open files, output per
+// execution) reach the sandbox's code and its info.
+func TestLimitsOnLocal(t *testing.T) {
+	t.Parallel()
+	sbx := newSandbox(t, dssandbox.Options{Limits: dssandbox.Limits{MaxOpenFiles: 256, MaxOutputBytes: 4096}})
+	info, err := sbx.GetInfo(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Limits.MaxOpenFiles != 256 || info.Limits.MaxOutputBytes != 4096 {
+		t.Fatalf("info limits %+v", info.Limits)
+	}
+	res, err := sbx.Commands.Run(t.Context(), "ulimit -n")
+	if err != nil || strings.TrimSpace(res.Stdout) != "256" {
+		t.Fatalf("ulimit -n: %v %+v", err, res)
+	}
+	e := run(t, sbx, "print('x' * 10000)")
+	if !e.Truncated || len(strings.Join(e.Logs.Stdout, "")) != 4096 {
+		t.Fatalf("output of 10000 bytes with a 4096-byte bound: truncated %v, %d bytes kept, notices %q", e.Truncated, len(strings.Join(e.Logs.Stdout, "")), e.Notices)
+	}
+}
 
 func TestMalformedTemplateYAML(t *testing.T) {
 	t.Parallel()

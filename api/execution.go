@@ -29,6 +29,10 @@ type Execution struct {
 	// Findings are what the code scanner saw in the cell (scanner mode warn or
 	// block); a blocked cell carries them with a SecurityScanFailedError.
 	Findings []Finding `json:"findings,omitempty"`
+	// Truncated says some output was dropped: stdout/stderr past the
+	// sandbox's max_output_bytes, a result past the result bounds, or events
+	// a slow reader missed. A notice says what and how much.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Text returns the text/plain form of the main result (the value of the cell's
@@ -206,6 +210,8 @@ type ExecEvent struct {
 	ExecutionCount int             `json:"execution_count,omitempty"`
 	Denial         *NetworkDenial  `json:"denial,omitempty"`
 	Findings       []Finding       `json:"findings,omitempty"`
+	// Truncated marks a notice saying that output was dropped.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Apply folds one stream event into e.
@@ -223,6 +229,7 @@ func (e *Execution) Apply(ev ExecEvent) {
 		e.Error = ev.Error
 	case EventNotice:
 		e.Notices = append(e.Notices, ev.Text)
+		e.Truncated = e.Truncated || ev.Truncated
 	case EventScan:
 		e.Findings = append(e.Findings, ev.Findings...)
 	case EventEnd:

@@ -61,6 +61,37 @@ type CreateSandboxRequest struct {
 	// block. It can only make the configured mode (and the template's)
 	// stricter; "" keeps it.
 	ScannerMode string `json:"scanner_mode,omitempty"`
+	// Resource limits (see Limits); 0 means the template's, else the
+	// configured default. A backend that cannot enforce one refuses the
+	// sandbox (ErrUnsupported) rather than ignoring it.
+	MemoryMB       int   `json:"memory_mb,omitempty"`
+	CPUCount       int   `json:"cpu_count,omitempty"`
+	PidsLimit      int   `json:"pids_limit,omitempty"`
+	MaxOpenFiles   int   `json:"max_open_files,omitempty"`
+	MaxOutputBytes int64 `json:"max_output_bytes,omitempty"`
+	DiskQuotaMB    int   `json:"disk_quota_mb,omitempty"`
+}
+
+// Limits are the resource limits a sandbox runs with (0 = none or the
+// backend's own default).
+type Limits struct {
+	// MemoryMB bounds the sandbox's memory (and swap): past it the kernel
+	// OOM-kills a process, and a cell whose kernel died reports
+	// DeadKernelError.
+	MemoryMB int `json:"memory_mb,omitempty"`
+	// CPUCount is a CPU quota of that many CPUs.
+	CPUCount int `json:"cpu_count,omitempty"`
+	// PidsLimit bounds the sandbox's tasks (processes and threads).
+	PidsLimit int `json:"pids_limit,omitempty"`
+	// MaxOpenFiles is the open-file limit (RLIMIT_NOFILE) of the sandbox's
+	// processes.
+	MaxOpenFiles int `json:"max_open_files,omitempty"`
+	// MaxOutputBytes bounds the stdout and stderr one execution returns; the
+	// rest is dropped and the Execution is marked Truncated.
+	MaxOutputBytes int64 `json:"max_output_bytes,omitempty"`
+	// DiskQuotaMB bounds the workspace's size: past it writes fail with
+	// ENOSPC.
+	DiskQuotaMB int `json:"disk_quota_mb,omitempty"`
 }
 
 // SandboxInfo describes a sandbox.
@@ -85,6 +116,8 @@ type SandboxInfo struct {
 	StartedAt   time.Time `json:"started_at"`
 	// EndAt is the deadline: the sandbox is killed when it passes.
 	EndAt time.Time `json:"end_at"`
+	// Limits are the resource limits in force.
+	Limits Limits `json:"limits"`
 }
 
 // SetTimeoutRequest moves a sandbox's deadline to now + TimeoutSeconds.
@@ -108,12 +141,18 @@ type Template struct {
 	StartCmd string            `json:"start_cmd,omitempty" yaml:"start_cmd"`
 	ReadyCmd string            `json:"ready_cmd,omitempty" yaml:"ready_cmd"`
 	// ReadyTimeout is in seconds.
-	ReadyTimeout int               `json:"ready_timeout,omitempty" yaml:"ready_timeout"`
-	CPUCount     int               `json:"cpu_count,omitempty" yaml:"cpu_count"`
-	MemoryMB     int               `json:"memory_mb,omitempty" yaml:"memory_mb"`
-	RunCmds      []string          `json:"run_cmds,omitempty" yaml:"run_cmds"`
-	Aliases      []string          `json:"aliases,omitempty" yaml:"aliases"`
-	Metadata     map[string]string `json:"metadata,omitempty" yaml:"metadata"`
+	ReadyTimeout int `json:"ready_timeout,omitempty" yaml:"ready_timeout"`
+	CPUCount     int `json:"cpu_count,omitempty" yaml:"cpu_count"`
+	MemoryMB     int `json:"memory_mb,omitempty" yaml:"memory_mb"`
+	// PidsLimit, MaxOpenFiles, MaxOutputBytes and DiskQuotaMB are limits as in
+	// Limits; a template's limits win over a create request's.
+	PidsLimit      int               `json:"pids_limit,omitempty" yaml:"pids_limit"`
+	MaxOpenFiles   int               `json:"max_open_files,omitempty" yaml:"max_open_files"`
+	MaxOutputBytes int64             `json:"max_output_bytes,omitempty" yaml:"max_output_bytes"`
+	DiskQuotaMB    int               `json:"disk_quota_mb,omitempty" yaml:"disk_quota_mb"`
+	RunCmds        []string          `json:"run_cmds,omitempty" yaml:"run_cmds"`
+	Aliases        []string          `json:"aliases,omitempty" yaml:"aliases"`
+	Metadata       map[string]string `json:"metadata,omitempty" yaml:"metadata"`
 	// ScannerMode (off, warn, block) makes the code scanner stricter for
 	// sandboxes of this template; it never loosens the configured mode.
 	ScannerMode string `json:"scanner_mode,omitempty" yaml:"scanner_mode"`

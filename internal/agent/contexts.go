@@ -25,8 +25,32 @@ const maxContexts = 16
 const DefaultContextID = "default"
 
 // kernelSetup runs silently in every fresh kernel: plain tracebacks (no ANSI
-// colours, which only confuse an LLM reading them).
-const kernelSetup = `get_ipython().run_line_magic('colors', 'NoColor')`
+// colours, which only confuse an LLM reading them), and stdout/stderr sent in
+// messages of about 1 MiB at most. ipykernel otherwise sends whatever a cell
+// printed in 0.2 s, or one huge print, as one message, which the agent has to
+// hold whole before its output bound can drop it; chunked, the agent's memory
+// stays bounded whatever an ordinary cell prints. (A cell that talks to the
+// kernel's sockets itself can still send one huge message: on the isolating
+// backends the agent shares the sandbox's memory limit with it.)
+const kernelSetup = `get_ipython().run_line_magic('colors', 'NoColor')
+def _dss_chunk_streams():
+    from ipykernel.iostream import OutStream
+    write, chunk = OutStream.write, 1 << 20
+    def chunked(self, s):
+        if not isinstance(s, str):
+            return write(self, s)
+        for i in range(0, len(s), chunk):
+            write(self, s[i:i + chunk])
+            buf = getattr(self, '_buffer', None)
+            if len(s) > chunk or (buf is not None and buf.tell() >= chunk):
+                self.flush()
+        return len(s)
+    OutStream.write = chunked
+try:
+    _dss_chunk_streams()
+except Exception:
+    pass
+del _dss_chunk_streams`
 
 // codeContext is one Jupyter kernel and its bookkeeping.
 //
@@ -75,10 +99,12 @@ type contextTable struct {
 	// bg owns the background start of the default kernel.
 	bg     sync.WaitGroup
 	closed bool
+	// children are the kernel processes not yet waited for (see reapOrphans).
+	children pidSet
 }
 
 func newContextTable(cfg *Config, fs *FS) *contextTable {
-	return &contextTable{cfg: cfg, fs: fs, ctxs: make(map[string]*codeContext)}
+	return &contextTable{cfg: cfg, fs: fs, ctxs: make(map[string]*codeContext), children: pidSet{m: map[int]bool{}}}
 }
 
 // startDefault creates the default context and starts its kernel in the
@@ -207,6 +233,11 @@ func (t *contextTable) ensureKernel(ctx context.Context, c *codeContext) (*jupyt
 		Dir:       c.dir,
 		Env:       env,
 		SocketDir: t.tmpDir,
+		Started: func(pid int) error {
+			t.children.add(pid)
+			return t.cfg.Limits.apply(pid)
+		},
+		Reaped: t.children.remove,
 	})
 	if err != nil {
 		return nil, api.Errorf(api.ErrUnavailable, "start python kernel: %v", err)

@@ -30,14 +30,17 @@ func sortContexts(cs []api.Context) {
 	})
 }
 
-// Output bounds of one execution. Past maxStreamOutput the cell's stdout and
-// stderr are dropped (a marker says how much); a result larger than
+// DefaultMaxOutputBytes is the default bound of one execution's stdout and
+// stderr (Config.MaxOutputBytes).
+const DefaultMaxOutputBytes = 16 << 20
+
+// Output bounds of one execution. Past Config.MaxOutputBytes the cell's stdout
+// and stderr are dropped (a marker says how much); a result larger than
 // maxResultSize is replaced by a notice; and when the client reads slower than
 // the cell produces, at most maxQueued bytes wait for it before events are
 // dropped. Together they keep the agent's (and every client's) memory bounded
 // whatever a cell prints, and the cell's timeout runs regardless of the reader.
 const (
-	maxStreamOutput = 16 << 20
 	maxResultSize   = 32 << 20
 	maxResultsTotal = 128 << 20
 	maxQueued       = 64 << 20
@@ -100,7 +103,7 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
-	b := &outputBounds{q: q}
+	b := &outputBounds{q: q, maxStream: s.cfg.MaxOutputBytes}
 	count, failure := s.ctxs.execute(ctx, c, req, timeout, b.send)
 	b.finish()
 	if failure != nil {
@@ -189,27 +192,28 @@ func (t *contextTable) execute(ctx context.Context, c *codeContext, req api.Exec
 // way to the queue.
 type outputBounds struct {
 	q             *eventQueue
-	streamBytes   int
-	droppedStream int
+	maxStream     int64
+	streamBytes   int64
+	droppedStream int64
 	resultBytes   int
 }
 
 func (b *outputBounds) send(ev api.ExecEvent) {
 	switch ev.Type {
 	case api.EventStdout, api.EventStderr:
-		if b.streamBytes >= maxStreamOutput {
-			b.droppedStream += len(ev.Text)
+		if b.streamBytes >= b.maxStream {
+			b.droppedStream += int64(len(ev.Text))
 			return
 		}
-		if room := maxStreamOutput - b.streamBytes; len(ev.Text) > room {
-			b.droppedStream += len(ev.Text) - room
+		if room := b.maxStream - b.streamBytes; int64(len(ev.Text)) > room {
+			b.droppedStream += int64(len(ev.Text)) - room
 			ev.Text = ev.Text[:room]
 		}
-		b.streamBytes += len(ev.Text)
+		b.streamBytes += int64(len(ev.Text))
 	case api.EventResult:
 		n := resultSize(ev.Result)
 		if n > maxResultSize || b.resultBytes+n > maxResultsTotal {
-			b.q.push(api.ExecEvent{Type: api.EventNotice, Text: fmt.Sprintf("a %s result of %d bytes was dropped: results are limited to %d MiB each and %d MiB per execution",
+			b.q.push(api.ExecEvent{Type: api.EventNotice, Truncated: true, Text: fmt.Sprintf("a %s result of %d bytes was dropped: results are limited to %d MiB each and %d MiB per execution",
 				strings.Join(ev.Result.Formats(), "/"), n, maxResultSize>>20, maxResultsTotal>>20)})
 			return
 		}
@@ -221,10 +225,10 @@ func (b *outputBounds) send(ev api.ExecEvent) {
 // finish reports what the bounds dropped.
 func (b *outputBounds) finish() {
 	if b.droppedStream > 0 {
-		b.q.push(api.ExecEvent{Type: api.EventNotice, Text: fmt.Sprintf("output truncated: %d bytes of stdout/stderr beyond the %d MiB limit of one execution were dropped", b.droppedStream, maxStreamOutput>>20)})
+		b.q.push(api.ExecEvent{Type: api.EventNotice, Truncated: true, Text: fmt.Sprintf("output truncated: %d bytes of stdout/stderr beyond the limit of %s per execution (max_output_bytes) were dropped", b.droppedStream, byteSize(b.maxStream))})
 	}
 	if d := b.q.dropped(); d > 0 {
-		b.q.push(api.ExecEvent{Type: api.EventNotice, Text: fmt.Sprintf("%d events were dropped because the client read them slower than the cell produced them", d)})
+		b.q.push(api.ExecEvent{Type: api.EventNotice, Truncated: true, Text: fmt.Sprintf("%d events were dropped because the client read them slower than the cell produced them", d)})
 	}
 }
 
@@ -398,4 +402,12 @@ func resultFromBundle(data map[string]json.RawMessage) api.Result {
 		r.Other[mime] = raw
 	}
 	return r
+}
+
+// byteSize formats n bytes for messages: "16 MiB", "1000 bytes".
+func byteSize(n int64) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }

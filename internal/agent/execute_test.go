@@ -37,8 +37,11 @@ func TestExecutionOutputIsBounded(t *testing.T) {
 	for _, s := range e.Logs.Stdout {
 		total += len(s)
 	}
-	if total > maxStreamOutput || total < maxStreamOutput/2 {
-		t.Fatalf("kept %d bytes of stdout, want at most (and near) %d", total, maxStreamOutput)
+	if total > DefaultMaxOutputBytes || total < DefaultMaxOutputBytes/2 {
+		t.Fatalf("kept %d bytes of stdout, want at most (and near) %d", total, DefaultMaxOutputBytes)
+	}
+	if !e.Truncated {
+		t.Fatal("the Execution does not say it was truncated")
 	}
 	if len(e.Notices) == 0 || !strings.Contains(e.Notices[len(e.Notices)-1], "output truncated") {
 		t.Fatalf("no truncation notice: %q", e.Notices)

@@ -42,7 +42,10 @@ type processTable struct {
 	fs    *FS
 	log   *slog.Logger
 	shell string
-	euid  int
+	// wrap is the prlimit(1) command line that sets cfg.Limits before the
+	// shell starts (nil: none needed, or prlimit is not installed).
+	wrap []string
+	euid int
 
 	mu        sync.Mutex
 	procs     map[int]*process      // running, and finished background ones for a while
@@ -56,8 +59,10 @@ func newProcessTable(cfg *Config, fs *FS) *processTable {
 	if _, err := os.Stat("/bin/bash"); err == nil {
 		shell = "/bin/bash"
 	}
-	return &processTable{cfg: cfg, fs: fs, log: cfg.Logger, shell: shell, euid: os.Geteuid(),
+	t := &processTable{cfg: cfg, fs: fs, log: cfg.Logger, shell: shell, euid: os.Geteuid(),
 		procs: map[int]*process{}, lingering: map[*os.File]struct{}{}}
+	t.wrap = cfg.Limits.wrapper()
+	return t
 }
 
 // start validates req and starts its command. With attach, the returned
@@ -87,7 +92,10 @@ func (t *processTable) start(req api.ProcessRequest, attach bool) (*process, *su
 		timeout = t.cfg.DefaultTimeout
 	}
 
-	cmd := exec.Command(t.shell, "-c", req.Cmd)
+	// With prlimit(1) the limits are in place before the shell runs; without
+	// it they are set right after it started.
+	argv := append(slices.Clone(t.wrap), t.shell, "-c", req.Cmd)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir, cmd.Env = hostCwd, env
 	cmd.SysProcAttr = sysProcAttr(as.credential())
 	pipes, err := newProcPipes(req.Stdin)
@@ -109,6 +117,13 @@ func (t *processTable) start(req api.ProcessRequest, attach bool) (*process, *su
 			return nil, nil, api.Errorf(api.ErrPermission, "process: start: %v", err)
 		}
 		return nil, nil, fmt.Errorf("process: start %s: %w", t.shell, err)
+	}
+	if err := t.cfg.Limits.applyUnless(t.wrap != nil, cmd.Process.Pid); err != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		pipes.closeAll()
+		return nil, nil, fmt.Errorf("process: %w", err)
 	}
 	pipes.closeChildEnds()
 	p := &process{

@@ -2,10 +2,13 @@ package agent
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -156,4 +159,33 @@ func descendants(procs map[int]procStat, root int) []int {
 		}
 	}
 	return out
+}
+
+// reapOrphans waits for the zombies of processes the agent adopted as the
+// child subreaper (or as PID 1 of a container): orphans of commands and
+// kernels, the remains of a fork bomb. Unreaped, each would keep counting
+// against the sandbox's pids and process limits for good. It runs on every
+// SIGCHLD (and every few seconds, in case one was coalesced) until ctx ends,
+// and never touches a child of the agent's own that someone waits for (own).
+func reapOrphans(ctx context.Context, own func(pid int) bool) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGCHLD)
+	defer signal.Stop(sig)
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	self := os.Getpid()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sig:
+		case <-tick.C:
+		}
+		for pid, st := range readProcs() {
+			if st.ppid == self && st.zombie() && !own(pid) {
+				var ws unix.WaitStatus
+				_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+			}
+		}
+	}
 }

@@ -2,7 +2,10 @@
 
 package agent
 
-import "errors"
+import (
+	"context"
+	"errors"
+)
 
 // setSubreaper is Linux only.
 func setSubreaper() error { return errors.ErrUnsupported }
@@ -13,3 +16,6 @@ func isSubreaper() bool { return false }
 // killDescendants does nothing outside Linux: there is no /proc to find a
 // process's descendants in. Process groups are still killed.
 func killDescendants(int) {}
+
+// reapOrphans does nothing outside Linux (no subreaper).
+func reapOrphans(context.Context, func(int) bool) {}

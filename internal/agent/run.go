@@ -101,6 +101,9 @@ func Main(args []string, stderr io.Writer) int {
 		user    = fl.String("user", "user", "the sandbox's default user")
 		python  = fl.String("python", "/usr/bin/python3", "interpreter that runs ipykernel")
 		timeout = fl.Duration("default-timeout", 5*time.Minute, "timeout of cells and commands that give none")
+		nproc   = fl.Int("max-procs", 0, "RLIMIT_NPROC of the processes the agent starts (0 = inherited)")
+		nofile  = fl.Int("max-open-files", 0, "RLIMIT_NOFILE of the processes the agent starts (0 = inherited)")
+		output  = fl.Int64("max-output-bytes", DefaultMaxOutputBytes, "stdout/stderr bound of one execution")
 		verbose = fl.Bool("v", false, "log diagnostics to stderr")
 		mounts  mountFlags
 	)
@@ -124,6 +127,7 @@ func Main(args []string, stderr io.Writer) int {
 	err := Run(ctx, Config{
 		Workdir: *workdir, User: *user, Mounts: mounts, Python: *python,
 		DefaultTimeout: *timeout, Logger: log,
+		Limits: ProcessLimits{MaxProcs: *nproc, MaxOpenFiles: *nofile}, MaxOutputBytes: *output,
 	}, *socket)
 	if err != nil {
 		fmt.Fprintln(stderr, "agent:", err)
@@ -131,6 +135,10 @@ func Main(args []string, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// reservedThreads is how many idle OS threads the agent keeps for itself (see
+// warmThreads).
+const reservedThreads = 32
 
 // Run serves an agent on a unix socket until ctx is done. The agent becomes the
 // child subreaper, so processes that daemonize stay its descendants and die with
@@ -142,6 +150,12 @@ func Run(ctx context.Context, cfg Config, socketPath string) error {
 	s, err := New(cfg)
 	if err != nil {
 		return err
+	}
+	warmThreads(reservedThreads)
+	if isSubreaper() {
+		rctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go reapOrphans(rctx, s.ownChild)
 	}
 	_ = os.Remove(socketPath)
 	ln, err := net.Listen("unix", socketPath)

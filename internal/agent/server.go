@@ -40,6 +40,14 @@ type Config struct {
 	Env []string
 	// DefaultTimeout bounds cells and foreground commands that give no timeout.
 	DefaultTimeout time.Duration
+	// Limits are applied to every process the agent starts (kernels and
+	// commands, and through inheritance everything they start), never to the
+	// agent itself; see ProcessLimits.
+	Limits ProcessLimits
+	// MaxOutputBytes bounds the stdout and stderr of one execution; the rest
+	// is dropped with a notice and the Execution is marked truncated. 0 means
+	// DefaultMaxOutputBytes.
+	MaxOutputBytes int64
 	// Logger receives the agent's own diagnostics; nil discards them.
 	Logger *slog.Logger
 }
@@ -57,6 +65,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.DefaultTimeout <= 0 {
 		c.DefaultTimeout = 5 * time.Minute
+	}
+	if c.MaxOutputBytes <= 0 {
+		c.MaxOutputBytes = DefaultMaxOutputBytes
+	}
+	if err := c.Limits.check(); err != nil {
+		return err
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

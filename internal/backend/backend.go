@@ -7,6 +7,7 @@ package backend
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
@@ -39,6 +40,32 @@ type Spec struct {
 	// A backend that cannot enforce them must refuse with api.ErrUnsupported.
 	MemoryMB int
 	CPUCount int
+	// PidsLimit bounds the tasks (processes and threads) of the whole
+	// sandbox, agent included; 0 = the backend's default. A backend that
+	// cannot bound them refuses a non-zero one with api.ErrUnsupported.
+	PidsLimit int
+	// MaxOpenFiles is RLIMIT_NOFILE of the sandbox's processes; 0 = the
+	// backend's default.
+	MaxOpenFiles int
+	// MaxOutputBytes bounds one execution's stdout and stderr (the agent's
+	// --max-output-bytes); 0 = the agent's default.
+	MaxOutputBytes int64
+}
+
+// AgentLimitArgs returns the agent flags that carry spec's output bound and
+// the limits the agent applies to the processes it starts.
+func AgentLimitArgs(spec Spec, maxProcs int) []string {
+	var args []string
+	if maxProcs > 0 {
+		args = append(args, "--max-procs", strconv.Itoa(maxProcs))
+	}
+	if spec.MaxOpenFiles > 0 {
+		args = append(args, "--max-open-files", strconv.Itoa(spec.MaxOpenFiles))
+	}
+	if spec.MaxOutputBytes > 0 {
+		args = append(args, "--max-output-bytes", strconv.FormatInt(spec.MaxOutputBytes, 10))
+	}
+	return args
 }
 
 // Instance is one running sandbox.

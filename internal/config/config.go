@@ -56,6 +56,21 @@ type Config struct {
 	// limit; a backend that cannot enforce a limit refuses a non-zero one):
 	// range 512..65536.
 	DefaultMemoryMB int `yaml:"default_memory_mb" json:"default_memory_mb"`
+	// DefaultCPUCount, DefaultPidsLimit, DefaultMaxOpenFiles and
+	// DefaultDiskQuotaMB are the other limits when neither the template nor
+	// the request sets one (0 = none, or the backend's own default for pids
+	// and open files; see api.Limits and docs/SECURITY.md). A backend that
+	// cannot enforce a non-zero one refuses the sandbox.
+	DefaultCPUCount     int `yaml:"default_cpu_count" json:"default_cpu_count"`
+	DefaultPidsLimit    int `yaml:"default_pids_limit" json:"default_pids_limit"`
+	DefaultMaxOpenFiles int `yaml:"default_max_open_files" json:"default_max_open_files"`
+	DefaultDiskQuotaMB  int `yaml:"default_disk_quota_mb" json:"default_disk_quota_mb"`
+	// MaxOutputBytes bounds the stdout and stderr of one execution when the
+	// template and request set none: 16 MiB.
+	MaxOutputBytes int64 `yaml:"max_output_bytes" json:"max_output_bytes"`
+	// MaxSandboxTimeoutSec caps a sandbox's lifetime: a create request or a
+	// set-timeout asking for more is refused. Default 86400.
+	MaxSandboxTimeoutSec int `yaml:"max_sandbox_timeout_sec" json:"max_sandbox_timeout_sec"`
 	// EnableGPU is parsed for compatibility; GPU requests are refused
 	// (api.ErrUnsupported) where sandboxes are created.
 	EnableGPU bool `yaml:"enable_gpu_by_default" json:"enable_gpu_by_default"`
@@ -168,6 +183,8 @@ func defaults(getenv func(string) string, euid int, home string) Config {
 		DefaultTimeoutSec:      3600,
 		SandboxTimeoutSec:      3600,
 		DefaultMemoryMB:        0,
+		MaxOutputBytes:         16 << 20,
+		MaxSandboxTimeoutSec:   86400,
 		AllowInternet:          true,
 		DefaultNetworkPolicy:   api.NetworkAllow,
 		NetworkWhitelist:       []string{},

@@ -29,6 +29,19 @@ var envVars = []envVar{
 	{"SANDBOX_MEMORY_MB", integer(func(c *Config) *int { return &c.DefaultMemoryMB })},
 	{"SANDBOX_ENABLE_GPU", boolean(func(c *Config) *bool { return &c.EnableGPU })},
 	{"SANDBOX_LIFETIME", integer(func(c *Config) *int { return &c.SandboxTimeoutSec })},
+	{"SANDBOX_CPU_COUNT", integer(func(c *Config) *int { return &c.DefaultCPUCount })},
+	{"SANDBOX_PIDS_LIMIT", integer(func(c *Config) *int { return &c.DefaultPidsLimit })},
+	{"SANDBOX_MAX_OPEN_FILES", integer(func(c *Config) *int { return &c.DefaultMaxOpenFiles })},
+	{"SANDBOX_DISK_QUOTA_MB", integer(func(c *Config) *int { return &c.DefaultDiskQuotaMB })},
+	{"SANDBOX_MAX_OUTPUT_BYTES", func(c *Config, v string) error {
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return errors.New("want a whole number")
+		}
+		c.MaxOutputBytes = n
+		return nil
+	}},
+	{"SANDBOX_MAX_LIFETIME", integer(func(c *Config) *int { return &c.MaxSandboxTimeoutSec })},
 	{"SANDBOX_STATE_DIR", str(func(c *Config) *string { return &c.StateDir })},
 	{"SANDBOX_TEMPLATES_DIR", str(func(c *Config) *string { return &c.TemplatesDir })},
 	{"SANDBOX_DEFAULT_USER", str(func(c *Config) *string { return &c.DefaultUser })},
@@ -69,6 +82,12 @@ func EnvVars() []string {
 //	SANDBOX_MEMORY_MB         default_memory_mb
 //	SANDBOX_ENABLE_GPU        enable_gpu_by_default
 //	SANDBOX_LIFETIME          sandbox_timeout_sec (sandbox lifetime)
+//	SANDBOX_CPU_COUNT         default_cpu_count
+//	SANDBOX_PIDS_LIMIT        default_pids_limit
+//	SANDBOX_MAX_OPEN_FILES    default_max_open_files
+//	SANDBOX_DISK_QUOTA_MB     default_disk_quota_mb
+//	SANDBOX_MAX_OUTPUT_BYTES  max_output_bytes
+//	SANDBOX_MAX_LIFETIME      max_sandbox_timeout_sec
 //	SANDBOX_STATE_DIR         state_dir
 //	SANDBOX_TEMPLATES_DIR     templates_dir
 //	SANDBOX_DEFAULT_USER      default_user

@@ -69,6 +69,27 @@ func (c Config) Validate() error {
 	if c.DefaultMemoryMB != 0 {
 		inRange("default_memory_mb", c.DefaultMemoryMB, 512, 65536)
 	}
+	inRange("max_sandbox_timeout_sec", c.MaxSandboxTimeoutSec, 1, 86400)
+	if c.SandboxTimeoutSec > c.MaxSandboxTimeoutSec {
+		fail("sandbox_timeout_sec", "%d is longer than max_sandbox_timeout_sec %d", c.SandboxTimeoutSec, c.MaxSandboxTimeoutSec)
+	}
+	if c.MaxOutputBytes < template.MinOutputBytes || c.MaxOutputBytes > template.MaxOutputBytes {
+		fail("max_output_bytes", "%d is out of range %d..%d", c.MaxOutputBytes, template.MinOutputBytes, template.MaxOutputBytes)
+	}
+	for _, l := range []struct {
+		key    string
+		v      int
+		lo, hi int
+	}{
+		{"default_cpu_count", c.DefaultCPUCount, 1, template.MaxCPUCount},
+		{"default_pids_limit", c.DefaultPidsLimit, template.MinPidsLimit, template.MaxPidsLimit},
+		{"default_max_open_files", c.DefaultMaxOpenFiles, template.MinOpenFiles, template.MaxOpenFiles},
+		{"default_disk_quota_mb", c.DefaultDiskQuotaMB, template.MinDiskQuotaMB, template.MaxDiskQuotaMB},
+	} {
+		if l.v != 0 {
+			inRange(l.key, l.v, l.lo, l.hi)
+		}
+	}
 	for k, v := range map[string]int{
 		"max_sandboxes_per_key": c.MaxSandboxesPerKey, "creates_per_minute": c.CreatesPerMinute,
 		"max_streams_per_key": c.MaxStreamsPerKey, "max_upload_mb": c.MaxUploadMB,
@@ -116,6 +137,15 @@ func (c Config) Validate() error {
 		fail("listen", "%q: %v", c.Listen, err)
 	}
 	return errors.Join(errs...)
+}
+
+// DefaultLimits returns the configured default limits (MemoryMB as
+// configured, MaxOutputBytes always set).
+func (c Config) DefaultLimits() api.Limits {
+	return api.Limits{
+		MemoryMB: c.DefaultMemoryMB, CPUCount: c.DefaultCPUCount, PidsLimit: c.DefaultPidsLimit,
+		MaxOpenFiles: c.DefaultMaxOpenFiles, MaxOutputBytes: c.MaxOutputBytes, DiskQuotaMB: c.DefaultDiskQuotaMB,
+	}
 }
 
 func checkListen(s string) error {

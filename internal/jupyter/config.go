@@ -51,6 +51,15 @@ type Config struct {
 	// group. When Credential is set, the socket directory and connection file
 	// are chowned to it, because ipykernel rewrites the connection file.
 	SysProcAttr *syscall.SysProcAttr
+
+	// Started, when set, is called with the kernel's pid right after the
+	// process started, before Start talks to it (resource limits are set
+	// there). An error kills the kernel and fails Start.
+	Started func(pid int) error
+	// Reaped, when set, is called with the kernel's pid once its process has
+	// been waited for (after Started, whatever happened since): from then on
+	// the pid is no longer this kernel's.
+	Reaped func(pid int)
 }
 
 const (

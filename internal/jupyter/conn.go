@@ -24,23 +24,43 @@ const (
 // between handshake attempts.
 const dialRetry = 5 * time.Millisecond
 
-// inbox is an unbounded queue of messages for one request. Pumps push without
-// ever blocking, so a slow consumer cannot stall iopub; notify (capacity 1)
-// wakes the consumer.
+// maxInboxBytes bounds the message contents waiting in one inbox. A cell that
+// prints faster than its consumer handles the output would otherwise grow the
+// inbox without limit (decoding is slower than receiving).
+const maxInboxBytes = 32 << 20
+
+// inbox is a queue of messages for one request. Pumps push without blocking
+// until maxInboxBytes wait in it; then the pump waits for the consumer (the
+// kernel's own socket buffers absorb the rest), so memory stays bounded.
+// notify (capacity 1) wakes the consumer; close (at unregister) releases a
+// waiting pump and makes later pushes drop.
 type inbox struct {
 	notify chan struct{}
 
-	mu   sync.Mutex
-	msgs []*message
+	mu     sync.Mutex
+	room   *sync.Cond
+	msgs   []*message
+	size   int
+	closed bool
 }
 
 func newInbox() *inbox {
-	return &inbox{notify: make(chan struct{}, 1)}
+	in := &inbox{notify: make(chan struct{}, 1)}
+	in.room = sync.NewCond(&in.mu)
+	return in
 }
 
 func (in *inbox) push(m *message) {
 	in.mu.Lock()
+	for in.size > maxInboxBytes && !in.closed {
+		in.room.Wait()
+	}
+	if in.closed {
+		in.mu.Unlock()
+		return
+	}
 	in.msgs = append(in.msgs, m)
+	in.size += len(m.Content)
 	in.mu.Unlock()
 	select {
 	case in.notify <- struct{}{}:
@@ -53,8 +73,17 @@ func (in *inbox) take() []*message {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	msgs := in.msgs
-	in.msgs = nil
+	in.msgs, in.size = nil, 0
+	in.room.Broadcast()
 	return msgs
+}
+
+// close releases a pump waiting for room; later messages are dropped.
+func (in *inbox) close() {
+	in.mu.Lock()
+	in.closed = true
+	in.room.Broadcast()
+	in.mu.Unlock()
 }
 
 // register routes messages whose parent msg_id is id to in.
@@ -68,6 +97,9 @@ func (k *Kernel) register(id string, in *inbox) {
 func (k *Kernel) unregister(ids ...string) {
 	k.mu.Lock()
 	for _, id := range ids {
+		if in := k.inboxes[id]; in != nil {
+			in.close()
+		}
 		delete(k.inboxes, id)
 	}
 	k.mu.Unlock()

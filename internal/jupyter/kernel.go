@@ -165,6 +165,16 @@ func (k *Kernel) run(started chan<- error) {
 		started <- err
 		return
 	}
+	if k.cfg.Started != nil {
+		if err := k.cfg.Started(k.cmd.Process.Pid); err != nil {
+			_ = killGroup(k.cmd.Process.Pid)
+			_ = k.cmd.Process.Kill()
+			_ = k.cmd.Wait()
+			k.notifyReaped(k.cmd.Process.Pid)
+			started <- err
+			return
+		}
+	}
 	started <- nil
 	// Observe the exit without reaping: while the kernel is a zombie its
 	// pid, and so its process group id, cannot be reused, so killing the
@@ -177,6 +187,7 @@ func (k *Kernel) run(started chan<- error) {
 		k.procMu.Unlock()
 	}
 	err := k.cmd.Wait()
+	k.notifyReaped(k.cmd.Process.Pid)
 	if !zombie {
 		k.procMu.Lock()
 		k.reaped = true
@@ -189,6 +200,13 @@ func (k *Kernel) run(started chan<- error) {
 		reason = fmt.Sprintf("kernel process exited: %v", err)
 	}
 	k.markDead(reason)
+}
+
+// notifyReaped reports a waited-for process to cfg.Reaped.
+func (k *Kernel) notifyReaped(pid int) {
+	if k.cfg.Reaped != nil {
+		k.cfg.Reaped(pid)
+	}
 }
 
 // markDead closes Done once, remembering the first reason.

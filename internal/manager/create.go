@@ -2,10 +2,12 @@ package manager
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,7 +49,8 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 		ID: id, User: plan.user, Workdir: plan.workdir, WorkspaceDir: ws.Path,
 		Env: plan.env, Network: plan.network, Python: m.cfg.Python,
 		DefaultTimeout: time.Duration(m.cfg.DefaultTimeoutSec) * time.Second,
-		Image:          plan.tmpl.Image, MemoryMB: plan.memoryMB, CPUCount: plan.tmpl.CPUCount,
+		Image:          plan.tmpl.Image, MemoryMB: plan.limits.MemoryMB, CPUCount: plan.limits.CPUCount,
+		PidsLimit: plan.limits.PidsLimit, MaxOpenFiles: plan.limits.MaxOpenFiles, MaxOutputBytes: plan.limits.MaxOutputBytes,
 	}
 	inst, err := plan.backend.Create(ctx, spec)
 	if err != nil {
@@ -63,7 +66,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 			SandboxID: id, Owner: auth.FromContext(ctx).KeyID, TemplateID: plan.tmpl.ID, Backend: plan.backend.Name(), State: api.StateRunning,
 			User: plan.user, Workdir: plan.workdir, Metadata: plan.metadata,
 			WorkspaceID: ws.ID, Anonymous: ws.Anonymous, WorkspacePath: ws.Path,
-			Network: plan.network, ScannerMode: plan.scannerMode, StartedAt: now, EndAt: now.Add(plan.timeout),
+			Network: plan.network, ScannerMode: plan.scannerMode, StartedAt: now, EndAt: now.Add(plan.timeout), Limits: plan.limits,
 		},
 	}
 	if err := m.applyTemplate(ctx, s, plan.tmpl); err != nil {
@@ -140,7 +143,7 @@ type plan struct {
 	metadata map[string]string
 	network  api.NetworkPolicy
 	timeout  time.Duration
-	memoryMB int
+	limits   api.Limits
 	// scannerMode is the strictest of the config's, the template's and the
 	// request's: a request (or an inline template, which a client writes)
 	// must not loosen what the operator configured.
@@ -180,10 +183,14 @@ func (m *Manager) plan(req api.CreateSandboxRequest) (plan, error) {
 	if err := template.ValidateUser(p.user); err != nil {
 		return p, err
 	}
-	p.memoryMB = p.tmpl.MemoryMB
-	if p.memoryMB == 0 {
-		p.memoryMB = m.cfg.DefaultMemoryMB
+	reqLimits := api.Limits{
+		MemoryMB: req.MemoryMB, CPUCount: req.CPUCount, PidsLimit: req.PidsLimit,
+		MaxOpenFiles: req.MaxOpenFiles, MaxOutputBytes: req.MaxOutputBytes, DiskQuotaMB: req.DiskQuotaMB,
 	}
+	if err := template.ValidateLimits(reqLimits); err != nil {
+		return p, err
+	}
+	p.limits = mergeLimits(template.LimitsOf(p.tmpl), reqLimits, m.cfg.DefaultLimits())
 
 	switch {
 	case req.TimeoutSeconds < 0:
@@ -193,8 +200,8 @@ func (m *Manager) plan(req api.CreateSandboxRequest) (plan, error) {
 	default:
 		p.timeout = time.Duration(req.TimeoutSeconds) * time.Second
 	}
-	if p.timeout > MaxTimeout {
-		return p, api.Errorf(api.ErrInvalid, "timeout %s is longer than the maximum %s", p.timeout, MaxTimeout)
+	if max := m.maxTimeout(); p.timeout > max {
+		return p, api.Errorf(api.ErrInvalid, "timeout %s is longer than the maximum %s (max_sandbox_timeout_sec)", p.timeout, max)
 	}
 
 	p.network = m.cfg.Network()
@@ -273,6 +280,30 @@ func (m *Manager) applyTemplate(ctx context.Context, s *Sandbox, t api.Template)
 		}
 	}
 	return nil
+}
+
+// mergeLimits takes each limit from the first of its arguments that sets it
+// (template > request > config defaults).
+func mergeLimits(ls ...api.Limits) api.Limits {
+	var out api.Limits
+	for _, l := range slices.Backward(ls) {
+		out.MemoryMB = cmp.Or(l.MemoryMB, out.MemoryMB)
+		out.CPUCount = cmp.Or(l.CPUCount, out.CPUCount)
+		out.PidsLimit = cmp.Or(l.PidsLimit, out.PidsLimit)
+		out.MaxOpenFiles = cmp.Or(l.MaxOpenFiles, out.MaxOpenFiles)
+		out.MaxOutputBytes = cmp.Or(l.MaxOutputBytes, out.MaxOutputBytes)
+		out.DiskQuotaMB = cmp.Or(l.DiskQuotaMB, out.DiskQuotaMB)
+	}
+	return out
+}
+
+// maxTimeout is the longest lifetime a sandbox may have:
+// max_sandbox_timeout_sec, and never more than MaxTimeout.
+func (m *Manager) maxTimeout() time.Duration {
+	if m.cfg.MaxSandboxTimeoutSec > 0 {
+		return min(time.Duration(m.cfg.MaxSandboxTimeoutSec)*time.Second, MaxTimeout)
+	}
+	return MaxTimeout
 }
 
 func firstOf(vals ...string) string {

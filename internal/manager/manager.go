@@ -35,7 +35,8 @@ const (
 	reasonExited  = "sandbox exited"
 )
 
-// MaxTimeout is the longest sandbox lifetime one request may ask for.
+// MaxTimeout is the longest sandbox lifetime one request may ask for; the
+// configuration (max_sandbox_timeout_sec) may lower it.
 const MaxTimeout = 24 * time.Hour
 
 // Limits on what one create request may carry.
@@ -188,8 +189,8 @@ func (m *Manager) List(ctx context.Context, match map[string]string) []api.Sandb
 
 // SetTimeout moves the sandbox's deadline to now + d.
 func (m *Manager) SetTimeout(ctx context.Context, id string, d time.Duration) (api.SandboxInfo, error) {
-	if d < time.Second || d > MaxTimeout {
-		return api.SandboxInfo{}, api.Errorf(api.ErrInvalid, "timeout %s must be between 1s and %s", d, MaxTimeout)
+	if max := m.maxTimeout(); d < time.Second || d > max {
+		return api.SandboxInfo{}, api.Errorf(api.ErrInvalid, "timeout %s must be between 1s and %s (max_sandbox_timeout_sec)", d, max)
 	}
 	s, err := m.Get(ctx, id)
 	if err != nil {

@@ -44,7 +44,43 @@ const (
 	MinMemoryMB     = 256
 	MaxMemoryMB     = 65536
 	MaxReadyTimeout = 300 // seconds
+	MinPidsLimit    = 128
+	MaxPidsLimit    = 1 << 22
+	MinOpenFiles    = 64
+	MaxOpenFiles    = 1 << 20
+	MinOutputBytes  = 1 << 10
+	MaxOutputBytes  = 1 << 30
+	MinDiskQuotaMB  = 16
+	MaxDiskQuotaMB  = 1 << 24
 )
+
+// ValidateLimits checks a set of limits against the ranges above (0 = the
+// default), naming each bad field; errors wrap api.ErrInvalid.
+func ValidateLimits(l api.Limits) error {
+	var errs []error
+	add := func(field string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", field, err))
+		}
+	}
+	add("cpu_count", inRange(l.CPUCount, 1, MaxCPUCount))
+	add("memory_mb", inRange(l.MemoryMB, MinMemoryMB, MaxMemoryMB))
+	add("pids_limit", inRange(l.PidsLimit, MinPidsLimit, MaxPidsLimit))
+	add("max_open_files", inRange(l.MaxOpenFiles, MinOpenFiles, MaxOpenFiles))
+	if l.MaxOutputBytes != 0 && (l.MaxOutputBytes < MinOutputBytes || l.MaxOutputBytes > MaxOutputBytes) {
+		add("max_output_bytes", api.Errorf(api.ErrInvalid, "%d is out of range: want 0 (the default) or %d..%d", l.MaxOutputBytes, MinOutputBytes, MaxOutputBytes))
+	}
+	add("disk_quota_mb", inRange(l.DiskQuotaMB, MinDiskQuotaMB, MaxDiskQuotaMB))
+	return errors.Join(errs...)
+}
+
+// LimitsOf returns a template's limits.
+func LimitsOf(t api.Template) api.Limits {
+	return api.Limits{
+		MemoryMB: t.MemoryMB, CPUCount: t.CPUCount, PidsLimit: t.PidsLimit,
+		MaxOpenFiles: t.MaxOpenFiles, MaxOutputBytes: t.MaxOutputBytes, DiskQuotaMB: t.DiskQuotaMB,
+	}
+}
 
 // extensions are tried in this order, so <id>.yaml wins over <id>.yml.
 var extensions = []string{".yaml", ".yml"}
@@ -141,8 +177,11 @@ func Validate(t api.Template) error {
 	for i, a := range t.Aliases {
 		add(fmt.Sprintf("aliases[%d]", i), ValidateID(a))
 	}
-	add("cpu_count", inRange(t.CPUCount, 1, MaxCPUCount))
-	add("memory_mb", inRange(t.MemoryMB, MinMemoryMB, MaxMemoryMB))
+	if err, ok := ValidateLimits(LimitsOf(t)).(interface{ Unwrap() []error }); ok {
+		for _, e := range err.Unwrap() {
+			errs = append(errs, fmt.Errorf("%s: %w", prefix, e))
+		}
+	}
 	add("ready_timeout", inRange(t.ReadyTimeout, 1, MaxReadyTimeout))
 	if t.ScannerMode != "" && !slices.Contains(api.ScannerModes, t.ScannerMode) {
 		add("scanner_mode", api.Errorf(api.ErrInvalid, "%q is not one of %s", t.ScannerMode, strings.Join(api.ScannerModes, ", ")))

@@ -222,16 +222,18 @@ class Execution:
     """The outcome of ``run_code``: ``results``, ``logs``, ``error``,
     ``execution_count``, ``notices`` (messages from ds-sandbox, e.g. that the
     context was restarted), ``network_denials`` (what the network policy
-    refused while the cell ran) and ``findings`` (what the code scanner saw, a
-    list of Finding). An exception raised by the code is reported in
-    ``error``; it is not raised in the caller. A cell the scanner refused
-    (scanner mode "block") did not run: its error is named
-    "SecurityScanFailedError"."""
+    refused while the cell ran), ``findings`` (what the code scanner saw, a
+    list of Finding) and ``truncated`` (True when output was dropped: past the
+    sandbox's ``max_output_bytes``; a notice says how much). An exception
+    raised by the code is reported in ``error``; it is not raised in the
+    caller. A cell the scanner refused (scanner mode "block") did not run: its
+    error is named "SecurityScanFailedError"."""
 
     def __init__(self, results: list[Result] | None = None, logs: Logs | None = None,
                  error: ExecutionError | None = None, execution_count: int | None = None,
                  notices: list[str] | None = None, network_denials: list[NetworkDenial] | None = None,
-                 findings: list[Finding] | None = None):
+                 findings: list[Finding] | None = None,
+                 truncated: bool = False):
         self.results: list[Result] = list(results or [])
         self.logs: Logs = logs or Logs()
         self.error: Optional[ExecutionError] = error
@@ -239,6 +241,7 @@ class Execution:
         self.notices: list[str] = list(notices or [])
         self.network_denials: list[NetworkDenial] = list(network_denials or [])
         self.findings: list[Finding] = list(findings or [])
+        self.truncated: bool = truncated
 
     @property
     def text(self) -> Optional[str]:
@@ -259,7 +262,8 @@ class Execution:
             execution_count=d.get("execution_count") or None,
             notices=d.get("notices") or [],
             network_denials=[NetworkDenial._from_wire(x) for x in d.get("network_denials") or []],
-            findings=[Finding._from_wire(f) for f in d.get("findings") or []])
+            findings=[Finding._from_wire(f) for f in d.get("findings") or []],
+            truncated=bool(d.get("truncated")))
 
     def __repr__(self) -> str:
         return (f"Execution(Results: {self.results!r}, Logs: {self.logs!r}, Error: {self.error!r}"
@@ -302,6 +306,9 @@ class SandboxInfo:
     end_at: Optional[datetime] = None
     owner: Optional[str] = None
     scanner_mode: str = ""
+    #: the resource limits in force (memory_mb, cpu_count, pids_limit,
+    #: max_open_files, max_output_bytes, disk_quota_mb; absent = none)
+    limits: dict[str, int] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -317,7 +324,8 @@ class SandboxInfo:
             workspace_id=d.get("workspace_id", ""), anonymous_workspace=bool(d.get("anonymous_workspace")),
             workspace_path=d.get("workspace_path", ""), network=NetworkPolicy._from_wire(d.get("network")),
             started_at=parse_time(d.get("started_at")), end_at=parse_time(d.get("end_at")),
-            owner=d.get("owner") or None, scanner_mode=d.get("scanner_mode", ""))
+            owner=d.get("owner") or None, scanner_mode=d.get("scanner_mode", ""),
+            limits=dict(d.get("limits") or {}))
 
 
 @dataclass

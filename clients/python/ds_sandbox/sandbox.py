@@ -129,7 +129,10 @@ class Sandbox:
                timeout: Optional[float] = None, workspace_id: Optional[str] = None, *,
                backend: Optional[str] = None, user: Optional[str] = None, workdir: Optional[str] = None,
                allow_internet: Optional[bool] = None, network_policy: Optional[str] = None,
-               network_whitelist: Optional[list[str]] = None, scanner_mode: Optional[str] = None) -> "Sandbox":
+               network_whitelist: Optional[list[str]] = None, scanner_mode: Optional[str] = None,
+               memory_mb: Optional[int] = None, cpu_count: Optional[int] = None,
+               pids_limit: Optional[int] = None, max_open_files: Optional[int] = None,
+               max_output_bytes: Optional[int] = None, disk_quota_mb: Optional[int] = None) -> "Sandbox":
         """Create a sandbox.
 
         ``template``: a Template, or the id of a template stored on the server
@@ -148,6 +151,11 @@ class Sandbox:
         (as in run_code), and ``scanner_mode``: the code scanner's mode for this
         sandbox ("off", "warn", "block"), which can only make the server's
         configured mode (warn by default) stricter.
+        The resource limits ``memory_mb``, ``cpu_count``, ``pids_limit``,
+        ``max_open_files``, ``max_output_bytes`` and ``disk_quota_mb`` override
+        the server's defaults (a template's win); a backend that cannot enforce
+        one refuses the sandbox (UnsupportedError), and ``info.limits`` says
+        what is in force.
         """
         cfg = config
         t = cfg._transport() if cfg is not None else transport_for()
@@ -196,6 +204,11 @@ class Sandbox:
             req["workspace_id"] = str(workspace_id)
         if scanner_mode:
             req["scanner_mode"] = str(scanner_mode)
+        for name, v in (("memory_mb", memory_mb), ("cpu_count", cpu_count), ("pids_limit", pids_limit),
+                        ("max_open_files", max_open_files), ("max_output_bytes", max_output_bytes),
+                        ("disk_quota_mb", disk_quota_mb)):
+            if v is not None:
+                req[name] = int(v)
         doc = t.call("POST", "/v1/sandboxes", json_body=req)
         sbx = cls(t, SandboxInfo._from_wire(doc or {}), cfg)
         t.own(sbx.sandbox_id)
@@ -368,6 +381,7 @@ class Sandbox:
                         on_error(execution.error)
                 elif typ == "notice":
                     execution.notices.append(ev.get("text", ""))
+                    execution.truncated = execution.truncated or bool(ev.get("truncated"))
                 elif typ == "network_denied":
                     if ev.get("denial") is not None:
                         execution.network_denials.append(NetworkDenial._from_wire(ev["denial"]))

@@ -8,8 +8,9 @@ __all__ = ["Template"]
 
 # Wire fields of api.Template, in order.
 _FIELDS = ("id", "name", "description", "image", "env", "files", "user", "workdir", "cmd",
-           "start_cmd", "ready_cmd", "ready_timeout", "cpu_count", "memory_mb", "run_cmds",
-           "aliases", "metadata", "scanner_mode")
+           "start_cmd", "ready_cmd", "ready_timeout", "cpu_count", "memory_mb", "pids_limit",
+           "max_open_files", "max_output_bytes", "disk_quota_mb", "run_cmds", "aliases", "metadata",
+           "scanner_mode")
 
 
 def _str(v: Any) -> str:
@@ -23,8 +24,10 @@ class Template:
 
     Every field defaults to None, meaning "the server's default", and only the
     fields you set are sent: on the local backend the server refuses ``image``,
-    ``cpu_count`` and ``memory_mb`` (it could not enforce them), so they must not be
-    sent unless asked for. ``files`` are written into the workdir when a sandbox
+    ``cpu_count``, ``memory_mb`` and ``pids_limit`` (it could not enforce them), so
+    they must not be sent unless asked for. ``pids_limit``, ``max_open_files``,
+    ``max_output_bytes`` and ``disk_quota_mb`` are resource limits as in
+    ``Sandbox.create``. ``files`` are written into the workdir when a sandbox
     starts; ``env`` is set for its code and commands. ``scanner_mode`` ("off",
     "warn", "block") makes the server's code scanner stricter for its sandboxes.
 
@@ -41,6 +44,8 @@ class Template:
                  ready_cmd: Optional[str] = None, ready_timeout: Optional[int] = None,
                  user: Optional[str] = None, workdir: Optional[str] = None,
                  cpu_count: Optional[int] = None, memory_mb: Optional[int] = None,
+                 pids_limit: Optional[int] = None, max_open_files: Optional[int] = None,
+                 max_output_bytes: Optional[int] = None, disk_quota_mb: Optional[int] = None,
                  copy_files: Optional[list[dict[str, str]]] = None,
                  run_cmds: Optional[list[str]] = None, aliases: Optional[list[str]] = None,
                  skip_cache: bool = False, metadata: Optional[dict[str, str]] = None,
@@ -59,6 +64,10 @@ class Template:
         self.workdir = workdir
         self.cpu_count = cpu_count
         self.memory_mb = memory_mb
+        self.pids_limit = pids_limit
+        self.max_open_files = max_open_files
+        self.max_output_bytes = max_output_bytes
+        self.disk_quota_mb = disk_quota_mb
         self.copy_files = copy_files
         self.run_cmds = run_cmds
         self.aliases = aliases
@@ -77,7 +86,8 @@ class Template:
                 v = {str(a): _str(b) for a, b in dict(v).items()}
             elif k in ("run_cmds", "aliases"):
                 v = [str(x) for x in v]
-            elif k in ("ready_timeout", "cpu_count", "memory_mb"):
+            elif k in ("ready_timeout", "cpu_count", "memory_mb", "pids_limit", "max_open_files",
+                       "max_output_bytes", "disk_quota_mb"):
                 v = int(v)
             out[k] = v
         return out

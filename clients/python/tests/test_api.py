@@ -305,6 +305,19 @@ def test_template_limits_are_refused_on_local():
     assert Template(user="u").to_dict() == {"user": "u"}
 
 
+def test_limits_on_local():
+    # pids cannot be bounded on local; open files and the output bound can.
+    with pytest.raises(UnsupportedError) as ei:
+        Sandbox.create(pids_limit=256)
+    assert "pids_limit" in ei.value.message
+    with Sandbox.create(max_open_files=256, max_output_bytes=4096) as s:
+        assert s.get_info().limits["max_open_files"] == 256
+        assert s.commands.run("ulimit -n").stdout.strip() == "256"
+        e = s.run_code("print('x' * 10000)")
+        assert e.truncated and len("".join(e.logs.stdout)) == 4096
+        assert Template(pids_limit=300).to_dict() == {"pids_limit": 300}
+
+
 def test_stored_templates():
     tid = "t-" + uuid.uuid4().hex[:8]
     assert SandboxConfig.load_template(tid) is None

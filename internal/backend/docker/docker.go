@@ -247,8 +247,22 @@ func (b *Backend) agentBinary() (string, error) {
 	return argv[0], nil
 }
 
+// minAgentNofile is the least RLIMIT_NOFILE the agent keeps for itself when
+// the code's is set lower.
+const minAgentNofile = 4096
+
+// MinPidsLimit is the smallest pids limit the backend accepts: the agent, a
+// kernel and its threads need a few dozen tasks before any code runs.
+const MinPidsLimit = 128
+
 // Create implements backend.Backend.
 func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instance, error) {
+	if spec.PidsLimit < 0 || spec.MaxOpenFiles < 0 || spec.MaxOutputBytes < 0 {
+		return nil, api.Errorf(api.ErrInvalid, "docker backend: negative limits (pids_limit %d, max_open_files %d, max_output_bytes %d)", spec.PidsLimit, spec.MaxOpenFiles, spec.MaxOutputBytes)
+	}
+	if spec.PidsLimit > 0 && spec.PidsLimit < MinPidsLimit {
+		return nil, api.Errorf(api.ErrInvalid, "docker backend: pids_limit %d is below the minimum %d (the agent and a kernel need that many tasks)", spec.PidsLimit, MinPidsLimit)
+	}
 	bin, err := b.agentBinary()
 	if err != nil {
 		return nil, err
@@ -340,6 +354,14 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	if spec.DefaultTimeout > 0 {
 		args = append(args, "--default-timeout", spec.DefaultTimeout.String())
 	}
+	// No RLIMIT_NPROC for the code: without a user namespace it would count
+	// every process of the sandbox's uid on the host and in every other
+	// sandbox. The agent keeps a reserve of threads instead (see agent.Run).
+	args = append(args, backend.AgentLimitArgs(spec, 0)...)
+	pids := b.cfg.PidsLimit
+	if spec.PidsLimit > 0 {
+		pids = int64(spec.PidsLimit)
+	}
 	init := true
 	hc := &container.HostConfig{
 		Init:           &init,
@@ -353,7 +375,12 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 			{Type: mount.TypeBind, Source: dir, Target: socketDir},
 			{Type: mount.TypeBind, Source: spec.WorkspaceDir, Target: spec.Workdir},
 		},
-		Resources: container.Resources{PidsLimit: &b.cfg.PidsLimit},
+		Resources: container.Resources{PidsLimit: &pids},
+	}
+	if spec.MaxOpenFiles > 0 {
+		// The agent's own limit; it gives the code spec.MaxOpenFiles.
+		n := int64(max(spec.MaxOpenFiles, minAgentNofile))
+		hc.Resources.Ulimits = []*container.Ulimit{{Name: "nofile", Soft: n, Hard: n}}
 	}
 	if sn != nil {
 		hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: resolvConf, Target: "/etc/resolv.conf", ReadOnly: true})

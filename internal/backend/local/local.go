@@ -93,9 +93,13 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	switch {
 	case spec.Image != "":
 		return nil, api.Errorf(api.ErrUnsupported, "the local backend runs no images (template image %q); use the docker backend", spec.Image)
-	case spec.MemoryMB != 0 || spec.CPUCount != 0:
+	case spec.MemoryMB != 0 || spec.CPUCount != 0 || spec.PidsLimit != 0:
 		return nil, api.Errorf(api.ErrUnsupported,
-			"the local backend cannot enforce resource limits (template memory_mb %d, cpu_count %d); use an isolating backend such as oci, or drop the limits", spec.MemoryMB, spec.CPUCount)
+			"the local backend cannot enforce resource limits (memory_mb %d, cpu_count %d, pids_limit %d): its processes share your user's; use an isolating backend such as oci, or drop the limits",
+			spec.MemoryMB, spec.CPUCount, spec.PidsLimit)
+	}
+	if err := checkOpenFiles(spec.MaxOpenFiles); err != nil {
+		return nil, err
 	}
 	argv, extraEnv, err := agent.Command(b.cfg.AgentPath)
 	if err != nil {
@@ -124,6 +128,9 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	if spec.WorkspaceDir != spec.Workdir {
 		args = append(args, "--mount", spec.WorkspaceDir+"="+spec.WorkspaceDir)
 	}
+	// Open files and the output bound are the agent's to apply; a process
+	// limit (RLIMIT_NPROC) would count every process of this user.
+	args = append(args, backend.AgentLimitArgs(spec, 0)...)
 	cmd := exec.Command(argv[0], args...)
 	cmd.Dir = spec.WorkspaceDir
 	cmd.Env = append(b.environ(spec, tmp), extraEnv...)

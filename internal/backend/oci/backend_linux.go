@@ -149,8 +149,8 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	if spec.Image != "" {
 		return nil, api.Errorf(api.ErrUnsupported, "the oci backend runs the host's system read-only, not images (template image %q); use the docker backend", spec.Image)
 	}
-	if spec.MemoryMB < 0 || spec.CPUCount < 0 {
-		return nil, api.Errorf(api.ErrInvalid, "oci backend: negative limits (memory_mb %d, cpu_count %d)", spec.MemoryMB, spec.CPUCount)
+	if err := checkLimits(spec); err != nil {
+		return nil, err
 	}
 	ids := idMaps{
 		uid: []specs.LinuxIDMapping{{ContainerID: 0, HostID: b.cfg.UIDBase, Size: idMapSize}},

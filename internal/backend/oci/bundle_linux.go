@@ -273,11 +273,13 @@ func (b *Backend) spec(l bundle, s backend.Spec, agentArgv, agentEnv []string, c
 	if s.DefaultTimeout > 0 {
 		args = append(args, "--default-timeout", s.DefaultTimeout.String())
 	}
+	pids := b.pidsLimit(s)
+	args = append(args, backend.AgentLimitArgs(s, codeProcs(pids))...)
 	noCaps := []string{}
 	mem := int64(s.MemoryMB) << 20
 	res := &specs.LinuxResources{
 		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
-		Pids:    &specs.LinuxPids{Limit: b.cfg.PidsLimit},
+		Pids:    &specs.LinuxPids{Limit: b.hostPids(pids)},
 	}
 	if mem > 0 {
 		// Swap limited to the same amount: no swap beyond the limit.
@@ -288,15 +290,16 @@ func (b *Backend) spec(l bundle, s backend.Spec, agentArgv, agentEnv []string, c
 		quota := int64(s.CPUCount) * int64(period)
 		res.CPU = &specs.LinuxCPU{Period: &period, Quota: &quota}
 	}
-	rlimits := []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 4096, Soft: 4096}}
+	rlimits := []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: agentNofile(s), Soft: agentNofile(s)}}
 	cgroupsPath := "/ds-sandbox/" + cid
 	if b.rootless {
 		// No cgroup of ours (Create refused memory and CPU limits): the
 		// pids limit becomes RLIMIT_NPROC, counted per user in the
 		// container's user namespace, so only the sandbox's own processes
-		// count against it.
+		// count against it. This is the agent's; the code's is lower
+		// (codeProcs), as with a cgroup.
 		res, cgroupsPath = nil, ""
-		n := uint64(b.cfg.PidsLimit)
+		n := uint64(pids)
 		rlimits = append(rlimits, specs.POSIXRlimit{Type: "RLIMIT_NPROC", Hard: n, Soft: n})
 	}
 	return &specs.Spec{
@@ -350,6 +353,52 @@ func (b *Backend) spec(l bundle, s backend.Spec, agentArgv, agentEnv []string, c
 			},
 		},
 	}
+}
+
+// pidsLimit is the sandbox's pids cgroup limit: the spec's, else the
+// backend's default.
+func (b *Backend) pidsLimit(s backend.Spec) int64 {
+	if s.PidsLimit > 0 {
+		return int64(s.PidsLimit)
+	}
+	return b.cfg.PidsLimit
+}
+
+// hostPids is the pids cgroup limit for a sandbox of pids tasks. Under
+// gVisor the cgroup holds the Sentry (the user-space kernel, a Go program
+// with its own threads) and the host threads that run the sandbox's tasks,
+// not the tasks themselves; the Sentry enforces RLIMIT_NPROC on those (see
+// codeProcs), and the cgroup gets room for the Sentry on top, so a fork bomb
+// meets the sandbox's limit before the Sentry meets the host's.
+func (b *Backend) hostPids(pids int64) int64 {
+	if filepath.Base(b.cfg.Runtime) == "runsc" {
+		return 2*pids + sentryTasks
+	}
+	return pids
+}
+
+// sentryTasks is the room the pids cgroup leaves gVisor's Sentry.
+const sentryTasks = 256
+
+// codeProcs is RLIMIT_NPROC of the sandbox's code, below the pids limit: the
+// user namespace makes the count the sandbox's own, and the agent (whose own
+// limit stays unlimited) keeps the difference, so a fork bomb cannot take
+// the last tasks the agent needs to report it and start a fresh kernel.
+func codeProcs(pids int64) int {
+	return int(pids - max(agentTaskReserve, pids/8))
+}
+
+// agentTaskReserve is the least number of tasks a fork bomb leaves the agent.
+const agentTaskReserve = 64
+
+// defaultNofile is the sandbox's RLIMIT_NOFILE when none is asked for.
+const defaultNofile = 4096
+
+// agentNofile is the agent's own RLIMIT_NOFILE: at least the default, so a
+// small limit for the code does not starve the agent of sockets, and at least
+// the code's (which the agent then sets on what it starts).
+func agentNofile(s backend.Spec) uint64 {
+	return uint64(max(defaultNofile, s.MaxOpenFiles))
 }
 
 // tmpSize bounds /tmp, so filling it cannot exhaust the host's memory: half

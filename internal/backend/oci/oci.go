@@ -40,6 +40,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet"
 )
@@ -77,8 +78,10 @@ type Config struct {
 	// UIDBase+1000 on the host. Not used rootless (the subordinate ids of
 	// /etc/subuid serve, and the sandbox user is the daemon's own).
 	UIDBase uint32
-	// PidsLimit bounds the number of processes in a sandbox; default 512.
-	// Rootless it is the sandbox's RLIMIT_NPROC (no pids cgroup).
+	// PidsLimit bounds the number of tasks (processes and threads) in a
+	// sandbox whose Spec asks for none; default 512. The sandbox's code gets
+	// an RLIMIT_NPROC below it (see codeProcs). Rootless (no pids cgroup) it
+	// is the agent's RLIMIT_NPROC.
 	PidsLimit int64
 	// StartTimeout bounds the agent start; default 30s.
 	StartTimeout time.Duration
@@ -222,3 +225,19 @@ func (b *Backend) Rootless() bool { return b.rootless }
 // SharesDaemonUser implements backend.DaemonUserSharer: rootless, the
 // sandbox user is the daemon's own host user.
 func (b *Backend) SharesDaemonUser() bool { return b.rootless }
+
+// MinPidsLimit is the smallest pids limit the backend accepts: the agent, a
+// kernel and its threads need a few dozen tasks before any code runs.
+const MinPidsLimit = 128
+
+// checkLimits refuses limits the backend cannot apply.
+func checkLimits(s backend.Spec) error {
+	if s.MemoryMB < 0 || s.CPUCount < 0 || s.PidsLimit < 0 || s.MaxOpenFiles < 0 || s.MaxOutputBytes < 0 {
+		return api.Errorf(api.ErrInvalid, "oci backend: negative limits (memory_mb %d, cpu_count %d, pids_limit %d, max_open_files %d, max_output_bytes %d)",
+			s.MemoryMB, s.CPUCount, s.PidsLimit, s.MaxOpenFiles, s.MaxOutputBytes)
+	}
+	if s.PidsLimit > 0 && s.PidsLimit < MinPidsLimit {
+		return api.Errorf(api.ErrInvalid, "oci backend: pids_limit %d is below the minimum %d (the agent and a kernel need that many tasks)", s.PidsLimit, MinPidsLimit)
+	}
+	return nil
+}
