@@ -35,15 +35,12 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 		return nil, api.Errorf(api.ErrUnavailable, "the manager is shutting down")
 	}
 
-	ws, err := m.attachWorkspace(req.WorkspaceID)
+	ws, quota, err := m.attachWorkspace(req.WorkspaceID, plan.limits.DiskQuotaMB)
 	if err != nil {
 		return nil, err
 	}
-	cleanup := func() {
-		if ws.Anonymous {
-			_ = m.workspaces.Remove(ws.ID)
-		}
-	}
+	plan.limits.DiskQuotaMB = quota
+	cleanup := func() { _ = m.releaseWorkspace(ws.ID, ws.Anonymous) }
 	id := newID()
 	spec := backend.Spec{
 		ID: id, User: plan.user, Workdir: plan.workdir, WorkspaceDir: ws.Path,
@@ -229,16 +226,6 @@ func (m *Manager) plan(req api.CreateSandboxRequest) (plan, error) {
 	maps.Copy(p.env, req.Envs)
 	p.metadata = maps.Clone(req.Metadata)
 	return p, nil
-}
-
-func (m *Manager) attachWorkspace(id string) (ws api.Workspace, err error) {
-	if id == "" {
-		id = m.cfg.DefaultWorkspaceID
-	}
-	if id == "" {
-		return m.workspaces.CreateAnonymous()
-	}
-	return m.workspaces.Create(id)
 }
 
 // applyTemplate writes the template's files into the workdir and runs its start

@@ -61,6 +61,9 @@ type Manager struct {
 	closed     bool
 	recordsDir string   // "" = records are not persisted
 	stateLock  *os.File // held while persisting (see Persist)
+
+	wsMu    sync.Mutex
+	wsUsers map[string]int // running sandboxes per workspace id (see workspaces.go)
 }
 
 // New returns a manager over the given backends (keyed by their names).
@@ -81,7 +84,7 @@ func New(cfg config.Config, log *slog.Logger, backends ...backend.Backend) (*Man
 	}
 	m := &Manager{
 		cfg: cfg, log: log, backends: make(map[string]backend.Backend),
-		workspaces: ws, datasets: ds, sandboxes: make(map[string]*Sandbox),
+		workspaces: ws, datasets: ds, sandboxes: make(map[string]*Sandbox), wsUsers: map[string]int{},
 	}
 	for _, b := range backends {
 		m.backends[b.Name()] = b
@@ -246,10 +249,8 @@ func (m *Manager) destroy(ctx context.Context, s *Sandbox, why string) error {
 	s.agent.Close()
 	err := s.inst.Destroy(ctx)
 	m.deleteRecord(info.SandboxID)
-	if info.Anonymous {
-		if rerr := m.workspaces.Remove(info.WorkspaceID); rerr != nil && !errors.Is(rerr, api.ErrNotFound) {
-			err = errors.Join(err, fmt.Errorf("remove workspace %s: %w", info.WorkspaceID, rerr))
-		}
+	if rerr := m.releaseWorkspace(info.WorkspaceID, info.Anonymous); rerr != nil {
+		err = errors.Join(err, rerr)
 	}
 	m.log.Info("sandbox stopped", "sandbox_id", info.SandboxID, "reason", why)
 	typ := api.EventSandboxKilled

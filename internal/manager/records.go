@@ -158,8 +158,12 @@ func (m *Manager) Recover(ctx context.Context) (RecoveryReport, error) {
 func (m *Manager) reattach(ctx context.Context, rec record) bool {
 	info := rec.Info
 	reap := func(why string) bool {
+		// An anonymous workspace (its image too) goes with its sandbox. A
+		// named one with a disk quota stays mounted: another recorded
+		// sandbox may still use it, and the next attach finds it mounted.
 		if info.Anonymous {
-			_ = m.workspaces.Remove(info.WorkspaceID)
+			m.holdWorkspace(info.WorkspaceID)
+			_ = m.releaseWorkspace(info.WorkspaceID, true)
 		}
 		m.deleteRecord(info.SandboxID)
 		m.log.Info("sandbox reaped after restart", "sandbox_id", info.SandboxID, "reason", why)
@@ -184,6 +188,7 @@ func (m *Manager) reattach(ctx context.Context, rec record) bool {
 		return reap("its timeout passed while the daemon was down")
 	}
 	s := &Sandbox{m: m, inst: inst, agent: agent.NewClient(inst.AgentSocket()), info: info}
+	m.holdWorkspace(info.WorkspaceID)
 	m.mu.Lock()
 	m.sandboxes[info.SandboxID] = s
 	s.timer = time.AfterFunc(left, func() { m.expire(info.SandboxID) })

@@ -8,7 +8,9 @@
 //	<root>/<id>/data/        datasets are prepared here
 //	<root>/<id>/models/
 //	<root>/<id>/outputs/     artifacts
-//	<root>/.meta/<id>.json   metadata {id, anonymous, created_at}
+//	<root>/.meta/<id>.json   metadata {id, anonymous, created_at, quota_mb}
+//	<root>/.meta/<id>.img    a workspace with a disk quota: a sparse ext4 image
+//	                         mounted (loop) at <root>/<id>/ (see SetQuota)
 //
 // The metadata lives outside the workspace directory on purpose: sandbox code can
 // write anywhere inside its workspace, and must not be able to flip the anonymous
@@ -76,6 +78,9 @@ type metadata struct {
 	ID        string    `json:"id"`
 	Anonymous bool      `json:"anonymous"`
 	CreatedAt time.Time `json:"created_at"`
+	// QuotaMB is set when the workspace lives in its own file system image of
+	// that size.
+	QuotaMB int `json:"quota_mb,omitempty"`
 }
 
 // New returns a Store rooted at root, creating it (mode 0700) when missing.
@@ -274,7 +279,15 @@ func (s *Store) Remove(id string) error {
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		return api.Errorf(api.ErrNotFound, "workspace %s", id)
 	}
+	// A quota workspace's image is unmounted first: its files go with the
+	// image, and the directory under it is only a mount point.
+	if err := unmount(dir); err != nil {
+		return fmt.Errorf("remove workspace %s: %w", id, err)
+	}
 	if err := os.Remove(s.metaPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove workspace %s: %w", id, err)
+	}
+	if err := os.Remove(s.imagePath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove workspace %s: %w", id, err)
 	}
 	if err := os.RemoveAll(dir); err != nil {
@@ -287,7 +300,8 @@ func (s *Store) workspace(m metadata) api.Workspace {
 	return api.Workspace{ID: m.ID, Path: filepath.Join(s.root, m.ID), Anonymous: m.Anonymous, CreatedAt: m.CreatedAt}
 }
 
-func (s *Store) metaPath(id string) string { return filepath.Join(s.root, metaDir, id+".json") }
+func (s *Store) metaPath(id string) string  { return filepath.Join(s.root, metaDir, id+".json") }
+func (s *Store) imagePath(id string) string { return filepath.Join(s.root, metaDir, id+".img") }
 
 // readMeta returns api.ErrNotFound when the metadata file is missing and a
 // plain error naming the file when it is damaged.
