@@ -307,6 +307,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown backend", second(dssandbox.Create(t.Context(), dssandbox.Options{Backend: "vmware"})), dssandbox.ErrUnsupported, "vmware"},
 		{"network deny on local", second(dssandbox.Create(t.Context(), dssandbox.Options{Network: &dssandbox.NetworkPolicy{Policy: "deny"}})), dssandbox.ErrUnsupported, "cannot enforce"},
 		{"bad policy", second(dssandbox.Create(t.Context(), dssandbox.Options{Network: &dssandbox.NetworkPolicy{Policy: "sometimes"}})), dssandbox.ErrInvalid, "sometimes"},
+		{"timeout over the cap", second(dssandbox.Create(t.Context(), dssandbox.Options{Timeout: 25 * time.Hour})), dssandbox.ErrInvalid, "max_sandbox_timeout_sec"},
 		{"negative timeout", second(dssandbox.Create(t.Context(), dssandbox.Options{Timeout: -time.Second})), dssandbox.ErrInvalid, "negative"},
 		{"limits on local", second(dssandbox.Create(t.Context(), dssandbox.Options{TemplateSpec: &dssandbox.Template{ID: "big", MemoryMB: 1024}})), dssandbox.ErrUnsupported, "memory_mb"},
 		{"pids on local", second(dssandbox.Create(t.Context(), dssandbox.Options{Limits: dssandbox.Limits{PidsLimit: 256}})), dssandbox.ErrUnsupported, "pids_limit"},

@@ -31,6 +31,11 @@ func TestApplyEnv(t *testing.T) {
 		}},
 		{"timeout", map[string]string{"SANDBOX_TIMEOUT": " 120 "}, func(c Config) bool { return c.DefaultTimeoutSec == 120 }},
 		{"lifetime", map[string]string{"SANDBOX_LIFETIME": "600"}, func(c Config) bool { return c.SandboxTimeoutSec == 600 }},
+		{"limits", map[string]string{"SANDBOX_PIDS_LIMIT": "300", "SANDBOX_MAX_OPEN_FILES": "1024", "SANDBOX_MAX_OUTPUT_BYTES": "1048576",
+			"SANDBOX_DISK_QUOTA_MB": "64", "SANDBOX_CPU_COUNT": "2", "SANDBOX_MAX_LIFETIME": "7200"}, func(c Config) bool {
+			return c.DefaultPidsLimit == 300 && c.DefaultMaxOpenFiles == 1024 && c.MaxOutputBytes == 1<<20 &&
+				c.DefaultDiskQuotaMB == 64 && c.DefaultCPUCount == 2 && c.MaxSandboxTimeoutSec == 7200
+		}},
 		{"memory", map[string]string{"SANDBOX_MEMORY_MB": "1024"}, func(c Config) bool { return c.DefaultMemoryMB == 1024 }},
 		{"state", map[string]string{"SANDBOX_STATE_DIR": "/st"}, func(c Config) bool { return c.StateDir == "/st" }},
 		{"templates", map[string]string{"SANDBOX_TEMPLATES_DIR": "/tp"}, func(c Config) bool { return c.TemplatesDir == "/tp" }},
@@ -110,6 +115,12 @@ func TestValidate(t *testing.T) {
 		{"timeout high", func(c *Config) { c.DefaultTimeoutSec = 86401 }, []string{"default_timeout_sec"}},
 		{"lifetime", func(c *Config) { c.SandboxTimeoutSec = -1 }, []string{"sandbox_timeout_sec"}},
 		{"memory", func(c *Config) { c.DefaultMemoryMB = 256 }, []string{"default_memory_mb: 256 is out of range 512..65536"}},
+		{"pids", func(c *Config) { c.DefaultPidsLimit = 10 }, []string{"default_pids_limit: 10 is out of range 128.."}},
+		{"open files", func(c *Config) { c.DefaultMaxOpenFiles = 3 }, []string{"default_max_open_files"}},
+		{"output", func(c *Config) { c.MaxOutputBytes = 0 }, []string{"max_output_bytes: 0 is out of range"}},
+		{"quota", func(c *Config) { c.DefaultDiskQuotaMB = 1 }, []string{"default_disk_quota_mb"}},
+		{"cpu", func(c *Config) { c.DefaultCPUCount = 99 }, []string{"default_cpu_count"}},
+		{"lifetime over the cap", func(c *Config) { c.MaxSandboxTimeoutSec = 600 }, []string{"sandbox_timeout_sec: 3600 is longer than max_sandbox_timeout_sec 600"}},
 		{"policy", func(c *Config) { c.DefaultNetworkPolicy = "proxy" }, []string{`default_network_policy: "proxy"`}},
 		{"empty whitelist", func(c *Config) { c.DefaultNetworkPolicy = "whitelist" }, []string{"network_whitelist: the whitelist policy needs at least one entry"}},
 		{"bad entry", func(c *Config) { c.NetworkWhitelist = []string{"ok.org", "http://x.org"} }, []string{`network_whitelist[1] "http://x.org"`, "not a URL"}},

@@ -2,11 +2,15 @@ package dssandbox_test
 
 import (
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	dssandbox "github.com/ds-sandbox/ds-sandbox"
 	"github.com/ds-sandbox/ds-sandbox/internal/workspace"
@@ -79,5 +83,37 @@ finally:
 	}
 	if _, err := dssandbox.Create(t.Context(), dssandbox.Options{WorkspaceID: ws, Limits: dssandbox.Limits{DiskQuotaMB: 64}}); !errors.Is(err, dssandbox.ErrInvalid) {
 		t.Fatalf("another quota for the same workspace: %v, want invalid", err)
+	}
+}
+
+// TestLifetimeKillsAnIsolatedSandbox: when an oci sandbox's timeout passes,
+// the sandbox is killed with everything in it (a background process too),
+// not just forgotten.
+func TestLifetimeKillsAnIsolatedSandbox(t *testing.T) {
+	t.Parallel()
+	sbx, err := dssandbox.Create(t.Context(), dssandbox.Options{Backend: "oci", Network: &dssandbox.NetworkPolicy{Policy: "deny"}, Timeout: 3 * time.Second})
+	if err != nil {
+		t.Skipf("no oci backend here: %v", err)
+	}
+	marker := fmt.Sprintf("%d.%d", 900+rand.IntN(99), rand.IntN(1000000))
+	if _, err := sbx.Commands.Start(t.Context(), "sleep "+marker); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec.Command("pgrep", "-f", "sleep "+marker).Run(); err != nil {
+		t.Fatalf("the background process is not running on the host: %v", err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for sbx.IsRunning(t.Context()) {
+		if time.Now().After(deadline) {
+			t.Fatal("sandbox still running long after its timeout")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Destroy has finished once the sandbox is gone from the manager.
+	for exec.Command("pgrep", "-f", "sleep "+marker).Run() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the sandbox's process outlived its timeout")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
