@@ -2,10 +2,12 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/workspace"
 )
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) error {
@@ -29,10 +31,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ready := true
 	for _, name := range s.m.BackendNames() {
 		b, _ := s.m.Backend(name)
-		st := backendStatus{Ready: true, Enforces: []string{}}
-		if e, ok := b.(backend.Enforcer); ok {
-			st.Enforces = e.Enforces()
-		}
+		st := backendStatus{Ready: true, Enforces: s.enforces(b)}
 		if err := b.Available(ctx); err != nil {
 			st.Ready, st.Reason = false, err.Error()
 			ready = false
@@ -45,4 +44,23 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, status, map[string]any{"ready": ready, "backends": out})
 	return nil
+}
+
+// enforces lists what a sandbox on b is protected by: the backend's own
+// list, plus what the manager and the agent enforce everywhere.
+func (s *Server) enforces(b backend.Backend) []string {
+	var out []string
+	if e, ok := b.(backend.Enforcer); ok {
+		out = append(out, e.Enforces()...)
+	}
+	cfg := s.m.Config()
+	out = append(out,
+		fmt.Sprintf("max_output_bytes: stdout/stderr per execution (default %d), the rest dropped and marked truncated", cfg.MaxOutputBytes),
+		fmt.Sprintf("lifetime: killed when its timeout passes (default %ds, at most %ds)", cfg.SandboxTimeoutSec, cfg.MaxSandboxTimeoutSec))
+	if err := workspace.QuotaSupported(); err == nil {
+		out = append(out, "disk_quota_mb: the workspace is a loop-mounted ext4 image of that size")
+	} else {
+		out = append(out, "refused: disk_quota_mb ("+err.Error()+")")
+	}
+	return out
 }

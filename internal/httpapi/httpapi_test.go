@@ -548,6 +548,13 @@ func TestCORSAndReadiness(t *testing.T) {
 	if err := json.Unmarshal(rr.body, &ready); err != nil || rr.status != 200 || !ready.Ready || !ready.Backends["local"].Ready || len(ready.Backends["local"].Enforces) == 0 {
 		t.Fatalf("readyz: %d %s", rr.status, rr.body)
 	}
+	// Every limit is either listed as enforced or as refused.
+	enf := strings.Join(ready.Backends["local"].Enforces, "\n")
+	for _, limit := range []string{"max_open_files", "max_output_bytes", "lifetime", "disk_quota_mb", "pids_limit", "memory_mb"} {
+		if !strings.Contains(enf, limit) {
+			t.Errorf("readyz says nothing of %s for local: %q", limit, enf)
+		}
+	}
 }
 
 func TestReadyzReportsAnUnusableBackend(t *testing.T) {

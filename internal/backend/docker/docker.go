@@ -169,7 +169,9 @@ func (b *Backend) Name() string { return "docker" }
 func (b *Backend) Enforces() []string {
 	out := []string{
 		"a container per sandbox: non-root user, no capabilities, no-new-privileges, Docker's seccomp profile, read-only root",
-		fmt.Sprintf("pids limit %d; memory_mb and cpu_count as cgroup limits", b.cfg.PidsLimit),
+		"memory_mb and cpu_count: cgroup limits",
+		fmt.Sprintf("pids_limit (default %d): cgroup pids.max; the agent keeps threads in reserve against fork bombs", b.cfg.PidsLimit),
+		"max_open_files: nofile ulimit of the code",
 		"network deny: loopback only",
 	}
 	c, err := b.client()

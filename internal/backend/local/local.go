@@ -75,6 +75,8 @@ func (b *Backend) Enforces() []string {
 		"all processes killed with the sandbox",
 		"clean environment",
 		"network: allow only (deny and whitelist refused)",
+		"max_open_files: RLIMIT_NOFILE of the sandbox's processes (up to the daemon's hard limit)",
+		"refused: memory_mb, cpu_count, pids_limit (no isolation of resources)",
 	}
 }
 

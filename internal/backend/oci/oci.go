@@ -189,7 +189,9 @@ func (b *Backend) Enforces() []string {
 		fmt.Sprintf("user namespace: the sandbox user is host uid %d; no capabilities; no_new_privs", b.HostUID()),
 		"seccomp: Docker's default profile" + map[bool]string{true: " (gVisor: its Sentry serves system calls instead)", false: ""}[isRunsc(b.cfg.Runtime)],
 		"read-only root with the host's /usr and a generated /etc; own pid, ipc, uts, mount, net and cgroup namespaces",
-		fmt.Sprintf("pids limit %d; memory_mb and cpu_count as cgroup limits; /tmp bounded", b.cfg.PidsLimit),
+		"memory_mb: cgroup memory and swap limit (an OOM kill is reported as DeadKernelError); cpu_count: CFS quota; /tmp bounded",
+		b.pidsEnforced(),
+		fmt.Sprintf("max_open_files: RLIMIT_NOFILE of the code (default %d)", defaultNofile),
 		"network deny: loopback only",
 	}
 	if err := b.networkAvailable(); err != nil {
@@ -200,6 +202,14 @@ func (b *Backend) Enforces() []string {
 			"network policy per execution (allow and whitelist sandboxes)")
 	}
 	return out
+}
+
+// pidsEnforced says how pids_limit is enforced with this runtime.
+func (b *Backend) pidsEnforced() string {
+	if isRunsc(b.cfg.Runtime) {
+		return fmt.Sprintf("pids_limit (default %d): the code's RLIMIT_NPROC, enforced by gVisor's Sentry; the pids cgroup bounds the Sentry's host threads", b.cfg.PidsLimit)
+	}
+	return fmt.Sprintf("pids_limit (default %d): cgroup pids.max, and the code's RLIMIT_NPROC below it so a fork bomb leaves the agent room", b.cfg.PidsLimit)
 }
 
 // HostUID is the host uid the sandbox user runs as (and owns the workspace
