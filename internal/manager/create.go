@@ -40,7 +40,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 		return nil, err
 	}
 	plan.limits.DiskQuotaMB = quota
-	cleanup := func() { _ = m.releaseWorkspace(ws.ID, ws.Anonymous) }
+	cleanup := func() { _ = m.releaseWorkspace(ws.ID, ws.Anonymous, false) }
 	id := newID()
 	spec := backend.Spec{
 		ID: id, User: plan.user, Workdir: plan.workdir, WorkspaceDir: ws.Path,

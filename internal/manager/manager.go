@@ -132,6 +132,9 @@ type Sandbox struct {
 	mu    sync.Mutex
 	info  api.SandboxInfo
 	timer *time.Timer
+	// kept is set by KillKeep: the workspace stays, and stays readable at
+	// its host path (a disk quota's image is left mounted).
+	kept bool
 }
 
 // Info returns a snapshot of the sandbox's description.
@@ -235,6 +238,7 @@ func (m *Manager) KillKeep(ctx context.Context, id string, keepWorkspace bool) e
 	if keepWorkspace {
 		s.mu.Lock()
 		s.info.Anonymous = false
+		s.kept = true
 		s.mu.Unlock()
 	}
 	return m.destroy(ctx, s, reasonKilled)
@@ -249,7 +253,10 @@ func (m *Manager) destroy(ctx context.Context, s *Sandbox, why string) error {
 	s.agent.Close()
 	err := s.inst.Destroy(ctx)
 	m.deleteRecord(info.SandboxID)
-	if rerr := m.releaseWorkspace(info.WorkspaceID, info.Anonymous); rerr != nil {
+	s.mu.Lock()
+	kept := s.kept
+	s.mu.Unlock()
+	if rerr := m.releaseWorkspace(info.WorkspaceID, info.Anonymous, kept); rerr != nil {
 		err = errors.Join(err, rerr)
 	}
 	m.log.Info("sandbox stopped", "sandbox_id", info.SandboxID, "reason", why)

@@ -163,7 +163,7 @@ func (m *Manager) reattach(ctx context.Context, rec record) bool {
 		// sandbox may still use it, and the next attach finds it mounted.
 		if info.Anonymous {
 			m.holdWorkspace(info.WorkspaceID)
-			_ = m.releaseWorkspace(info.WorkspaceID, true)
+			_ = m.releaseWorkspace(info.WorkspaceID, true, false)
 		}
 		m.deleteRecord(info.SandboxID)
 		m.log.Info("sandbox reaped after restart", "sandbox_id", info.SandboxID, "reason", why)

@@ -59,8 +59,9 @@ func (m *Manager) holdWorkspace(id string) {
 
 // releaseWorkspace is the end of one sandbox's use of workspace ws: the last
 // user of an anonymous workspace removes it (with its image), the last user
-// of a named one unmounts its image (the files stay in it).
-func (m *Manager) releaseWorkspace(id string, anonymous bool) error {
+// of a named one unmounts its image (the files stay in it) unless kept (a
+// workspace kept for its outputs stays readable where it is).
+func (m *Manager) releaseWorkspace(id string, anonymous, kept bool) error {
 	m.wsMu.Lock()
 	defer m.wsMu.Unlock()
 	if m.wsUsers[id] > 1 {
@@ -69,9 +70,10 @@ func (m *Manager) releaseWorkspace(id string, anonymous bool) error {
 	}
 	delete(m.wsUsers, id)
 	var err error
-	if anonymous {
+	switch {
+	case anonymous:
 		err = m.workspaces.Remove(id)
-	} else {
+	case !kept:
 		err = m.workspaces.Unmount(id)
 	}
 	if err != nil && !errors.Is(err, api.ErrNotFound) {
