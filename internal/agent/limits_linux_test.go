@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 )
@@ -132,4 +133,62 @@ func vmHWM(t *testing.T) int64 {
 	}
 	t.Fatal("no VmHWM in /proc/self/status")
 	return 0
+}
+
+// reapChildEnv makes TestOrphansAreReaped run its child part: this test
+// binary, re-executed, is the subreaper agent.
+const reapChildEnv = "DS_AGENT_TEST_REAP"
+
+// TestOrphansAreReaped: processes the agent adopts as subreaper are reaped
+// when they exit (unreaped, each would count against the sandbox's pids
+// limit for good), while its own commands keep their exit status. Being the
+// subreaper is process-wide, so the agent side runs in a re-executed child.
+func TestOrphansAreReaped(t *testing.T) {
+	if os.Getenv(reapChildEnv) != "" {
+		reapChild(t)
+		return
+	}
+	t.Parallel()
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestOrphansAreReaped$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), reapChildEnv+"=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+}
+
+func reapChild(t *testing.T) {
+	if err := setSubreaper(); err != nil {
+		t.Fatalf("setSubreaper: %v", err)
+	}
+	a := newLocalAgent(t)
+	go reapOrphans(t.Context(), a.s.ownChild)
+	// 50 orphans that exit at once, reparented to us when their sh exits.
+	r, err := a.c.RunCommand(t.Context(), api.ProcessRequest{Cmd: "for i in $(seq 50); do (sleep 0.2 &) ; done"}, nil)
+	if err != nil || r.ExitCode != 0 {
+		t.Fatalf("command: %v %+v", err, r)
+	}
+	self := os.Getpid()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		zombies := 0
+		for _, st := range readProcs() {
+			if st.ppid == self && st.zombie() {
+				zombies++
+			}
+		}
+		if zombies == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d zombies of adopted orphans were never reaped", zombies)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Our own commands still get their exit status.
+	for range 20 {
+		r, err := a.c.RunCommand(t.Context(), api.ProcessRequest{Cmd: "exit 7"}, nil)
+		if err != nil || r.ExitCode != 7 {
+			t.Fatalf("own command's exit status: %v %+v", err, r)
+		}
+	}
 }

@@ -181,11 +181,41 @@ func reapOrphans(ctx context.Context, own func(pid int) bool) {
 		case <-sig:
 		case <-tick.C:
 		}
-		for pid, st := range readProcs() {
+		for pid, st := range childProcs(self) {
 			if st.ppid == self && st.zombie() && !own(pid) {
 				var ws unix.WaitStatus
 				_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
 			}
 		}
 	}
+}
+
+// childProcs reads the state of self's children: from
+// /proc/self/task/*/children when the kernel has it (a few files, where the
+// agent of the local backend would otherwise read every process of the
+// host on each SIGCHLD), else from all of /proc.
+func childProcs(self int) map[int]procStat {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return readProcs()
+	}
+	out := map[int]procStat{}
+	for _, task := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + task.Name() + "/children")
+		if err != nil {
+			return readProcs()
+		}
+		for _, f := range strings.Fields(string(b)) {
+			pid, err := strconv.Atoi(f)
+			if err != nil {
+				continue
+			}
+			if stat, err := os.ReadFile("/proc/" + f + "/stat"); err == nil {
+				if st, ok := parseProcStat(stat); ok && st.ppid == self {
+					out[pid] = st
+				}
+			}
+		}
+	}
+	return out
 }
