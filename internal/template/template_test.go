@@ -43,6 +43,15 @@ aliases: [mt]
 				CPUCount: 2, MemoryMB: 2048, ReadyTimeout: 20, Aliases: []string{"mt"},
 			},
 		},
+		{
+			name: "limits", source: "t/lim.yaml",
+			data: "pids_limit: 256\nmax_open_files: 1024\nmax_output_bytes: 1048576\ndisk_quota_mb: 512\n",
+			want: api.Template{ID: "lim", PidsLimit: 256, MaxOpenFiles: 1024, MaxOutputBytes: 1 << 20, DiskQuotaMB: 512},
+		},
+		{
+			name: "limits out of range", source: "t/lim.yaml", data: "pids_limit: 5\ndisk_quota_mb: 1\n",
+			wantErr: api.ErrInvalid, wantMsg: []string{"pids_limit: 5 is out of range", "disk_quota_mb: 1 is out of range"},
+		},
 		{name: "id from file name", source: "dir/ds.yml", data: "image: python:3.12\n", want: api.Template{ID: "ds", Image: "python:3.12"}},
 		{name: "empty mapping takes file name", source: "x.yaml", data: "{}\n", want: api.Template{ID: "x"}},
 		{name: "inline source keeps id", source: "request", data: "id: inline\n", want: api.Template{ID: "inline"}},
