@@ -219,7 +219,7 @@ func TestEnforcesSaysTheMode(t *testing.T) {
 	t.Parallel()
 	b := oci.New(oci.Config{StateDir: t.TempDir()})
 	got := strings.Join(b.Enforces(), "\n")
-	want := []string{"pids limit 512; memory_mb and cpu_count as cgroup limits", "network deny: loopback only"}
+	want := []string{"pids_limit (default 512): cgroup pids.max", "memory_mb: cgroup memory", "network deny: loopback only"}
 	if rootless() {
 		want = []string{"memory_mb, cpu_count: refused (rootless", "RLIMIT_NPROC 512", "network: deny only (rootless", "daemon's own host uid"}
 	}
