@@ -372,13 +372,16 @@ func (b *Backend) pidsLimit(s backend.Spec) int64 {
 // meets the sandbox's limit before the Sentry meets the host's.
 func (b *Backend) hostPids(pids int64) int64 {
 	if filepath.Base(b.cfg.Runtime) == "runsc" {
-		return 2*pids + sentryTasks
+		return 4*pids + sentryTasks
 	}
 	return pids
 }
 
-// sentryTasks is the room the pids cgroup leaves gVisor's Sentry.
-const sentryTasks = 256
+// sentryTasks is the room the pids cgroup leaves gVisor's Sentry. With
+// systrap the host threads per sandbox task vary (measured up to about 2.5
+// under a fork bomb, whose tasks all run): 4 per task plus this leaves the
+// Sentry room while still bounding the host.
+const sentryTasks = 512
 
 // codeProcs is RLIMIT_NPROC of the sandbox's code, below the pids limit: the
 // user namespace makes the count the sandbox's own, and the agent (whose own

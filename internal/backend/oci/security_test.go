@@ -236,7 +236,7 @@ func TestForkBombIsContained(t *testing.T) {
 	inst, c, _ := sandbox(t, b, nil)
 	want := "512"
 	if gvisor() {
-		want = "1280" // 512 for the sandbox's tasks (its RLIMIT_NPROC), room for the Sentry
+		want = "2560" // 512 for the sandbox's tasks (its RLIMIT_NPROC), room for the Sentry
 	}
 	if got := cgroupFile(t, inst, "pids", "pids.max"); got != want {
 		t.Fatalf("pids.max = %s, want %s", got, want)
