@@ -71,9 +71,7 @@ func Security(t *testing.T, b backend.Backend, opts SecurityOptions) {
 		{"cpu-spin-past-timeout", s.cpuSpin},
 		{"disk-fill-tmp", s.diskFillTmp},
 		{"disk-fill-shm", s.diskFillShm},
-		{"disk-fill-workspace", func(t *testing.T) {
-			t.Skip("pending: the workspace disk quota (issue 4, item 2) is being added; until then a sandbox can fill the host filesystem that holds its workspace")
-		}},
+		{"disk-fill-workspace", s.diskFillWorkspace},
 		{"files-api-traversal", s.filesAPITraversal},
 		{"other-sandbox", s.otherSandbox},
 		{"agent-socket", s.agentSocket},

@@ -1,6 +1,7 @@
 package backendtest
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/workspace"
 )
 
 // memoryBomb: a cell allocating without end in a sandbox with memory_mb is
@@ -140,6 +142,54 @@ func (s *suite) cpuSpin(t *testing.T) {
 func (s *suite) diskFillTmp(t *testing.T) {
 	_, c, _ := s.sandbox(t, func(sp *backend.Spec) { sp.MemoryMB = 256 })
 	fill(t, c, "/tmp")
+}
+
+// diskFillWorkspace: a workspace with a disk quota (a loop-mounted image,
+// as the manager attaches it) is the sandbox's workdir: filling it is
+// ENOSPC inside before much more than the quota was written, and deleting
+// the file makes room again. Without a quota the workspace shares the
+// host's filesystem: the quota is the containment.
+func (s *suite) diskFillWorkspace(t *testing.T) {
+	if err := workspace.QuotaSupported(); err != nil {
+		t.Skip(err)
+	}
+	store, err := workspace.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := store.CreateAnonymous()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.SetQuota(ws.ID, 32); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := store.Remove(ws.ID); err != nil {
+			t.Errorf("remove the workspace: %v", err)
+		}
+	})
+	_, c, _ := s.sandbox(t, func(sp *backend.Spec) { sp.WorkspaceDir = ws.Path })
+	e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: `import errno
+f, n = open('fill', 'wb'), 0
+try:
+    while True: f.write(b'x' * (1 << 20)); f.flush(); n += 1
+except OSError as e: print(e.errno == errno.ENOSPC, n)`}, nil)
+	if err != nil || e.Error != nil || len(e.Logs.Stdout) == 0 {
+		t.Fatalf("fill the workspace: %v %+v", err, e)
+	}
+	var mib int
+	var flag string
+	if _, err := fmt.Sscan(e.Logs.Stdout[0], &flag, &mib); err != nil || flag != "True" || mib > 32 {
+		t.Fatalf("fill the workspace: %q, want ENOSPC within the 32 MiB quota", e.Logs.Stdout[0])
+	}
+	e, err = c.Execute(t.Context(), api.ExecuteRequest{Code: `import os
+try: f.close()
+except OSError: pass
+os.remove('fill'); open('ok', 'w').write('x' * 1000)`}, nil)
+	if err != nil || e.Error != nil || e.Text() != "1000" {
+		t.Fatalf("after deleting the file: %v %+v", err, e)
+	}
 }
 
 // diskFillShm: the same for /dev/shm.

@@ -9,7 +9,6 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/docker"
-	"github.com/ds-sandbox/ds-sandbox/internal/workspace"
 )
 
 // TestPidsAndOpenFiles: a sandbox's pids_limit is its container's, and
@@ -65,43 +64,5 @@ func TestForkBombLeavesTheSandboxUsable(t *testing.T) {
 	e, err = c.Execute(ctx, api.ExecuteRequest{Code: "6*7"}, nil)
 	if err != nil || e.Error != nil || e.Text() != "42" {
 		t.Fatalf("run_code after the bomb: %v %+v", err, e)
-	}
-}
-
-// TestDiskQuotaWorkspace: a workspace with a disk quota (a loop-mounted
-// image, as the manager attaches it) bind-mounted into the container:
-// filling it is ENOSPC inside, and deleting the file makes room again.
-func TestDiskQuotaWorkspace(t *testing.T) {
-	t.Parallel()
-	b := docker.New(setup(t))
-	if err := workspace.QuotaSupported(); err != nil {
-		t.Skip(err)
-	}
-	store, err := workspace.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ws, err := store.CreateAnonymous()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store.SetQuota(ws.ID, 32); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := store.Remove(ws.ID); err != nil {
-			t.Errorf("remove the workspace: %v", err)
-		}
-	})
-	s := spec(t)
-	s.WorkspaceDir = ws.Path
-	_, c := start(t, b, s)
-	e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "import errno\nf = open('fill', 'wb')\ntry:\n    while True: f.write(b'x' * (1 << 20)); f.flush()\nexcept OSError as e: print(e.errno == errno.ENOSPC)"}, nil)
-	if err != nil || e.Error != nil || len(e.Logs.Stdout) == 0 || e.Logs.Stdout[0] != "True\n" {
-		t.Fatalf("fill the workspace: %v %+v", err, e)
-	}
-	e, err = c.Execute(t.Context(), api.ExecuteRequest{Code: "import os\ntry: f.close()\nexcept OSError: pass\nos.remove('fill'); open('ok', 'w').write('x' * 1000)"}, nil)
-	if err != nil || e.Error != nil || e.Text() != "1000" {
-		t.Fatalf("after deleting the file: %v %+v", err, e)
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
-	"github.com/ds-sandbox/ds-sandbox/internal/workspace"
 )
 
 // forkBombCell forks until it cannot, in every child too.
@@ -92,41 +91,5 @@ func assertUsableAfterBomb(t *testing.T, inst backend.Instance, c *agent.Client)
 	t.Logf("process limit of the code: %q, raising it: exit %d", r.Stdout, r.ExitCode)
 	if r.ExitCode == 0 {
 		t.Error("the code raised its process limit")
-	}
-}
-
-// TestDiskQuotaWorkspace: a workspace with a disk quota (a loop-mounted
-// image, as the manager attaches it) is the sandbox's workdir: filling it is
-// ENOSPC inside, and deleting the file makes room again.
-func TestDiskQuotaWorkspace(t *testing.T) {
-	t.Parallel()
-	b := newBackend(t)
-	if err := workspace.QuotaSupported(); err != nil {
-		t.Skip(err)
-	}
-	store, err := workspace.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ws, err := store.CreateAnonymous()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store.SetQuota(ws.ID, 32); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := store.Remove(ws.ID); err != nil {
-			t.Errorf("remove the workspace: %v", err)
-		}
-	})
-	_, c, _ := sandbox(t, b, func(s *backend.Spec) { s.WorkspaceDir = ws.Path })
-	e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "import errno\nf = open('fill', 'wb')\ntry:\n    while True: f.write(b'x' * (1 << 20)); f.flush()\nexcept OSError as e: print(e.errno == errno.ENOSPC)"}, nil)
-	if err != nil || e.Error != nil || len(e.Logs.Stdout) == 0 || e.Logs.Stdout[0] != "True\n" {
-		t.Fatalf("fill the workspace: %v %+v", err, e)
-	}
-	e, err = c.Execute(t.Context(), api.ExecuteRequest{Code: "import os; f.close() if not f.closed else None; os.remove('fill'); open('ok', 'w').write('x' * 1000)"}, nil)
-	if err != nil || e.Error != nil || e.Text() != "1000" {
-		t.Fatalf("after deleting the file: %v %+v", err, e)
 	}
 }
