@@ -107,6 +107,9 @@ type Options struct {
 // Proxy is the filtering egress proxy. Create it with New.
 type Proxy struct {
 	policy atomic.Pointer[netpolicy.Policy]
+	// open holds the connections being served, so SetPolicy can cut them.
+	openMu sync.Mutex
+	open   map[*activity]struct{}
 	opts   Options
 	log    *slog.Logger
 	sem    chan struct{}
@@ -143,14 +146,22 @@ func New(policy *netpolicy.Policy, opts Options) *Proxy {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{opts: opts, log: log, sem: make(chan struct{}, opts.MaxConns)}
+	p := &Proxy{opts: opts, log: log, sem: make(chan struct{}, opts.MaxConns), open: map[*activity]struct{}{}}
 	p.policy.Store(policy)
 	return p
 }
 
-// SetPolicy replaces the policy; connections and requests judged from now on
-// use it (an open tunnel, already judged, is not cut).
-func (p *Proxy) SetPolicy(policy *netpolicy.Policy) { p.policy.Store(policy) }
+// SetPolicy replaces the policy and closes every open connection: a tunnel
+// or connection judged under the old policy must not outlive it (a client
+// reconnects and is judged again).
+func (p *Proxy) SetPolicy(policy *netpolicy.Policy) {
+	p.policy.Store(policy)
+	p.openMu.Lock()
+	defer p.openMu.Unlock()
+	for a := range p.open {
+		a.closeAll()
+	}
+}
 
 // Serve accepts connections on ln until ctx is done or ln fails. When ctx
 // is done it closes ln and every open connection, waits for their handlers
@@ -224,6 +235,14 @@ func (c *conn) resetLimit(n int) { c.limit.N = int64(n) + int64(c.br.Buffered())
 func (p *Proxy) serveConn(ctx context.Context, c net.Conn) {
 	cc := p.newConn(c)
 	defer cc.act.closeAll()
+	p.openMu.Lock()
+	p.open[cc.act] = struct{}{}
+	p.openMu.Unlock()
+	defer func() {
+		p.openMu.Lock()
+		delete(p.open, cc.act)
+		p.openMu.Unlock()
+	}()
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go cc.act.watch(wctx, p.opts.Timeouts.Idle)

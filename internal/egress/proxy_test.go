@@ -24,9 +24,10 @@ import (
 // env is a running proxy with a fake resolver and a dialer that refuses
 // anything but loopback, so no test can send traffic elsewhere.
 type env struct {
-	addr string
-	mu   sync.Mutex
-	deny []Denial
+	addr  string
+	proxy *Proxy
+	mu    sync.Mutex
+	deny  []Denial
 }
 
 func (e *env) denials() []Denial {
@@ -99,7 +100,8 @@ func startProxy(t *testing.T, s setup) *env {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- New(pol, opts).Serve(ctx, ln) }()
+	e.proxy = New(pol, opts)
+	go func() { done <- e.proxy.Serve(ctx, ln) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -419,5 +421,38 @@ func TestIdleTunnelClosed(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("idle tunnel closed after %v", d)
+	}
+}
+
+// TestSetPolicyCutsOpenTunnels: a tunnel opened under a wider policy does
+// not outlive it — narrowing the policy closes it, and a new CONNECT is
+// judged by the new policy.
+func TestSetPolicyCutsOpenTunnels(t *testing.T) {
+	t.Parallel()
+	echo := echoServer(t)
+	names := map[string][]string{"a.test": {"127.0.0.1"}, "b.test": {"127.0.0.1"}}
+	e := startProxy(t, setup{entries: []string{"a.test", "b.test", "127.0.0.1/32"}, names: names})
+	code, c, br := connect(t, e.addr, "b.test:"+port(t, echo))
+	if code != http.StatusOK {
+		t.Fatalf("CONNECT b.test: %d", code)
+	}
+	io.WriteString(c, "before\n")
+	if got, err := br.ReadString('\n'); err != nil || got != "before\n" {
+		t.Fatalf("echo before: %q %v", got, err)
+	}
+	narrow, err := netpolicy.Compile(api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"a.test", "127.0.0.1/32"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.proxy.SetPolicy(narrow)
+	io.WriteString(c, "after\n")
+	if got, err := br.ReadString('\n'); err == nil {
+		t.Fatalf("the old tunnel still carries data after the policy narrowed: %q", got)
+	}
+	if code, _, _ := connect(t, e.addr, "b.test:"+port(t, echo)); code != http.StatusForbidden {
+		t.Errorf("new CONNECT b.test after narrowing: %d, want 403", code)
+	}
+	if code, _, _ := connect(t, e.addr, "a.test:"+port(t, echo)); code != http.StatusOK {
+		t.Errorf("new CONNECT a.test after narrowing: %d, want 200", code)
 	}
 }

@@ -139,17 +139,22 @@ func (s *Sandbox) Execute(ctx context.Context, req api.ExecuteRequest, onEvent f
 	onEvent = sc.before(onEvent)
 	var end *api.ExecEvent // held back so every denial comes before it
 	if onEvent != nil {
-		// Denials arrive on other goroutines than the agent's events.
+		// Denials arrive on other goroutines than the agent's events, and
+		// one may arrive as the execution ends: after the end event nothing
+		// more is passed on.
 		var mu sync.Mutex
+		finished := false
 		fn := onEvent
 		onEvent = func(ev api.ExecEvent) {
 			mu.Lock()
 			defer mu.Unlock()
-			if ev.Type == api.EventEnd {
+			switch {
+			case finished:
+			case ev.Type == api.EventEnd:
 				end = &ev
-				return
+			default:
+				fn(ev)
 			}
-			fn(ev)
 		}
 		defer func() {
 			mu.Lock()
@@ -157,6 +162,7 @@ func (s *Sandbox) Execute(ctx context.Context, req api.ExecuteRequest, onEvent f
 			if end != nil {
 				fn(*end)
 			}
+			finished = true
 		}()
 	}
 	if override == nil {

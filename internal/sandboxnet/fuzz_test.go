@@ -90,7 +90,7 @@ func FuzzDNSAnswer(f *testing.F) {
 // TestPortsFreeSeesStaleListeners: a socket still bound to a pool address
 // (its interface gone) keeps that slot from being handed out again.
 func TestPortsFreeSeesStaleListeners(t *testing.T) {
-	a := netip.MustParseAddr("10.213.255.253")
+	a := netip.MustParseAddr("10.213.254.253")
 	if !portsFree(a) {
 		t.Skip("the probe address is in use here")
 	}
@@ -105,5 +105,13 @@ func TestPortsFreeSeesStaleListeners(t *testing.T) {
 	defer ln.Close()
 	if portsFree(a) {
 		t.Error("a bound proxy port was taken for free")
+	}
+}
+
+func TestLastHostEnd(t *testing.T) {
+	for pool, want := range map[string]string{"10.213.0.0/16": "10.213.255.253", "192.168.7.0/24": "192.168.7.253"} {
+		if got := lastHostEnd(netip.MustParsePrefix(pool)); got.String() != want {
+			t.Errorf("lastHostEnd(%s) = %s, want %s", pool, got, want)
+		}
 	}
 }

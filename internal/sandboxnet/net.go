@@ -308,7 +308,7 @@ func (n *Net) start(ctx context.Context, pol *netpolicy.Policy) error {
 	n.mode = pol.Mode()
 	n.proxy = egress.New(pol, egress.Options{
 		Resolver:    n.resolver.lookup,
-		Dial:        n.m.cfg.Dial,
+		Dial:        n.dial,
 		OriginalDst: egress.OriginalDst,
 		OnDeny: func(d egress.Denial) {
 			n.deny(api.NetworkDenial{Time: d.Time, Host: d.Host, IP: addrString(d.IP), Reason: d.Reason})
@@ -343,6 +343,41 @@ func (n *Net) start(ctx context.Context, pol *netpolicy.Policy) error {
 	go func() { defer n.wg.Done(); n.serveDNSTCP(sctx, dnsTCP) }()
 	go func() { defer n.wg.Done(); n.serveDNSUDP(sctx, dnsUDP) }()
 	return nil
+}
+
+// dial connects the proxy upstream, never to an address of the host itself:
+// the proxy runs in the host's namespace, so a listed name or range that
+// resolves to one of the host's addresses would reach services the rules
+// keep the sandbox from.
+func (n *Net) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	if isHostAddr(ap.Addr()) {
+		n.deny(api.NetworkDenial{Time: time.Now(), IP: ap.Addr().String(), Reason: "an address of the host itself"})
+		return nil, fmt.Errorf("sandboxnet: %s is an address of the host itself", ap.Addr())
+	}
+	return n.m.cfg.Dial(ctx, network, addr)
+}
+
+// isHostAddr reports whether a is loopback or assigned to an interface of
+// the host.
+func isHostAddr(a netip.Addr) bool {
+	a = a.Unmap()
+	if a.IsLoopback() || a.IsUnspecified() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return true // cannot tell: refuse
+	}
+	for _, ia := range addrs {
+		if pf, err := netip.ParsePrefix(ia.String()); err == nil && pf.Addr().Unmap() == a {
+			return true
+		}
+	}
+	return false
 }
 
 func addrString(a netip.Addr) string {
@@ -381,14 +416,21 @@ func (n *Net) SetPolicy(ctx context.Context, pol api.NetworkPolicy) error {
 	}
 	// Narrowing: the proxy and DNS first, then the packets; widening: the
 	// other way round. Either way no moment allows more than both policies.
+	// The rules are applied whatever becomes of the caller (a client that
+	// goes away must not leave them half-changed), and a failure puts the
+	// old policy back everywhere.
+	old := n.policy.Load()
 	narrowing := compiled.Mode() != api.NetworkAllow
 	if narrowing {
 		n.policy.Store(compiled)
 		n.proxy.SetPolicy(compiled)
 	}
-	if err := run(ctx, ruleset(n.table, n.veth, n.host, n.sbx, compiled.Mode()), "nft", "-f", "-"); err != nil {
-		// Packets still follow the old rules; keep the stricter names.
-		return fmt.Errorf("sandboxnet: apply %s rules: %w", compiled.Mode(), err)
+	if err := run(context.WithoutCancel(ctx), ruleset(n.table, n.veth, n.host, n.sbx, compiled.Mode()), "nft", "-f", "-"); err != nil {
+		if narrowing {
+			n.policy.Store(old)
+			n.proxy.SetPolicy(old)
+		}
+		return fmt.Errorf("sandboxnet: apply the %s rules (the %s policy stays in force): %w", compiled.Mode(), old.Mode(), err)
 	}
 	n.mode = compiled.Mode()
 	if !narrowing {
@@ -598,5 +640,5 @@ func (c *cache) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
 
 // String describes the network for logs.
 func (n *Net) String() string {
-	return n.ns + " " + n.veth + " " + n.sbx.String() + " via " + n.host.String() + " (" + strconv.Quote(n.mode) + ")"
+	return n.ns + " " + n.veth + " " + n.sbx.String() + " via " + n.host.String() + " (" + strconv.Quote(n.Mode()) + ")"
 }

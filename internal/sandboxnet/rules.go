@@ -53,6 +53,10 @@ func ruleset(table, veth string, host, sbx netip.Addr, mode string) string {
 		w("    iifname %q ip daddr %s tcp dport %d accept", veth, host, ProxyPort)
 	}
 	w("    iifname %q drop", veth)
+	// The DNS server and proxy are this sandbox's alone: not the host's,
+	// other sandboxes' or containers' (their denials would be blamed on it).
+	w("    ip daddr %s tcp dport { %d, %d } drop", host, DNSPort, ProxyPort)
+	w("    ip daddr %s udp dport %d drop", host, DNSPort)
 	w("  }")
 
 	// Forwarding: only under allow, only to ordinary addresses, never to

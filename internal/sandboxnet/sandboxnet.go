@@ -147,6 +147,12 @@ func (m *Manager) Available() error {
 	if err := m.checkPool(); err != nil {
 		missing = append(missing, err.Error())
 	}
+	// A service listening on every address at the DNS or proxy port takes
+	// those ports on every sandbox's host end too. Probed on the host end of
+	// the pool's last /30 (allocation starts at the bottom).
+	if os.Geteuid() == 0 && !portsFree(lastHostEnd(m.cfg.Pool)) {
+		missing = append(missing, fmt.Sprintf("port %d (DNS) or %d (egress proxy) is taken on every address (a service listening on 0.0.0.0?); sandbox networks need both on their host ends", DNSPort, ProxyPort))
+	}
 	if len(missing) > 0 {
 		return errors.New(strings.Join(missing, "; "))
 	}
@@ -173,6 +179,15 @@ func (m *Manager) checkPool() error {
 		}
 	}
 	return nil
+}
+
+// lastHostEnd is the host end of the pool's last /30.
+func lastHostEnd(pool netip.Prefix) netip.Addr {
+	b := pool.Addr().As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v |= 1<<(32-pool.Bits()) - 1 // the pool's last address
+	v = v&^3 + 1
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 // lookSbin finds a system binary also where an ordinary PATH does not look.

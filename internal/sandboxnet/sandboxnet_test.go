@@ -174,7 +174,9 @@ func waitTCP(n *sandboxnet.Net, port int) bool {
 func TestWhitelist(t *testing.T) {
 	m := newManager(t)
 	nettest.New(t)
-	n, d := create(t, m, api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"allowed.test", "*.wild.test", "rebind.test"}})
+	// 203.0.113.1 is listed, but it is an address of the host itself (the
+	// test internet's host end): the proxy must not dial it.
+	n, d := create(t, m, api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"allowed.test", "*.wild.test", "rebind.test", nettest.HostEnd.String()}})
 	proxy := []string{"HTTP_PROXY=" + n.ProxyURL(), "http_proxy=" + n.ProxyURL(), "HTTPS_PROXY=" + n.ProxyURL(), "https_proxy=" + n.ProxyURL()}
 
 	// Through the proxy and transparently.
@@ -206,6 +208,8 @@ func TestWhitelist(t *testing.T) {
 	wantERR(t, probe(t, n, nil, "host", n.HostAddr(), port, "x"))
 	wantERR(t, probe(t, n, proxy, "http", fmt.Sprintf("http://%s:%d/", n.HostAddr(), port)))
 	wantERR(t, probe(t, n, proxy, "http", fmt.Sprintf("http://127.0.0.1:%d/", port)))
+	wantERR(t, probe(t, n, nil, "host", nettest.HostEnd, port, nettest.HostEnd))
+	wantERR(t, probe(t, n, proxy, "http", fmt.Sprintf("http://%s:%d/", nettest.HostEnd, port)))
 }
 
 func TestSetPolicy(t *testing.T) {
@@ -215,7 +219,11 @@ func TestSetPolicy(t *testing.T) {
 	ctx := context.Background()
 	wantOK(t, probe(t, n, nil, "direct", "http://other.test/"), "hello")
 
-	if err := n.SetPolicy(ctx, api.NetworkPolicy{Policy: api.NetworkDeny}); err != nil {
+	// A caller that has gone away does not leave the rules half-changed:
+	// the change is made anyway.
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := n.SetPolicy(gone, api.NetworkPolicy{Policy: api.NetworkDeny}); err != nil {
 		t.Fatal(err)
 	}
 	wantERR(t, probe(t, n, nil, "dns", "allowed.test"))

@@ -43,6 +43,7 @@ type instance struct {
 	// net is the sandbox's network of ours (nil: Docker's none or bridge),
 	// network the policy it was made with, resolvConf its DNS file.
 	net        *sandboxnet.Net
+	netMu      sync.Mutex // guards network
 	network    api.NetworkPolicy
 	resolvConf string
 }
@@ -66,7 +67,9 @@ func (in *instance) State() map[string]string {
 	st := map[string]string{"container": in.id, "dir": in.dir}
 	if in.net != nil {
 		maps.Copy(st, in.net.State())
+		in.netMu.Lock()
 		pol, _ := json.Marshal(in.network)
+		in.netMu.Unlock()
 		st["network"], st["resolv_conf"] = string(pol), in.resolvConf
 	}
 	return st
@@ -78,7 +81,13 @@ func (in *instance) SetNetwork(ctx context.Context, pol api.NetworkPolicy) error
 	if in.net == nil {
 		return api.Errorf(api.ErrUnsupported, "this docker sandbox's network is Docker's own (none or bridge) and cannot change while it runs; create it with the policy the execution needs")
 	}
-	return in.net.SetPolicy(ctx, pol)
+	if err := in.net.SetPolicy(ctx, pol); err != nil {
+		return err
+	}
+	in.netMu.Lock()
+	in.network = pol // what State records, so a recovery starts from it
+	in.netMu.Unlock()
+	return nil
 }
 
 // OnNetworkDenial implements backend.NetworkController.

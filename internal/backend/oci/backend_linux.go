@@ -417,6 +417,7 @@ type instance struct {
 	// net is the sandbox's network (nil for deny: the runtime's namespace
 	// with loopback alone); network the policy it was created with.
 	net     *sandboxnet.Net
+	netMu   sync.Mutex // guards network
 	network api.NetworkPolicy
 }
 
@@ -428,7 +429,9 @@ func (in *instance) State() map[string]string {
 	st := map[string]string{"container": in.cid, "dir": in.bundle.dir, "pid": strconv.Itoa(in.pid)}
 	if in.net != nil {
 		maps.Copy(st, in.net.State())
+		in.netMu.Lock()
 		pol, _ := json.Marshal(in.network)
+		in.netMu.Unlock()
 		st["network"] = string(pol)
 	}
 	return st
@@ -442,7 +445,13 @@ func (in *instance) SetNetwork(ctx context.Context, pol api.NetworkPolicy) error
 		}
 		return api.Errorf(api.ErrUnsupported, "this sandbox was created with network policy deny and has no network interface to open for %q; create it with allow or whitelist to change the policy per execution", pol.Policy)
 	}
-	return in.net.SetPolicy(ctx, pol)
+	if err := in.net.SetPolicy(ctx, pol); err != nil {
+		return err
+	}
+	in.netMu.Lock()
+	in.network = pol // what State records, so a recovery starts from it
+	in.netMu.Unlock()
+	return nil
 }
 
 // Detach implements backend.Detacher: the network's DNS server and proxy
