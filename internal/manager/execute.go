@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/time/rate"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
@@ -31,15 +32,39 @@ const (
 // executions with a per-execution policy apart from the others, and the
 // collectors of denials of the executions running now.
 type netState struct {
-	// policy is held shared by ordinary executions and exclusively by one
-	// with its own network policy (which changes the whole sandbox's
-	// network while it runs).
-	policy sync.RWMutex
+	// policy is held shared by ordinary executions (one unit each) and
+	// exclusively by one with its own network policy or a SetNetwork (all
+	// units), which changes the whole sandbox's network; waits for it
+	// honour the caller's context. Lazily made (see policyLock).
+	policyOnce sync.Once
+	policy     *semaphore.Weighted
 
 	mu         sync.Mutex
 	collectors map[*denialCollector]struct{}
 	limiter    *rate.Limiter
 	suppressed int
+}
+
+// policyUnits is the exclusive weight of netState.policy.
+const policyUnits = 1 << 30
+
+func (ns *netState) policyLock() *semaphore.Weighted {
+	ns.policyOnce.Do(func() { ns.policy = semaphore.NewWeighted(policyUnits) })
+	return ns.policy
+}
+
+// acquire takes the sandbox's network shared (exclusive=false) or
+// exclusively, or fails when ctx ends first.
+func (ns *netState) acquire(ctx context.Context, exclusive bool) (release func(), err error) {
+	n := int64(1)
+	if exclusive {
+		n = policyUnits
+	}
+	sem := ns.policyLock()
+	if err := sem.Acquire(ctx, n); err != nil {
+		return nil, api.Errorf(api.ErrTimeout, "waiting for the sandbox's network (another execution with a network policy of its own, or a policy change, holds it): %v", err)
+	}
+	return func() { sem.Release(n) }, nil
 }
 
 type denialCollector struct {
@@ -166,8 +191,11 @@ func (s *Sandbox) Execute(ctx context.Context, req api.ExecuteRequest, onEvent f
 		}()
 	}
 	if override == nil {
-		s.net.policy.RLock()
-		defer s.net.policy.RUnlock()
+		release, err := s.net.acquire(ctx, false)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
 	} else {
 		restore, err := s.setNetwork(ctx, *override)
 		if err != nil {
@@ -216,13 +244,16 @@ func (s *Sandbox) setNetwork(ctx context.Context, pol api.NetworkPolicy) (func()
 			"this sandbox's network policy is %q; the %s backend cannot change it for one execution (asked for %q): create the sandbox with that policy instead",
 			info.Network.Policy, info.Backend, pol.Policy)
 	}
-	s.net.policy.Lock()
+	release, err := s.net.acquire(ctx, true)
+	if err != nil {
+		return nil, err
+	}
 	if err := nc.SetNetwork(ctx, pol); err != nil {
-		s.net.policy.Unlock()
+		release()
 		return nil, err
 	}
 	return func() error {
-		defer s.net.policy.Unlock()
+		defer release()
 		rctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := nc.SetNetwork(rctx, s.Info().Network); err != nil {
@@ -266,8 +297,11 @@ func (m *Manager) SetNetwork(ctx context.Context, id string, pol api.NetworkPoli
 		}
 		return api.SandboxInfo{}, api.Errorf(api.ErrUnsupported, "the %s backend cannot change a running sandbox's network (its policy is %q); create a sandbox with policy %q instead", info.Backend, info.Network.Policy, pol.Policy)
 	}
-	s.net.policy.Lock()
-	defer s.net.policy.Unlock()
+	release, err := s.net.acquire(ctx, true)
+	if err != nil {
+		return api.SandboxInfo{}, err
+	}
+	defer release()
 	if err := nc.SetNetwork(ctx, pol); err != nil {
 		return api.SandboxInfo{}, err
 	}

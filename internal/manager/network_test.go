@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
@@ -284,5 +285,52 @@ func TestRestartKeepsTheChangedPolicy(t *testing.T) {
 	}
 	if got, _, _ := probe(t, s2, nil, "host", nettest.Other, 80, "other.test"); !strings.HasPrefix(got, "ERR") {
 		t.Errorf("unlisted name after restart (the creation policy, allow, came back): %q", got)
+	}
+}
+
+// TestPolicyWaitHonoursContext: while a cell with a network policy of its
+// own runs, other executions of the sandbox wait — and give up when their
+// context ends, rather than hang.
+func TestPolicyWaitHonoursContext(t *testing.T) {
+	m := ociManager(t)
+	ctx := t.Context()
+	s, err := m.Create(ctx, api.CreateSandboxRequest{Backend: "oci", Network: &api.NetworkPolicy{Policy: api.NetworkAllow}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Kill(context.Background(), s.ID())
+	ctxID, err := s.Agent().CreateContext(ctx, api.CreateContextRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Execute(ctx, api.ExecuteRequest{Code: "0", ContextID: ctxID.ID}, nil); err != nil {
+		t.Fatal(err) // its kernel is up: a cell there would be quick
+	}
+	started := make(chan struct{})
+	var once sync.Once
+	done := make(chan error, 1)
+	go func() {
+		// Its first output proves it holds the network: the policy is taken
+		// before the cell is sent to the kernel.
+		_, err := s.Execute(ctx, api.ExecuteRequest{Code: "import time; print('go', flush=True); time.sleep(4)", Network: &api.NetworkPolicy{Policy: api.NetworkDeny}}, func(ev api.ExecEvent) {
+			if ev.Type == api.EventStdout {
+				once.Do(func() { close(started) })
+			}
+		})
+		once.Do(func() { close(started) })
+		done <- err
+	}()
+	<-started
+	wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	_, err = s.Execute(wctx, api.ExecuteRequest{Code: "1", ContextID: ctxID.ID}, nil)
+	if !errors.Is(err, api.ErrTimeout) {
+		t.Errorf("an execution waiting for the override's cell: %v, want ErrTimeout", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the override's cell: %v", err)
+	}
+	if e, err := s.Execute(ctx, api.ExecuteRequest{Code: "2", ContextID: ctxID.ID}, nil); err != nil || e.Text() != "2" {
+		t.Errorf("after the override's cell: %v %+v", err, e)
 	}
 }
