@@ -84,6 +84,11 @@ func TestRun(t *testing.T) {
 		{name: "scanner blocks", args: []string{"run", "--scanner-mode", "block", "-c", "print('ran')\nexec('1')"}, code: 1,
 			stderr: "SecurityScanFailedError: the code scanner (scanner_mode block) refused this cell: line 2", notStdout: "ran"},
 		{name: "bad scanner mode", args: []string{"run", "--scanner-mode", "loud", "-c", "1"}, code: 3, stderr: "scanner_mode \"loud\""},
+		{name: "output limit", args: []string{"run", "--max-output-bytes", "2000", "-c", "print('x'*100000)"}, stdout: strings.Repeat("x", 2000),
+			stderr: "output truncated", notStdout: strings.Repeat("x", 2001)},
+		{name: "open files limit", args: []string{"run", "--max-open-files", "64", "-c", "import resource; print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])"}, stdout: "64\n"},
+		{name: "limits local cannot enforce", args: []string{"run", "--memory-mb", "256", "-c", "1"}, code: 3, stderr: "cannot enforce resource limits"},
+		{name: "bad output limit", args: []string{"run", "--max-output-bytes", "10", "-c", "1"}, code: 3, stderr: "max_output_bytes"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

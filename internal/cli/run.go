@@ -37,6 +37,7 @@ type runFlags struct {
 	backend, template, network, whitelist, workspace, config, code, scanner string
 	timeout                                                                 int
 	keep, json                                                              bool
+	limits                                                                  api.Limits
 }
 
 func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -54,6 +55,12 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	fl.StringVar(&f.whitelist, "whitelist", "", "comma-separated destinations allowed under --network whitelist")
 	fl.StringVar(&f.workspace, "workspace", "", "named workspace to run in (kept afterwards)")
 	fl.StringVar(&f.scanner, "scanner-mode", "", "code scanner: off | warn | block (only stricter than the configured one, warn by default)")
+	fl.IntVar(&f.limits.MemoryMB, "memory-mb", 0, "memory limit in MiB (default: the template's or configured one)")
+	fl.IntVar(&f.limits.CPUCount, "cpus", 0, "CPU quota in CPUs")
+	fl.IntVar(&f.limits.PidsLimit, "pids-limit", 0, "maximum tasks (processes and threads)")
+	fl.IntVar(&f.limits.MaxOpenFiles, "max-open-files", 0, "open-file limit of the sandbox's processes")
+	fl.Int64Var(&f.limits.MaxOutputBytes, "max-output-bytes", 0, "output one execution may return (the rest is dropped, marked truncated)")
+	fl.IntVar(&f.limits.DiskQuotaMB, "disk-quota-mb", 0, "workspace size limit in MiB (a new workspace only)")
 	fl.BoolVar(&f.keep, "keep", false, "keep the workspace after the run")
 	fl.BoolVar(&f.json, "json", false, "print the Execution as JSON instead of streaming output")
 	fl.StringVar(&f.code, "c", "", "code to run")
@@ -109,7 +116,9 @@ func run(ctx context.Context, f runFlags, code string, stdout, stderr io.Writer)
 	if err != nil {
 		return 0, err
 	}
-	req := api.CreateSandboxRequest{Backend: f.backend, Template: f.template, WorkspaceID: f.workspace, ScannerMode: f.scanner}
+	req := api.CreateSandboxRequest{Backend: f.backend, Template: f.template, WorkspaceID: f.workspace, ScannerMode: f.scanner,
+		MemoryMB: f.limits.MemoryMB, CPUCount: f.limits.CPUCount, PidsLimit: f.limits.PidsLimit, MaxOpenFiles: f.limits.MaxOpenFiles,
+		MaxOutputBytes: f.limits.MaxOutputBytes, DiskQuotaMB: f.limits.DiskQuotaMB}
 	if f.network != "" || f.whitelist != "" {
 		policy := f.network
 		if policy == "" {
