@@ -227,6 +227,9 @@ func exerciseTools(t *testing.T, cs *mcp.ClientSession) {
 			{"bad depth", "list_files", map[string]any{"depth": 99}, "depth"},
 			{"bad encoding", "write_file", map[string]any{"path": "a", "content": "b", "encoding": "rot13"}, "encoding"},
 			{"unknown template", "create_sandbox", map[string]any{"template": "no-such-template"}, "no-such-template"},
+			{"bad network policy", "create_sandbox", map[string]any{"network_policy": "open"}, "network_policy"},
+			{"network the backend cannot enforce", "create_sandbox", map[string]any{"network_policy": "deny"}, "cannot enforce"},
+			{"limits the backend cannot enforce", "create_sandbox", map[string]any{"memory_mb": 256}, "cannot enforce resource limits"},
 			{"kill unknown", "kill_sandbox", map[string]any{"sandbox_id": "nosuchsandbox"}, "not found"},
 		}
 		for _, c := range cases {

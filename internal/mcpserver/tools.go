@@ -26,6 +26,11 @@ type createSandboxIn struct {
 	Envs           map[string]string `json:"envs,omitempty" jsonschema:"Environment variables set for all code and commands in the sandbox."`
 	TimeoutSeconds int               `json:"timeout_seconds,omitempty" jsonschema:"Lifetime of the sandbox in seconds; it is killed when this passes. Omit for the configured default (an hour unless configured otherwise)."`
 	WorkspaceID    string            `json:"workspace_id,omitempty" jsonschema:"Name of a persistent workspace to mount as the working directory (created when missing, kept after the sandbox ends). Omit for a throwaway workspace."`
+	NetworkPolicy  string            `json:"network_policy,omitempty" jsonschema:"Network access: allow (the internet, not private addresses), deny (none), or whitelist (only network_whitelist). Omit for the configured default. Refused where the backend cannot enforce it."`
+	Whitelist      []string          `json:"network_whitelist,omitempty" jsonschema:"Destinations allowed under network_policy whitelist: domains, *.wildcards, IPs, CIDRs."`
+	MemoryMB       int               `json:"memory_mb,omitempty" jsonschema:"Memory limit in MiB. Omit for the default. Refused where the backend cannot enforce it."`
+	CPUCount       int               `json:"cpu_count,omitempty" jsonschema:"CPU quota in CPUs. Omit for the default."`
+	DiskQuotaMB    int               `json:"disk_quota_mb,omitempty" jsonschema:"Workspace size limit in MiB (a new workspace only). Omit for none."`
 }
 
 type createSandboxOut struct {
@@ -119,9 +124,9 @@ func (s *Server) defineTools() []func(*mcp.Server) {
 			Name:  "create_sandbox",
 			Title: "Create a sandbox",
 			Description: "Start a new isolated Python sandbox and return its id. Usually unnecessary: every other tool starts this session's default sandbox on first use. " +
-				"Create one for a separate environment: a template, environment variables, a longer or shorter lifetime, or a named workspace whose files persist. " +
+				"Create one for a separate environment: a template, environment variables, a longer or shorter lifetime, a named workspace whose files persist, a network policy, or resource limits. " +
 				"The first sandbox created becomes the session's default if it has none. Sandboxes are killed when the MCP session ends.",
-			InputSchema: schemaFor[createSandboxIn](bound("timeout_seconds", 1, manager.MaxTimeout.Seconds())),
+			InputSchema: schemaFor[createSandboxIn](bound("timeout_seconds", 1, manager.MaxTimeout.Seconds()), enum("network_policy", "allow", "deny", "whitelist")),
 		}, s.createSandbox),
 		tool(s, &mcp.Tool{
 			Name:  "run_code",
@@ -245,9 +250,18 @@ func (s *Server) createSandbox(ctx context.Context, sess *session, in createSand
 	if in.TimeoutSeconds < 0 {
 		return nil, createSandboxOut{}, api.Errorf(api.ErrInvalid, "timeout_seconds %d must be positive (or omitted for the default)", in.TimeoutSeconds)
 	}
-	sb, isDefault, err := s.create(ctx, sess, api.CreateSandboxRequest{
+	req := api.CreateSandboxRequest{
 		Template: in.Template, Envs: in.Envs, TimeoutSeconds: in.TimeoutSeconds, WorkspaceID: in.WorkspaceID,
-	}, false)
+		MemoryMB: in.MemoryMB, CPUCount: in.CPUCount, DiskQuotaMB: in.DiskQuotaMB,
+	}
+	if in.NetworkPolicy != "" || len(in.Whitelist) > 0 {
+		p := in.NetworkPolicy
+		if p == "" {
+			p = api.NetworkWhitelist
+		}
+		req.Network = &api.NetworkPolicy{Policy: p, Whitelist: in.Whitelist}
+	}
+	sb, isDefault, err := s.create(ctx, sess, req, false)
 	if err != nil {
 		return nil, createSandboxOut{}, err
 	}
