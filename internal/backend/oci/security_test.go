@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/backendtest"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/oci"
+	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet/nettest"
 )
 
 // The attacks of the security suite against the oci backend: each proves one
@@ -173,22 +173,7 @@ func TestNetworkDenyIsLoopbackOnly(t *testing.T) {
 	t.Parallel()
 	// A service on the host's loopback (and every address): the sandbox's
 	// 127.0.0.1 is its own, so it must not reach it.
-	ln, err := net.Listen("tcp", "0.0.0.0:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conn.Write([]byte("host-secret\n"))
-			conn.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
+	port := nettest.HostService(t)
 	_, c, _ := sandbox(t, newBackend(t), nil)
 	out, _, _ := sh(t, c, "python3 -c 'import socket; print(\" \".join(n for _, n in socket.if_nameindex()))'")
 	if strings.TrimSpace(out) != "lo" {
@@ -200,7 +185,7 @@ func TestNetworkDenyIsLoopbackOnly(t *testing.T) {
 		}
 	}
 	out, errs, _ := sh(t, c, fmt.Sprintf("python3 -c \"import socket; s=socket.create_connection(('127.0.0.1', %d), timeout=3); print(s.recv(100))\"", port))
-	if strings.Contains(out, "host-secret") {
+	if strings.Contains(out, "host secret") {
 		t.Fatalf("reached the host's loopback service: %q", out)
 	}
 	if !strings.Contains(errs, "Connection refused") {
