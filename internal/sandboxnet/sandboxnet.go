@@ -181,6 +181,16 @@ func (m *Manager) checkPool() error {
 	return nil
 }
 
+// Enforces says what sandbox networks enforce, for a backend's
+// backend.Enforcer.
+func Enforces() []string {
+	return []string{
+		"network allow: the internet, not the host, other sandboxes, private or metadata addresses",
+		"network whitelist: listed destinations only, through the egress proxy (SNI/Host checked, names resolved by us)",
+		"network policy per execution (allow and whitelist sandboxes)",
+	}
+}
+
 // lastHostEnd is the host end of the pool's last /30.
 func lastHostEnd(pool netip.Prefix) netip.Addr {
 	b := pool.Addr().As4()

@@ -182,9 +182,7 @@ func (b *Backend) Enforces() []string {
 		return append(out, "network allow: Docker's default bridge (private and metadata addresses not filtered)",
 			"network whitelist: refused here ("+err.Error()+")")
 	}
-	return append(out, "network allow: the internet, not the host, other sandboxes, private or metadata addresses",
-		"network whitelist: listed destinations only, through the egress proxy (SNI/Host checked, names resolved by us)",
-		"network policy per execution (allow and whitelist sandboxes)")
+	return append(out, sandboxnet.Enforces()...)
 }
 
 // client returns the Engine API client, made on first use. The API version is

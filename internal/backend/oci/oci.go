@@ -197,9 +197,7 @@ func (b *Backend) Enforces() []string {
 	if err := b.networkAvailable(); err != nil {
 		out = append(out, "network allow and whitelist: refused here ("+err.Error()+")")
 	} else {
-		out = append(out, "network allow: the internet, not the host, other sandboxes, private or metadata addresses",
-			"network whitelist: listed destinations only, through the egress proxy (SNI/Host checked, names resolved by us)",
-			"network policy per execution (allow and whitelist sandboxes)")
+		out = append(out, sandboxnet.Enforces()...)
 	}
 	return out
 }
