@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/procgroup"
 )
 
 const (
@@ -46,6 +47,7 @@ type process struct {
 	backlog    outQueue // output produced while no stream was attached
 	exited     bool     // reaped: its pid may be reused, no more signals
 	timedOut   bool
+	killed     bool // its group was sent SIGKILL
 	end        *api.ProcessEvent
 	finishedAt time.Time     // set before done is closed
 	done       chan struct{} // closed once end is set
@@ -83,7 +85,15 @@ func (t *processTable) run(p *process, outR, errR *os.File) {
 	}
 	p.mu.Lock()
 	p.exited = true
+	killed := p.killed
 	p.mu.Unlock()
+	if killed {
+		// The end is delivered once the killed tree is gone: until its
+		// zombies are reaped it counts against the sandbox's process
+		// limits, and what the caller starts next (a kernel after a fork
+		// bomb) would fail to fork.
+		procgroup.WaitGone(p.pid, killAllWait)
+	}
 	deadline := time.Now().Add(drainGrace)
 	_ = outR.SetReadDeadline(deadline)
 	_ = errR.SetReadDeadline(deadline)
@@ -302,6 +312,9 @@ func (p *process) signal(sig syscall.Signal) error {
 			return api.Errorf(api.ErrNotFound, "process %d has already exited", p.pid)
 		}
 		return fmt.Errorf("process %d: signal %s: %w", p.pid, sig, err)
+	}
+	if sig == syscall.SIGKILL {
+		p.killed = true
 	}
 	return nil
 }

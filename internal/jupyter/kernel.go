@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/go-zeromq/zmq4"
+
+	"github.com/ds-sandbox/ds-sandbox/internal/procgroup"
 )
 
 const (
@@ -27,6 +29,9 @@ const (
 	eofGrace = time.Second
 	// reapTimeout bounds how long Close waits for a SIGKILLed kernel.
 	reapTimeout = 10 * time.Second
+	// groupTimeout bounds how long, once the kernel is reaped, the rest of
+	// its killed process group is waited for (within reapTimeout).
+	groupTimeout = 5 * time.Second
 	// tailBytes is how much kernel output start errors quote.
 	tailBytes = 2048
 )
@@ -167,10 +172,11 @@ func (k *Kernel) run(started chan<- error) {
 	}
 	if k.cfg.Started != nil {
 		if err := k.cfg.Started(k.cmd.Process.Pid); err != nil {
-			_ = killGroup(k.cmd.Process.Pid)
+			_ = procgroup.Kill(k.cmd.Process.Pid)
 			_ = k.cmd.Process.Kill()
 			_ = k.cmd.Wait()
 			k.notifyReaped(k.cmd.Process.Pid)
+			procgroup.WaitGone(k.cmd.Process.Pid, groupTimeout)
 			started <- err
 			return
 		}
@@ -182,7 +188,7 @@ func (k *Kernel) run(started chan<- error) {
 	zombie := waitZombie(k.cmd.Process.Pid) == nil
 	if zombie {
 		k.procMu.Lock()
-		_ = killGroup(k.cmd.Process.Pid)
+		_ = procgroup.Kill(k.cmd.Process.Pid)
 		k.reaped = true
 		k.procMu.Unlock()
 	}
@@ -192,6 +198,12 @@ func (k *Kernel) run(started chan<- error) {
 		k.procMu.Lock()
 		k.reaped = true
 		k.procMu.Unlock()
+	} else {
+		// Until the killed group is gone (its zombies reaped by the
+		// agent), it counts against the process limits a next kernel
+		// starts under: a kernel started right after a fork bomb would
+		// fail to create its threads.
+		procgroup.WaitGone(k.cmd.Process.Pid, groupTimeout)
 	}
 	k.waitErr = err
 	close(k.exited)
@@ -357,7 +369,7 @@ func (k *Kernel) close() error {
 		// its pid may be reused; run already killed the group then.
 		k.procMu.Lock()
 		if !k.reaped {
-			if err := killGroup(k.pid); err != nil {
+			if err := procgroup.Kill(k.pid); err != nil {
 				errs = append(errs, fmt.Errorf("kill kernel process group %d: %w", k.pid, err))
 			}
 		}

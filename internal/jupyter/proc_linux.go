@@ -40,15 +40,6 @@ func waitZombie(pid int) error {
 	}
 }
 
-// killGroup sends SIGKILL to the process group pgid. A group that is already
-// gone is not an error.
-func killGroup(pgid int) error {
-	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return err
-	}
-	return nil
-}
-
 // chownToKernel gives paths to the kernel's credential, if it has one:
 // ipykernel rewrites its connection file and needs its directory.
 func (cfg Config) chownToKernel(paths ...string) error {

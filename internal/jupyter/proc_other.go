@@ -19,6 +19,4 @@ func (cfg Config) sysProcAttr() *syscall.SysProcAttr { return cfg.SysProcAttr }
 
 func waitZombie(int) error { return errors.ErrUnsupported }
 
-func killGroup(int) error { return errors.ErrUnsupported }
-
 func (cfg Config) chownToKernel(...string) error { return nil }
