@@ -230,6 +230,9 @@ func exerciseTools(t *testing.T, cs *mcp.ClientSession) {
 			{"bad network policy", "create_sandbox", map[string]any{"network_policy": "open"}, "network_policy"},
 			{"network the backend cannot enforce", "create_sandbox", map[string]any{"network_policy": "deny"}, "cannot enforce"},
 			{"limits the backend cannot enforce", "create_sandbox", map[string]any{"memory_mb": 256}, "cannot enforce resource limits"},
+			{"pids limit the backend cannot enforce", "create_sandbox", map[string]any{"pids_limit": 256}, "cannot enforce resource limits"},
+			{"open files out of range", "create_sandbox", map[string]any{"max_open_files": 3}, "max_open_files"},
+			{"output limit out of range", "create_sandbox", map[string]any{"max_output_bytes": 1 << 40}, "max_output_bytes"},
 			{"kill unknown", "kill_sandbox", map[string]any{"sandbox_id": "nosuchsandbox"}, "not found"},
 		}
 		for _, c := range cases {
@@ -264,6 +267,21 @@ func exerciseTools(t *testing.T, cs *mcp.ClientSession) {
 		ok(t, call(t, cs, "run_code", map[string]any{"code": "x"}))
 		ok(t, call(t, cs, "kill_sandbox", nil))
 		fails(t, call(t, cs, "run_code", map[string]any{"code": "x"}), "NameError")
+	})
+	t.Run("limits", func(t *testing.T) {
+		res := call(t, cs, "create_sandbox", map[string]any{"max_open_files": 100, "max_output_bytes": 2048})
+		ok(t, res)
+		id := structured[struct {
+			SandboxID string `json:"sandbox_id"`
+		}](t, res).SandboxID
+		if got := ok(t, call(t, cs, "run_command", map[string]any{"command": "ulimit -n", "sandbox_id": id})); !strings.Contains(got, "100") {
+			t.Errorf("max_open_files 100: ulimit -n says %q", got)
+		}
+		got := ok(t, call(t, cs, "run_code", map[string]any{"code": "print('x' * 100000)", "sandbox_id": id}))
+		if len(got) > 10000 || !strings.Contains(got, "truncated") {
+			t.Errorf("max_output_bytes 2048: %d bytes back, want a truncated few KiB: %.300q", len(got), got)
+		}
+		ok(t, call(t, cs, "kill_sandbox", map[string]any{"sandbox_id": id}))
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
+	"github.com/ds-sandbox/ds-sandbox/internal/template"
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -31,6 +32,9 @@ type createSandboxIn struct {
 	MemoryMB       int               `json:"memory_mb,omitempty" jsonschema:"Memory limit in MiB. Omit for the default. Refused where the backend cannot enforce it."`
 	CPUCount       int               `json:"cpu_count,omitempty" jsonschema:"CPU quota in CPUs. Omit for the default."`
 	DiskQuotaMB    int               `json:"disk_quota_mb,omitempty" jsonschema:"Workspace size limit in MiB (a new workspace only). Omit for none."`
+	PidsLimit      int               `json:"pids_limit,omitempty" jsonschema:"Most tasks (processes and threads) the sandbox may have; a fork bomb stops there. Omit for the default."`
+	MaxOpenFiles   int               `json:"max_open_files,omitempty" jsonschema:"Open-file limit of the sandbox's processes. Omit for the default."`
+	MaxOutputBytes int64             `json:"max_output_bytes,omitempty" jsonschema:"Most stdout and stderr bytes one execution returns; the rest is cut with a notice. Omit for the default."`
 }
 
 type createSandboxOut struct {
@@ -126,7 +130,10 @@ func (s *Server) defineTools() []func(*mcp.Server) {
 			Description: "Start a new isolated Python sandbox and return its id. Usually unnecessary: every other tool starts this session's default sandbox on first use. " +
 				"Create one for a separate environment: a template, environment variables, a longer or shorter lifetime, a named workspace whose files persist, a network policy, or resource limits. " +
 				"The first sandbox created becomes the session's default if it has none. Sandboxes are killed when the MCP session ends.",
-			InputSchema: schemaFor[createSandboxIn](bound("timeout_seconds", 1, manager.MaxTimeout.Seconds()), enum("network_policy", "allow", "deny", "whitelist")),
+			InputSchema: schemaFor[createSandboxIn](bound("timeout_seconds", 1, manager.MaxTimeout.Seconds()), enum("network_policy", "allow", "deny", "whitelist"),
+				bound("memory_mb", template.MinMemoryMB, template.MaxMemoryMB), bound("cpu_count", 1, template.MaxCPUCount),
+				bound("disk_quota_mb", template.MinDiskQuotaMB, template.MaxDiskQuotaMB), bound("pids_limit", template.MinPidsLimit, template.MaxPidsLimit),
+				bound("max_open_files", template.MinOpenFiles, template.MaxOpenFiles), bound("max_output_bytes", template.MinOutputBytes, template.MaxOutputBytes)),
 		}, s.createSandbox),
 		tool(s, &mcp.Tool{
 			Name:  "run_code",
@@ -253,6 +260,7 @@ func (s *Server) createSandbox(ctx context.Context, sess *session, in createSand
 	req := api.CreateSandboxRequest{
 		Template: in.Template, Envs: in.Envs, TimeoutSeconds: in.TimeoutSeconds, WorkspaceID: in.WorkspaceID,
 		MemoryMB: in.MemoryMB, CPUCount: in.CPUCount, DiskQuotaMB: in.DiskQuotaMB,
+		PidsLimit: in.PidsLimit, MaxOpenFiles: in.MaxOpenFiles, MaxOutputBytes: in.MaxOutputBytes,
 	}
 	if in.NetworkPolicy != "" || len(in.Whitelist) > 0 {
 		p := in.NetworkPolicy
