@@ -25,7 +25,8 @@ func TestDependencyDirection(t *testing.T) {
 		onlyOurs  []string // when set, the only packages of ours it may import
 	}{
 		{pkg: "api", onlyOurs: []string{}},
-		{pkg: "internal/jupyter", onlyOurs: []string{}},
+		{pkg: "internal/procgroup", onlyOurs: []string{}},
+		{pkg: "internal/jupyter", onlyOurs: []string{"internal/procgroup"}},
 		{pkg: "internal/atomicfile", onlyOurs: []string{}},
 		{pkg: "internal/workspace", onlyOurs: []string{"api", "internal/atomicfile"}},
 		{pkg: "internal/dataset", onlyOurs: []string{"api", "internal/workspace", "internal/atomicfile"}},
@@ -35,7 +36,7 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: "internal/scanner", onlyOurs: []string{"api"}},
 		{pkg: "internal/egress", onlyOurs: []string{"api", "internal/netpolicy"}},
 		{pkg: "internal/sandboxnet", onlyOurs: []string{"api", "internal/netpolicy", "internal/egress", "internal/sandboxnet/nettest"}},
-		{pkg: "internal/agent", onlyOurs: []string{"api", "internal/jupyter"}},
+		{pkg: "internal/agent", onlyOurs: []string{"api", "internal/jupyter", "internal/procgroup"}},
 		{pkg: "internal/backend", forbidden: append([]string{"internal/manager", "ROOT"}, above...)},
 		{pkg: "internal/auth", onlyOurs: []string{}},
 		{pkg: "internal/manager", forbidden: append([]string{"ROOT", "internal/httpapi", "internal/mcpserver"}, above...)},
