@@ -24,7 +24,9 @@ func TestExecuteTimeout(t *testing.T) {
 	if !errors.Is(err, ErrInterrupted) || !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrDead) {
 		t.Fatalf("Execute err = %v, want ErrInterrupted and DeadlineExceeded", err)
 	}
-	if d := time.Since(start); d > 3*time.Second {
+	// Without the interrupt the cell would never end; the bound is loose
+	// because the machines are noisy.
+	if d := time.Since(start); d > 20*time.Second {
 		t.Errorf("Execute took %v after a 1s timeout", d)
 	}
 	if r == nil || r.Status != "error" || r.EName != "KeyboardInterrupt" {
@@ -97,8 +99,8 @@ func TestExecuteInterruptIgnored(t *testing.T) {
 			t.Errorf("Execute err = %v, want it to match %v", err, want)
 		}
 	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Errorf("Execute took %v, want about 1s", d)
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("Execute took %v, want about 1s (the cell never ends by itself)", d)
 	}
 	select {
 	case <-k.Done():
