@@ -1,6 +1,10 @@
 package api
 
-import "time"
+import (
+	"net"
+	"strconv"
+	"time"
+)
 
 // Network policy modes, in the seed's terms.
 const (
@@ -26,8 +30,27 @@ type NetworkDenial struct {
 	Host string `json:"host,omitempty"`
 	// IP is the address refused, when one was known.
 	IP string `json:"ip,omitempty"`
+	// Port and Protocol (tcp, udp, icmp) are set for packets the rules
+	// refused (rather than the egress proxy or the DNS server).
+	Port     int    `json:"port,omitempty"`
+	Protocol string `json:"protocol,omitempty"`
 	// Reason says which rule refused it.
 	Reason string `json:"reason"`
+}
+
+// Target names what was refused: the name asked for, or the protocol and
+// address of a refused packet ("tcp to 10.0.0.5:5432"), or the address.
+func (d NetworkDenial) Target() string {
+	switch {
+	case d.Host != "":
+		return d.Host
+	case d.Protocol != "" && d.Port != 0:
+		return d.Protocol + " to " + net.JoinHostPort(d.IP, strconv.Itoa(d.Port))
+	case d.Protocol != "":
+		return d.Protocol + " to " + d.IP
+	default:
+		return d.IP
+	}
 }
 
 // Sandbox states.

@@ -30,6 +30,7 @@ DSS_OCI_RUNTIME="$(./scripts/gvisor-setup.sh)" go test -count=1 -timeout 15m ./i
 for target in ./internal/agent:FuzzResolvePath ./internal/agent:FuzzExecuteStream \
               ./internal/template:FuzzParse ./internal/config:FuzzWhitelistEnv \
               ./internal/netpolicy:FuzzPolicy ./internal/egress:FuzzParseSNI \
-              ./internal/sandboxnet:FuzzDNSAnswer ./internal/scanner:FuzzScan; do
+              ./internal/sandboxnet:FuzzDNSAnswer ./internal/sandboxnet:FuzzParseLogMessages \
+              ./internal/scanner:FuzzScan; do
   go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime 8s -fuzzminimizetime 5s "${target%%:*}"
 done

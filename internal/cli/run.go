@@ -213,11 +213,7 @@ func (p *printer) event(ev api.ExecEvent) {
 		fmt.Fprintf(p.stderr, "[ds-sandbox: %s]\n", ev.Text)
 	case api.EventNetworkDenied:
 		if d := ev.Denial; d != nil {
-			what := d.Host
-			if what == "" {
-				what = d.IP
-			}
-			fmt.Fprintf(p.stderr, "[ds-sandbox: network policy denied %s: %s]\n", what, d.Reason)
+			fmt.Fprintf(p.stderr, "[ds-sandbox: network policy denied %s: %s]\n", d.Target(), d.Reason)
 		}
 	case api.EventScan:
 		for _, f := range ev.Findings {

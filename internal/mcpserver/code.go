@@ -49,6 +49,13 @@ func executionContent(exec *api.Execution) (content []mcp.Content, failed bool) 
 		}
 		content = append(content, text("[code scanner] %d finding(s):%s", len(exec.Findings), b.String()))
 	}
+	if len(exec.NetworkDenials) > 0 {
+		var b strings.Builder
+		for _, d := range exec.NetworkDenials {
+			fmt.Fprintf(&b, "\n%s: %s", d.Target(), d.Reason)
+		}
+		content = append(content, text("[network policy] %d refused:%s", len(exec.NetworkDenials), b.String()))
+	}
 	if out := strings.Join(exec.Logs.Stdout, ""); out != "" {
 		content = append(content, text("[stdout]\n%s", clip(out)))
 	}

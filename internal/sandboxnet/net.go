@@ -301,7 +301,7 @@ func (n *Net) start(ctx context.Context, pol *netpolicy.Policy) error {
 	if err := n.m.enableForwarding(); err != nil {
 		return err
 	}
-	if err := run(ctx, ruleset(n.table, n.veth, n.host, n.sbx, pol.Mode()), "nft", "-f", "-"); err != nil {
+	if err := run(ctx, ruleset(n.table, n.veth, n.host, n.sbx, pol.Mode(), logGroup(n.host)), "nft", "-f", "-"); err != nil {
 		return err
 	}
 	n.policy.Store(pol)
@@ -333,6 +333,14 @@ func (n *Net) start(ctx context.Context, pol *netpolicy.Policy) error {
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	if pl, err := openPacketLog(logGroup(n.host)); err != nil {
+		// The packets are still rejected; only their reports are lost.
+		n.m.log.Warn("sandboxnet: packets the rules refuse will not be reported", "netns", n.ns, "err", err)
+	} else {
+		n.wg.Add(2)
+		go func() { defer n.wg.Done(); pl.run(n.deny) }()
+		go func() { defer n.wg.Done(); <-sctx.Done(); pl.close() }()
+	}
 	n.wg.Add(3)
 	go func() {
 		defer n.wg.Done()
@@ -425,7 +433,7 @@ func (n *Net) SetPolicy(ctx context.Context, pol api.NetworkPolicy) error {
 		n.policy.Store(compiled)
 		n.proxy.SetPolicy(compiled)
 	}
-	if err := run(context.WithoutCancel(ctx), ruleset(n.table, n.veth, n.host, n.sbx, compiled.Mode()), "nft", "-f", "-"); err != nil {
+	if err := run(context.WithoutCancel(ctx), ruleset(n.table, n.veth, n.host, n.sbx, compiled.Mode(), logGroup(n.host)), "nft", "-f", "-"); err != nil {
 		if narrowing {
 			n.policy.Store(old)
 			n.proxy.SetPolicy(old)

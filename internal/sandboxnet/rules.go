@@ -17,9 +17,24 @@ import (
 // them: our drops are final whatever other tables (Docker's, the host's
 // firewall) accept; our accepts are not (hence the iptables rules, see the
 // package doc).
-func ruleset(table, veth string, host, sbx netip.Addr, mode string) string {
+//
+// What the sandbox sends and the rules refuse is rejected (a TCP reset, an
+// ICMP "administratively prohibited"), so the program fails at once, and
+// logged to the nfnetlink_log group (see nflog.go), so the refusal is
+// reported. IPv6 (the sandbox has no address for it) and packets with a
+// forged source are dropped silently.
+func ruleset(table, veth string, host, sbx netip.Addr, mode string, group uint16) string {
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
+	refuse := func(match, prefix string) {
+		if mode == api.NetworkDeny {
+			prefix = prefixPolicy
+		}
+		w("    %s %s log prefix %q group %d", match, logRate, prefix, group)
+		w("    %s meta l4proto tcp reject with tcp reset", match)
+		w("    %s reject with icmpx type admin-prohibited", match)
+	}
+	from := fmt.Sprintf("iifname %q", veth)
 	w("add table inet %s", table)
 	w("delete table inet %s", table)
 	w("table inet %s {", table)
@@ -52,7 +67,8 @@ func ruleset(table, veth string, host, sbx netip.Addr, mode string) string {
 	if mode == api.NetworkWhitelist {
 		w("    iifname %q ip daddr %s tcp dport %d accept", veth, host, ProxyPort)
 	}
-	w("    iifname %q drop", veth)
+	w("    iifname %q meta nfproto != ipv4 drop", veth)
+	refuse(from, prefixHost)
 	// The DNS server and proxy are this sandbox's alone: not the host's,
 	// other sandboxes' or containers' (their denials would be blamed on it).
 	w("    ip daddr %s tcp dport { %d, %d } drop", host, DNSPort, ProxyPort)
@@ -64,13 +80,13 @@ func ruleset(table, veth string, host, sbx netip.Addr, mode string) string {
 	w("  chain sbx_fwd {")
 	w("    type filter hook forward priority filter - 5; policy accept;")
 	w("    oifname %q ct state != { established, related } drop", veth)
+	w("    iifname %q meta nfproto != ipv4 drop", veth)
+	w("    iifname %q ip saddr != %s drop", veth, sbx)
 	if mode == api.NetworkAllow {
-		w("    iifname %q meta nfproto != ipv4 drop", veth)
-		w("    iifname %q ip saddr != %s drop", veth, sbx)
-		w("    iifname %q oifname %q drop", veth, vethPrefix+"*")
-		w("    iifname %q ip daddr { %s } drop", veth, specialV4())
+		refuse(fmt.Sprintf("%s oifname %q", from, vethPrefix+"*"), prefixSandbox)
+		refuse(fmt.Sprintf("%s ip daddr { %s }", from, specialV4()), prefixSpecial)
 	} else {
-		w("    iifname %q drop", veth)
+		refuse(from, prefixPolicy)
 	}
 	w("  }")
 

@@ -22,7 +22,7 @@
 //   - whitelist: nothing is forwarded; TCP goes to the egress proxy, which
 //     judges each flow by its CONNECT target, SNI or Host against the
 //     whitelist and resolves names itself; DNS answers only allowed names.
-//     Everything else (UDP other than DNS, ICMP, IPv6) is dropped.
+//     Everything else (UDP other than DNS, ICMP) is rejected, IPv6 dropped.
 //   - deny (as a change of a running sandbox's policy, for one execution):
 //     every packet from the sandbox is dropped and DNS answers nothing. A
 //     sandbox created with deny gets no veth at all (its runtime makes a
@@ -30,7 +30,8 @@
 //
 // The sandbox holds no capability over the namespace (it is owned by the
 // host's user namespace), so it cannot change its addresses, routes or
-// rules. Denials are reported to the handler set with OnDenial.
+// rules. Denials — the DNS server's, the proxy's and the packets the rules
+// reject (see nflog.go) — are reported to the handler set with OnDenial.
 //
 // Everything here needs root (CAP_NET_ADMIN in the host's namespace) and the
 // ip (iproute2) and nft (nftables) commands; iptables, when installed, gets

@@ -47,6 +47,43 @@ type denials struct {
 }
 
 func (d *denials) add(x api.NetworkDenial) { d.mu.Lock(); d.list = append(d.list, x); d.mu.Unlock() }
+
+// hasPacket reports whether a refused packet to ip:port over proto was
+// reported with a reason containing reason (port 0: any).
+func (d *denials) hasPacket(proto string, ip any, port int, reason string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, x := range d.list {
+		if x.Protocol == proto && x.IP == fmt.Sprint(ip) && (port == 0 || x.Port == port) && strings.Contains(x.Reason, reason) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitPacket waits (the report crosses netlink asynchronously) for
+// hasPacket.
+func (d *denials) waitPacket(t *testing.T, proto string, ip any, port int, reason string) {
+	t.Helper()
+	for range 100 {
+		if d.hasPacket(proto, ip, port, reason) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t.Errorf("no denial reported for %s to %v:%d (%q); got %+v", proto, ip, port, reason, d.list)
+}
+
+// wantRefused: the probe failed at once with a refusal (the rules' TCP
+// reset), not after a timeout.
+func wantRefused(t *testing.T, got string) {
+	t.Helper()
+	if !strings.HasPrefix(got, "ERR ConnectionRefusedError") {
+		t.Errorf("want a refused connection, got %q", got)
+	}
+}
 func (d *denials) has(host, reason string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -118,7 +155,7 @@ func wantERR(t *testing.T, got string) {
 func TestAllow(t *testing.T) {
 	m := newManager(t)
 	nettest.New(t)
-	n, _ := create(t, m, api.NetworkPolicy{Policy: api.NetworkAllow})
+	n, d := create(t, m, api.NetworkPolicy{Policy: api.NetworkAllow})
 	port := nettest.HostService(t)
 
 	wantOK(t, probe(t, n, nil, "dns", "allowed.test"), nettest.Public.String())
@@ -126,11 +163,16 @@ func TestAllow(t *testing.T) {
 	wantOK(t, probe(t, n, nil, "tls", nettest.Other, 443, "anything"), "hello from "+nettest.Other.String())
 	wantOK(t, probe(t, n, nil, "udp", nettest.Public, nettest.UDPEchoPort), "ping")
 
-	// The host reaches these (the routes exist); the sandbox must not.
+	// The host reaches these (the routes exist); the sandbox must not. It is
+	// refused at once, and each refusal is reported.
 	for _, a := range []any{nettest.Metadata, nettest.Private} {
-		wantERR(t, probe(t, n, nil, "tcp", a, 80))
+		wantRefused(t, probe(t, n, nil, "tcp", a, 80))
+		d.waitPacket(t, "tcp", a, 80, "link-local (metadata)")
 	}
-	wantERR(t, probe(t, n, nil, "tcp", n.HostAddr(), port))
+	wantERR(t, probe(t, n, nil, "udp", nettest.Private, nettest.UDPEchoPort))
+	d.waitPacket(t, "udp", nettest.Private, nettest.UDPEchoPort, "private")
+	wantRefused(t, probe(t, n, nil, "tcp", n.HostAddr(), port))
+	d.waitPacket(t, "tcp", n.HostAddr(), port, "the host itself")
 	wantERR(t, probe(t, n, nil, "tcp", "127.0.0.1", port)) // its own loopback: nothing there
 	// DNS rebinding: names resolving to special addresses get no answer.
 	wantERR(t, probe(t, n, nil, "dns", "rebind.test"))
@@ -203,6 +245,7 @@ func TestWhitelist(t *testing.T) {
 	wantERR(t, probe(t, n, proxy, "http", "http://rebind.test/"))
 	wantERR(t, probe(t, n, nil, "dns", "rebind.test"))
 	wantERR(t, probe(t, n, nil, "udp", nettest.Public, nettest.UDPEchoPort))
+	d.waitPacket(t, "udp", nettest.Public, nettest.UDPEchoPort, "under whitelist only TCP")
 	// The host's own services.
 	port := nettest.HostService(t)
 	wantERR(t, probe(t, n, nil, "host", n.HostAddr(), port, "x"))
@@ -215,7 +258,7 @@ func TestWhitelist(t *testing.T) {
 func TestSetPolicy(t *testing.T) {
 	m := newManager(t)
 	nettest.New(t)
-	n, _ := create(t, m, api.NetworkPolicy{Policy: api.NetworkAllow})
+	n, d := create(t, m, api.NetworkPolicy{Policy: api.NetworkAllow})
 	ctx := context.Background()
 	wantOK(t, probe(t, n, nil, "direct", "http://other.test/"), "hello")
 
@@ -227,7 +270,8 @@ func TestSetPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantERR(t, probe(t, n, nil, "dns", "allowed.test"))
-	wantERR(t, probe(t, n, nil, "tcp", nettest.Public, 80))
+	wantRefused(t, probe(t, n, nil, "tcp", nettest.Public, 80))
+	d.waitPacket(t, "tcp", nettest.Public, 80, "under deny nothing")
 	wantERR(t, probe(t, n, nil, "udp", nettest.Public, nettest.UDPEchoPort))
 
 	if err := n.SetPolicy(ctx, api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"allowed.test"}}); err != nil {

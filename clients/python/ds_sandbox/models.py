@@ -205,17 +205,22 @@ class Result:
 
 @dataclass
 class NetworkDenial:
-    """A connection or name lookup the sandbox's network policy refused:
-    ``host`` (the name asked for, "" for an IP), ``ip``, ``reason`` and
-    ``time`` (RFC 3339)."""
+    """A connection, packet or name lookup the sandbox's network policy
+    refused: ``host`` (the name asked for, "" for an IP), ``ip``, ``reason``
+    and ``time`` (RFC 3339); for a packet the rules refused (rather than the
+    egress proxy or the DNS server) also ``protocol`` ("tcp", "udp",
+    "icmp") and ``port``."""
     reason: str = ""
     host: str = ""
     ip: str = ""
     time: str = ""
+    protocol: str = ""
+    port: int = 0
 
     @classmethod
     def _from_wire(cls, d: dict) -> "NetworkDenial":
-        return cls(reason=d.get("reason", ""), host=d.get("host", ""), ip=d.get("ip", ""), time=d.get("time", ""))
+        return cls(reason=d.get("reason", ""), host=d.get("host", ""), ip=d.get("ip", ""), time=d.get("time", ""),
+                   protocol=d.get("protocol", ""), port=int(d.get("port") or 0))
 
 
 class Execution:

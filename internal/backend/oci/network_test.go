@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -51,6 +52,25 @@ func (d *denialLog) find(host string) bool {
 	return false
 }
 
+// waitPacket waits for the report of a refused packet to ip:port.
+func (d *denialLog) waitPacket(t *testing.T, proto string, ip any, port int) {
+	t.Helper()
+	for range 100 {
+		d.mu.Lock()
+		found := slices.ContainsFunc(d.list, func(x api.NetworkDenial) bool {
+			return x.Protocol == proto && x.IP == fmt.Sprint(ip) && x.Port == port
+		})
+		d.mu.Unlock()
+		if found {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t.Errorf("no denial reported for %s to %v:%d: %+v", proto, ip, port, d.list)
+}
+
 // probe runs nettest.Probe in the sandbox's kernel and returns its answer.
 func probe(t *testing.T, c *agent.Client, kind string, args ...any) string {
 	t.Helper()
@@ -81,7 +101,7 @@ func refused(t *testing.T, got string) {
 func TestNetworkAllow(t *testing.T) {
 	b := newBackend(t)
 	nettest.New(t)
-	inst, c, _ := netSandbox(t, b, api.NetworkPolicy{Policy: api.NetworkAllow})
+	inst, c, d := netSandbox(t, b, api.NetworkPolicy{Policy: api.NetworkAllow})
 	port := nettest.HostService(t)
 
 	ok(t, probe(t, c, "dns", "allowed.test"), nettest.Public.String())
@@ -92,6 +112,9 @@ func TestNetworkAllow(t *testing.T) {
 	// The host reaches these (nettest routes them); the sandbox must not.
 	refused(t, probe(t, c, "tcp", nettest.Metadata, 80))
 	refused(t, probe(t, c, "tcp", nettest.Private, 80))
+	// Refused packets are reported too (asynchronously, through netlink).
+	d.waitPacket(t, "tcp", nettest.Metadata, 80)
+	d.waitPacket(t, "tcp", nettest.Private, 80)
 	refused(t, probe(t, c, "dns", "meta.test"))   // a name for the metadata address
 	refused(t, probe(t, c, "dns", "rebind.test")) // a name for loopback
 	// The host's services: on its loopback (the sandbox's is its own) and
