@@ -162,6 +162,12 @@ func (m *Manager) Recover(ctx context.Context, state map[string]string, pol api.
 		return nil, api.Errorf(api.ErrNotFound, "sandboxnet: veth %s is gone", n.veth)
 	}
 	if err := n.start(ctx, compiled); err != nil {
+		// The caller stops the sandbox: nothing of its network may stay
+		// for the next daemon start to reap.
+		n.stop()
+		if terr := n.teardown(context.WithoutCancel(ctx)); terr != nil {
+			err = errors.Join(err, fmt.Errorf("remove the network: %w", terr))
+		}
 		return nil, fmt.Errorf("sandboxnet: %w", err)
 	}
 	return n, nil

@@ -324,6 +324,38 @@ func TestRecoverAndReap(t *testing.T) {
 	}
 }
 
+// TestRecoverFailureRemovesTheNetwork: when a network cannot be started
+// again (its proxy's port is taken), Recover fails and leaves nothing for
+// a later reap: the caller stops the sandbox.
+func TestRecoverFailureRemovesTheNetwork(t *testing.T) {
+	m := newManager(t)
+	ctx := context.Background()
+	pol := api.NetworkPolicy{Policy: api.NetworkAllow}
+	n, _ := create(t, m, pol)
+	state := n.State()
+	n.Detach()
+	ln, err := net.Listen("tcp4", fmt.Sprintf("%s:%d", n.HostAddr(), sandboxnet.ProxyPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if _, err := m.Recover(ctx, state, pol); err == nil {
+		t.Fatal("Recover succeeded with the proxy's port taken")
+	} else {
+		t.Logf("recover: %v", err)
+	}
+	if _, err := os.Stat(n.NetnsPath()); !os.IsNotExist(err) {
+		t.Errorf("the namespace survived a failed recovery: %v", err)
+	}
+	if _, err := net.InterfaceByName(sandboxnetVeth(n)); err == nil {
+		t.Error("the veth survived a failed recovery")
+	}
+	table := strings.ReplaceAll(filepath.Base(n.NetnsPath()), "-", "_")
+	if out, _ := exec.Command("nft", "list", "tables").Output(); strings.Contains(string(out), table) {
+		t.Errorf("the nftables table survived a failed recovery:\n%s", out)
+	}
+}
+
 func sandboxnetVeth(n *sandboxnet.Net) string {
 	s := n.String()
 	return strings.Fields(s)[1]
