@@ -153,7 +153,9 @@ func Run(ctx context.Context, cfg Config, socketPath string) error {
 	}
 	warmThreads(reservedThreads)
 	if isSubreaper() {
-		rctx, stop := context.WithCancel(ctx)
+		// The reaper outlives Serve: the shutdown's Close kills every
+		// process group and waits until their orphans are reaped.
+		rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 		defer stop()
 		go reapOrphans(rctx, s.ownChild)
 	}

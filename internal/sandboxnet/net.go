@@ -39,6 +39,7 @@ type Net struct {
 	closed bool
 
 	proxy    *egress.Proxy
+	group    uint16 // the nfnetlink_log group its rules log to (0: none)
 	resolver *cache
 	onDeny   atomic.Pointer[func(api.NetworkDenial)]
 	cancel   context.CancelFunc
@@ -302,12 +303,27 @@ func (n *Net) iptablesRules() [][]string {
 	}
 }
 
-// start applies the rules of pol and starts the DNS server and the proxy.
-func (n *Net) start(ctx context.Context, pol *netpolicy.Policy) error {
+// start applies the rules of pol and starts the DNS server, the proxy and
+// the reader of the packets the rules refuse.
+func (n *Net) start(ctx context.Context, pol *netpolicy.Policy) (err error) {
 	if err := n.m.enableForwarding(); err != nil {
 		return err
 	}
-	if err := run(ctx, ruleset(n.table, n.veth, n.host, n.sbx, pol.Mode(), logGroup(n.host)), "nft", "-f", "-"); err != nil {
+	// The log group first: the rules name it only once it is this
+	// network's.
+	pl, group, perr := openPacketLogFrom(logGroup(n.host))
+	if perr != nil {
+		// The packets are still rejected; only their reports are lost.
+		n.m.log.Warn("sandboxnet: packets the rules refuse will not be reported", "netns", n.ns, "err", perr)
+	} else {
+		defer func() {
+			if err != nil {
+				pl.close()
+			}
+		}()
+	}
+	n.group = group
+	if err := run(ctx, ruleset(n.table, n.veth, n.host, n.sbx, pol.Mode(), n.group), "nft", "-f", "-"); err != nil {
 		return err
 	}
 	n.policy.Store(pol)
@@ -339,10 +355,7 @@ func (n *Net) start(ctx context.Context, pol *netpolicy.Policy) error {
 	}
 	sctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	if pl, err := openPacketLog(logGroup(n.host)); err != nil {
-		// The packets are still rejected; only their reports are lost.
-		n.m.log.Warn("sandboxnet: packets the rules refuse will not be reported", "netns", n.ns, "err", err)
-	} else {
+	if pl != nil {
 		n.wg.Add(2)
 		go func() { defer n.wg.Done(); pl.run(n.deny) }()
 		go func() { defer n.wg.Done(); <-sctx.Done(); pl.close() }()
@@ -439,7 +452,7 @@ func (n *Net) SetPolicy(ctx context.Context, pol api.NetworkPolicy) error {
 		n.policy.Store(compiled)
 		n.proxy.SetPolicy(compiled)
 	}
-	if err := run(context.WithoutCancel(ctx), ruleset(n.table, n.veth, n.host, n.sbx, compiled.Mode(), logGroup(n.host)), "nft", "-f", "-"); err != nil {
+	if err := run(context.WithoutCancel(ctx), ruleset(n.table, n.veth, n.host, n.sbx, compiled.Mode(), n.group), "nft", "-f", "-"); err != nil {
 		if narrowing {
 			n.policy.Store(old)
 			n.proxy.SetPolicy(old)

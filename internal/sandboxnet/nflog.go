@@ -53,12 +53,36 @@ const (
 	prefixPolicy  = "policy"
 )
 
-// logGroup is the nfnetlink_log group of the network whose host end is
-// host: 0x4000 plus the /30's index within its /16, so the networks of one
-// pool never share a group.
+// logGroup is the first nfnetlink_log group tried for the network whose
+// host end is host: 0x4000 plus the /30's index within its /16, so the
+// networks of one /16 pool do not contend for one.
 func logGroup(host netip.Addr) uint16 {
 	b := host.As4()
 	return 0x4000 | (uint16(b[2])<<8|uint16(b[3]))>>2
+}
+
+// groupTries bounds how many groups openPacketLogFrom tries.
+const groupTries = 64
+
+// openPacketLogFrom binds the first free group from first on (within
+// 0x4000..0x7fff). A group is bound by one socket at most, so a group it
+// returns is this network's alone: another pool's network (another daemon)
+// or one past the first 16384 of a wide pool cannot receive its packets, nor
+// it theirs. The rules name the group only after it is bound.
+func openPacketLogFrom(first uint16) (*packetLog, uint16, error) {
+	var errs []error
+	for i := range uint16(groupTries) {
+		g := 0x4000 | (first+i)&0x3fff
+		l, err := openPacketLog(g)
+		if err == nil {
+			return l, g, nil
+		}
+		errs = append(errs, err)
+		if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EBUSY) {
+			break // not a group taken: the next would fail alike
+		}
+	}
+	return nil, 0, errors.Join(errs...)
 }
 
 // packetLog is a bound nfnetlink_log socket.
@@ -66,7 +90,7 @@ type packetLog struct {
 	f *os.File
 }
 
-// openPacketLog binds group. EBUSY means another process holds it.
+// openPacketLog binds group. EPERM (or EBUSY) means another socket holds it.
 func openPacketLog(group uint16) (*packetLog, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_NETFILTER)
 	if err != nil {

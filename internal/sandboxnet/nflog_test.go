@@ -3,6 +3,8 @@ package sandboxnet
 import (
 	"encoding/binary"
 	"net/netip"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,4 +86,36 @@ func FuzzParseLogMessages(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestPacketLogGroupsAreExclusive: a group another socket holds (another
+// daemon's network, say) is never shared: the next one is taken.
+func TestPacketLogGroupsAreExclusive(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("binding an nfnetlink_log group needs CAP_NET_ADMIN")
+	}
+	const first = 0x4000 + 0x3ff0
+	a, ga, err := openPacketLogFrom(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	b, gb, err := openPacketLogFrom(ga)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	if ga == gb || gb < 0x4000 || gb > 0x7fff {
+		t.Fatalf("groups %#x and %#x: want two different ones in 0x4000..0x7fff", ga, gb)
+	}
+}
+
+func TestRulesWithoutAGroupDoNotLog(t *testing.T) {
+	host, sbx := netip.MustParseAddr("10.213.0.1"), netip.MustParseAddr("10.213.0.2")
+	if r := ruleset("dss_t_k", "dssvk", host, sbx, "allow", 0); strings.Contains(r, " log ") || !strings.Contains(r, "reject") {
+		t.Errorf("group 0: the rules log or do not reject:\n%s", r)
+	}
+	if r := ruleset("dss_t_k", "dssvk", host, sbx, "allow", 0x4001); !strings.Contains(r, "group 16385") {
+		t.Errorf("group 0x4001 is not in the rules:\n%s", r)
+	}
 }

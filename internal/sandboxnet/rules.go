@@ -20,8 +20,8 @@ import (
 //
 // What the sandbox sends and the rules refuse is rejected (a TCP reset, an
 // ICMP "administratively prohibited"), so the program fails at once, and
-// logged to the nfnetlink_log group (see nflog.go), so the refusal is
-// reported. IPv6 (the sandbox has no address for it) and packets with a
+// logged to the nfnetlink_log group (see nflog.go; 0: none is bound, no
+// log), so the refusal is reported. IPv6 (the sandbox has no address for it) and packets with a
 // forged source are dropped silently.
 func ruleset(table, veth string, host, sbx netip.Addr, mode string, group uint16) string {
 	var b strings.Builder
@@ -30,7 +30,9 @@ func ruleset(table, veth string, host, sbx netip.Addr, mode string, group uint16
 		if mode == api.NetworkDeny {
 			prefix = prefixPolicy
 		}
-		w("    %s %s log prefix %q group %d", match, logRate, prefix, group)
+		if group != 0 {
+			w("    %s %s log prefix %q group %d", match, logRate, prefix, group)
+		}
 		w("    %s meta l4proto tcp reject with tcp reset", match)
 		w("    %s reject with icmpx type admin-prohibited", match)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -510,5 +511,29 @@ func BenchmarkRefused(b *testing.B) {
 				b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds())/1000, "p99-ms")
 			}
 		})
+	}
+}
+
+// TestDenialsStayWithTheirSandbox: two daemons' managers with different
+// pools (so their networks would derive the same log group) each hear only
+// their own sandbox's refused packets.
+func TestDenialsStayWithTheirSandbox(t *testing.T) {
+	newPoolManager := func(tag, pool string) *sandboxnet.Manager {
+		m, err := sandboxnet.New(sandboxnet.Config{Tag: fmt.Sprintf("%s%d", tag, os.Getpid()%10000), Pool: netip.MustParsePrefix(pool), Resolver: nettest.Resolver})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	newManager(t) // skips without root, fails without ip/nft
+	nettest.New(t)
+	a, da := create(t, newPoolManager("pa", "10.215.0.0/16"), api.NetworkPolicy{Policy: api.NetworkAllow})
+	b, db := create(t, newPoolManager("pb", "10.216.0.0/16"), api.NetworkPolicy{Policy: api.NetworkAllow})
+	wantRefused(t, probe(t, a, nil, "tcp", nettest.Metadata, 81))
+	wantRefused(t, probe(t, b, nil, "tcp", nettest.Metadata, 82))
+	da.waitPacket(t, "tcp", nettest.Metadata, 81, "")
+	db.waitPacket(t, "tcp", nettest.Metadata, 82, "")
+	if da.hasPacket("tcp", nettest.Metadata, 82, "") || db.hasPacket("tcp", nettest.Metadata, 81, "") {
+		t.Errorf("a sandbox was told of the other's packets: a %+v, b %+v", da.list, db.list)
 	}
 }
