@@ -29,6 +29,18 @@ func setSubreaper() error {
 	return nil
 }
 
+// setNotDumpable makes the agent non-dumpable: a process of the same user
+// without CAP_SYS_PTRACE in the sandbox's user namespace — the sandbox's
+// code — can then neither ptrace it nor read its memory through /proc, so
+// it cannot take over the agent's connection to the daemon or its
+// limits. The processes it starts are dumpable again once they exec.
+func setNotDumpable() error {
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl(PR_SET_DUMPABLE): %w", err)
+	}
+	return nil
+}
+
 // isSubreaper reports whether the calling process is the child subreaper.
 func isSubreaper() bool {
 	var v int32

@@ -10,6 +10,9 @@ import (
 // setSubreaper is Linux only.
 func setSubreaper() error { return errors.ErrUnsupported }
 
+// setNotDumpable is Linux only.
+func setNotDumpable() error { return errors.ErrUnsupported }
+
 // isSubreaper is always false outside Linux.
 func isSubreaper() bool { return false }
 

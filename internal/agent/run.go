@@ -147,6 +147,9 @@ func Run(ctx context.Context, cfg Config, socketPath string) error {
 	if err := setSubreaper(); err != nil && !errors.Is(err, errors.ErrUnsupported) {
 		return fmt.Errorf("become subreaper: %w", err)
 	}
+	if err := setNotDumpable(); err != nil && !errors.Is(err, errors.ErrUnsupported) {
+		return fmt.Errorf("refuse ptrace: %w", err)
+	}
 	s, err := New(cfg)
 	if err != nil {
 		return err

@@ -37,9 +37,10 @@ for p in os.listdir("/proc"):
 print(json.dumps({"ptrace": res, "procs": procs}))`
 
 // ptrace: the sandbox user may trace its own processes (another of its
-// processes, and on runc and docker its agent, which runs as the same user
-// with no capabilities: tracing it gives nothing the code does not have);
-// the host's processes and another sandbox's are not even visible.
+// processes, docker's init), never its agent — same user, but the agent is
+// not dumpable, so tracing it (and taking over its connection to the
+// daemon) needs CAP_SYS_PTRACE, which no sandbox has; the host's processes
+// and another sandbox's are not even visible.
 func (s *suite) ptrace(t *testing.T) {
 	host := exec.Command("bash", "-c", "exec -a "+s.marker+"-host sleep 600")
 	if err := host.Start(); err != nil {
@@ -55,7 +56,9 @@ func (s *suite) ptrace(t *testing.T) {
 	startMarked(t, other, s.marker+"-other")
 	_, c, _ := s.sandbox(t, nil)
 	startMarked(t, c, s.marker+"-sibling")
-	out, _, _ := sh(t, c, "pgrep -f '^"+s.marker+"-sibling'; pgrep -f -- '--socket' | head -1")
+	// The agent starts commands (through prlimit, which execs): it is the
+	// shell's parent. (On docker, PID 1 is docker-init.)
+	out, _, _ := sh(t, c, "pgrep -f '^"+s.marker+"-sibling'; echo $PPID")
 	f := strings.Fields(out)
 	if len(f) != 2 {
 		t.Fatalf("sibling and agent pids: %q", out)
@@ -74,6 +77,12 @@ func (s *suite) ptrace(t *testing.T) {
 	}
 	if _, visible := got.Procs[hostPID]; !visible && got.Ptrace[hostPID] != "ESRCH" {
 		t.Errorf("ptrace of the host's pid %s: %s, want ESRCH", hostPID, got.Ptrace[hostPID])
+	}
+	if got.Ptrace[agentPID] != "EPERM" {
+		t.Errorf("ptrace of the agent (pid %s): %s, want EPERM", agentPID, got.Ptrace[agentPID])
+	}
+	if mem, _, _ := sh(t, c, "head -c 16 /proc/"+agentPID+"/mem 2>&1; head -c 64 /proc/"+agentPID+"/environ 2>&1"); !strings.Contains(mem, "Permission denied") || strings.Contains(mem, "PATH=") {
+		t.Errorf("the agent's memory or environment is readable from the sandbox: %q", mem)
 	}
 	for _, pid := range []string{sibling, "1", agentPID} {
 		switch got.Ptrace[pid] {
