@@ -134,6 +134,10 @@ type NetworkController interface {
 	// OnNetworkDenial sets the function told of every denial (nil: none).
 	// It is called synchronously from the enforcement path: keep it quick.
 	OnNetworkDenial(fn func(api.NetworkDenial))
+	// FlushNetworkDenials reports, before it returns, every denial the
+	// enforcement has recorded but not yet reported (refused packets reach
+	// the daemon asynchronously): the manager calls it as an execution ends.
+	FlushNetworkDenials()
 }
 
 // Detacher is an Instance holding resources in the daemon's process (such as

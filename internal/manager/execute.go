@@ -116,6 +116,12 @@ func (m *Manager) watchNetwork(s *Sandbox) {
 		}
 		if emit {
 			data := map[string]string{"host": d.Host, "ip": d.IP, "reason": d.Reason}
+			if d.Protocol != "" {
+				data["protocol"] = d.Protocol
+			}
+			if d.Port != 0 {
+				data["port"] = fmt.Sprint(d.Port)
+			}
 			if suppressed > 0 {
 				data["suppressed_before"] = fmt.Sprint(suppressed)
 			}
@@ -215,6 +221,9 @@ func (s *Sandbox) Execute(ctx context.Context, req api.ExecuteRequest, onEvent f
 	s.net.collectors[c] = struct{}{}
 	s.net.mu.Unlock()
 	exec, err = s.agent.Execute(ctx, req, onEvent)
+	if nc, ok := s.inst.(backend.NetworkController); ok {
+		nc.FlushNetworkDenials() // packets the cell saw refused are its denials
+	}
 	s.net.mu.Lock()
 	delete(s.net.collectors, c)
 	s.net.mu.Unlock()

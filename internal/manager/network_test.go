@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -116,6 +117,14 @@ func TestPerExecutionNetworkPolicy(t *testing.T) {
 
 	if got, _, _ := probe(t, s, nil, "direct", "http://other.test/"); !strings.HasPrefix(got, "OK hello from "+nettest.Other.String()) {
 		t.Fatalf("allow: %q", got)
+	}
+	// A packet the rules refuse is a denial of the cell that sent it.
+	if got, e, _ := probe(t, s, nil, "tcp", nettest.Metadata, 80); !strings.HasPrefix(got, "ERR ConnectionRefusedError") {
+		t.Errorf("allow to the metadata address: %q", got)
+	} else if !slices.ContainsFunc(e.NetworkDenials, func(d api.NetworkDenial) bool {
+		return d.Protocol == "tcp" && d.IP == nettest.Metadata.String() && d.Port == 80
+	}) {
+		t.Errorf("the refused packet is not among the execution's denials: %+v", e.NetworkDenials)
 	}
 	// One cell under deny.
 	if got, _, _ := probe(t, s, &api.NetworkPolicy{Policy: api.NetworkDeny}, "direct", "http://other.test/"); !strings.HasPrefix(got, "ERR") {

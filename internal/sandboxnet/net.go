@@ -40,6 +40,7 @@ type Net struct {
 
 	proxy    *egress.Proxy
 	group    uint16 // the nfnetlink_log group its rules log to (0: none)
+	plog     atomic.Pointer[packetLog]
 	resolver *cache
 	onDeny   atomic.Pointer[func(api.NetworkDenial)]
 	cancel   context.CancelFunc
@@ -87,6 +88,15 @@ func (n *Net) OnDenial(fn func(api.NetworkDenial)) {
 		return
 	}
 	n.onDeny.Store(&fn)
+}
+
+// FlushDenials reports, before it returns, every refused packet the rules
+// have logged so far: what a program already saw refused is among the
+// denials of the execution that ran it.
+func (n *Net) FlushDenials() {
+	if pl := n.plog.Load(); pl != nil {
+		pl.flush()
+	}
 }
 
 func (n *Net) deny(d api.NetworkDenial) {
@@ -356,9 +366,11 @@ func (n *Net) start(ctx context.Context, pol *netpolicy.Policy) (err error) {
 	sctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	if pl != nil {
+		pl.report = n.deny
+		n.plog.Store(pl)
 		n.wg.Add(2)
-		go func() { defer n.wg.Done(); pl.run(n.deny) }()
-		go func() { defer n.wg.Done(); <-sctx.Done(); pl.close() }()
+		go func() { defer n.wg.Done(); pl.run() }()
+		go func() { defer n.wg.Done(); <-sctx.Done(); n.plog.Store(nil); pl.close() }()
 	}
 	n.wg.Add(3)
 	go func() {

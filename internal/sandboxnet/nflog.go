@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -29,10 +30,12 @@ const (
 	nfulnlMsgPacket = 0 // NFULNL_MSG_PACKET
 	nfulnlMsgConfig = 1 // NFULNL_MSG_CONFIG
 
-	nfulaCfgCmd  = 1 // NFULA_CFG_CMD
-	nfulaCfgMode = 2 // NFULA_CFG_MODE
-	nfulaPayload = 9 // NFULA_PAYLOAD
-	nfulaPrefix  = 10
+	nfulaCfgCmd     = 1 // NFULA_CFG_CMD
+	nfulaCfgMode    = 2 // NFULA_CFG_MODE
+	nfulaCfgTimeout = 4 // NFULA_CFG_TIMEOUT, in 1/100 s
+	nfulaCfgQthresh = 5 // NFULA_CFG_QTHRESH
+	nfulaPayload    = 9 // NFULA_PAYLOAD
+	nfulaPrefix     = 10
 
 	nfulnlCfgCmdBind = 1 // NFULNL_CFG_CMD_BIND
 	nfulnlCopyPacket = 2 // NFULNL_COPY_PACKET
@@ -86,8 +89,18 @@ func openPacketLogFrom(first uint16) (*packetLog, uint16, error) {
 }
 
 // packetLog is a bound nfnetlink_log socket.
+//
+// The kernel queues a packet's message on the socket before the rule that
+// follows the log rule rejects it, so by the time a program learns it was
+// refused, the message is in the socket. flush reports everything queued
+// there: called when an execution ends, it puts every packet the execution
+// caused among its denials. run and flush take mu around each read and its
+// reports, so a message is reported once and in order.
 type packetLog struct {
-	f *os.File
+	f      *os.File
+	mu     sync.Mutex
+	report func(api.NetworkDenial)
+	buf    []byte // guarded by mu
 }
 
 // openPacketLog binds group. EPERM (or EBUSY) means another socket holds it.
@@ -105,7 +118,12 @@ func openPacketLog(group uint16) (*packetLog, error) {
 	mode := make([]byte, 6)
 	binary.BigEndian.PutUint32(mode, logCopy)
 	mode[4] = nfulnlCopyPacket
-	msg := configMsg(group, attr(nfulaCfgCmd, []byte{nfulnlCfgCmdBind}), attr(nfulaCfgMode, mode))
+	// Each packet is sent at once (a queue of one), not batched for up to
+	// a second: the denial must reach the execution that caused it before
+	// that execution ends.
+	one := binary.BigEndian.AppendUint32(nil, 1)
+	msg := configMsg(group, attr(nfulaCfgCmd, []byte{nfulnlCfgCmdBind}), attr(nfulaCfgMode, mode),
+		attr(nfulaCfgQthresh, one), attr(nfulaCfgTimeout, one))
 	if err := l.request(msg); err != nil {
 		l.close()
 		return nil, fmt.Errorf("bind nflog group %d: %w", group, err)
@@ -169,23 +187,62 @@ func (l *packetLog) read(buf []byte) (int, error) {
 	return n, rerr
 }
 
-// run reads logged packets until the socket is closed and hands each to
-// report as a denial. A receive buffer overrun (ENOBUFS) loses packets,
-// not the loop.
-func (l *packetLog) run(report func(api.NetworkDenial)) {
-	buf := make([]byte, 64<<10)
+// run reads logged packets until the socket is closed and reports each as
+// a denial. A receive buffer overrun (ENOBUFS) loses packets, not the loop.
+func (l *packetLog) run() {
+	rc, err := l.f.SyscallConn()
+	if err != nil {
+		return
+	}
 	for {
-		n, err := l.read(buf)
-		if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.EINTR) {
-			continue
-		}
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			rerr = l.readOne(int(fd))
+			return !errors.Is(rerr, unix.EAGAIN)
+		})
 		if err != nil {
+			return // closed
+		}
+		if rerr != nil && !errors.Is(rerr, unix.ENOBUFS) && !errors.Is(rerr, unix.EINTR) {
 			return
 		}
-		for _, d := range parseLogMessages(buf[:n], time.Now()) {
-			report(d)
-		}
 	}
+}
+
+// flush reports every message queued on the socket now, without waiting
+// for more.
+func (l *packetLog) flush() {
+	rc, err := l.f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		for range 1024 { // bounded: a flood keeps coming
+			if err := l.readOne(int(fd)); err != nil && !errors.Is(err, unix.ENOBUFS) && !errors.Is(err, unix.EINTR) {
+				return
+			}
+		}
+	})
+}
+
+// readOne receives one message without blocking and reports its packets;
+// l.mu is held.
+func (l *packetLog) readOne(fd int) error {
+	if l.buf == nil {
+		l.buf = make([]byte, 64<<10)
+	}
+	n, _, err := unix.Recvfrom(fd, l.buf, unix.MSG_DONTWAIT)
+	if err != nil {
+		return err
+	}
+	for _, d := range parseLogMessages(l.buf[:n], time.Now()) {
+		l.report(d)
+	}
+	return nil
 }
 
 func (l *packetLog) close() { _ = l.f.Close() }

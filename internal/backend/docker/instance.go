@@ -97,6 +97,13 @@ func (in *instance) OnNetworkDenial(fn func(api.NetworkDenial)) {
 	}
 }
 
+// FlushNetworkDenials implements backend.NetworkController.
+func (in *instance) FlushNetworkDenials() {
+	if in.net != nil {
+		in.net.FlushDenials()
+	}
+}
+
 // Detach implements backend.Detacher.
 func (in *instance) Detach() {
 	if in.net != nil {

@@ -469,6 +469,13 @@ func (in *instance) OnNetworkDenial(fn func(api.NetworkDenial)) {
 	}
 }
 
+// FlushNetworkDenials implements backend.NetworkController.
+func (in *instance) FlushNetworkDenials() {
+	if in.net != nil {
+		in.net.FlushDenials()
+	}
+}
+
 // Destroy kills the container (SIGKILL to its init ends the whole pid
 // namespace), force-deletes it (which also kills anything left in its
 // cgroup) and removes the bundle. ctx is not needed to stop anything: a done
