@@ -67,24 +67,64 @@ func (ns *netState) acquire(ctx context.Context, exclusive bool) (release func()
 	return func() { sem.Release(n) }, nil
 }
 
+// denialCollector gathers the denials of one execution. add never blocks:
+// it runs on the enforcement's reporting path (the egress proxy, the DNS
+// server, the packet log's reader), shared by every execution of the
+// sandbox, so an execution whose stream client stops reading must not hold
+// up the others. The events go out from a goroutine of its own (see start
+// and stop); those that do not fit in its queue are still in the list.
 type denialCollector struct {
 	mu      sync.Mutex
 	list    []api.NetworkDenial
 	dropped int
-	onEvent func(api.ExecEvent) // told of each denial as it happens; nil: not
+	stopped bool               // late reports (from a snapshot taken before removal) are dropped
+	events  chan api.ExecEvent // nil: no stream
+	done    chan struct{}
+}
+
+// newDenialCollector makes a collector; onEvent (nil: none) is told of each
+// denial as it happens, until stop.
+func newDenialCollector(onEvent func(api.ExecEvent)) *denialCollector {
+	c := &denialCollector{}
+	if onEvent != nil {
+		c.events = make(chan api.ExecEvent, maxExecDenials)
+		c.done = make(chan struct{})
+		go func() {
+			defer close(c.done)
+			for ev := range c.events {
+				onEvent(ev)
+			}
+		}()
+	}
+	return c
 }
 
 func (c *denialCollector) add(d api.NetworkDenial) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return
+	}
 	if len(c.list) >= maxExecDenials {
 		c.dropped++
-		c.mu.Unlock()
 		return
 	}
 	c.list = append(c.list, d)
+	if c.events != nil {
+		c.events <- api.ExecEvent{Type: api.EventNetworkDenied, Denial: &d} // room for maxExecDenials
+	}
+}
+
+// stop ends the collection and waits until every denial event is out.
+func (c *denialCollector) stop() {
+	c.mu.Lock()
+	c.stopped = true
+	if c.events != nil {
+		close(c.events)
+	}
 	c.mu.Unlock()
-	if c.onEvent != nil {
-		c.onEvent(api.ExecEvent{Type: api.EventNetworkDenied, Denial: &d})
+	if c.done != nil {
+		<-c.done
 	}
 }
 
@@ -213,7 +253,7 @@ func (s *Sandbox) Execute(ctx context.Context, req api.ExecuteRequest, onEvent f
 			}
 		}()
 	}
-	c := &denialCollector{onEvent: onEvent}
+	c := newDenialCollector(onEvent)
 	s.net.mu.Lock()
 	if s.net.collectors == nil {
 		s.net.collectors = map[*denialCollector]struct{}{}
@@ -227,6 +267,7 @@ func (s *Sandbox) Execute(ctx context.Context, req api.ExecuteRequest, onEvent f
 	s.net.mu.Lock()
 	delete(s.net.collectors, c)
 	s.net.mu.Unlock()
+	c.stop()
 	sc.attach(exec)
 	if exec != nil {
 		c.mu.Lock()

@@ -232,6 +232,7 @@ func exerciseTools(t *testing.T, cs *mcp.ClientSession) {
 			{"limits the backend cannot enforce", "create_sandbox", map[string]any{"memory_mb": 256}, "cannot enforce resource limits"},
 			{"pids limit the backend cannot enforce", "create_sandbox", map[string]any{"pids_limit": 256}, "cannot enforce resource limits"},
 			{"open files out of range", "create_sandbox", map[string]any{"max_open_files": 3}, "max_open_files"},
+			{"memory below its minimum", "create_sandbox", map[string]any{"memory_mb": 100}, "memory_mb"},
 			{"output limit out of range", "create_sandbox", map[string]any{"max_output_bytes": 1 << 40}, "max_output_bytes"},
 			{"kill unknown", "kill_sandbox", map[string]any{"sandbox_id": "nosuchsandbox"}, "not found"},
 		}
@@ -269,6 +270,12 @@ func exerciseTools(t *testing.T, cs *mcp.ClientSession) {
 		fails(t, call(t, cs, "run_code", map[string]any{"code": "x"}), "NameError")
 	})
 	t.Run("limits", func(t *testing.T) {
+		// 0 is each limit's default, as in the REST API.
+		zero := call(t, cs, "create_sandbox", map[string]any{"memory_mb": 0, "cpu_count": 0, "pids_limit": 0, "disk_quota_mb": 0, "max_open_files": 0, "max_output_bytes": 0})
+		ok(t, zero)
+		ok(t, call(t, cs, "kill_sandbox", map[string]any{"sandbox_id": structured[struct {
+			SandboxID string `json:"sandbox_id"`
+		}](t, zero).SandboxID}))
 		res := call(t, cs, "create_sandbox", map[string]any{"max_open_files": 100, "max_output_bytes": 2048})
 		ok(t, res)
 		id := structured[struct {

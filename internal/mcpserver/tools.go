@@ -131,9 +131,11 @@ func (s *Server) defineTools() []func(*mcp.Server) {
 				"Create one for a separate environment: a template, environment variables, a longer or shorter lifetime, a named workspace whose files persist, a network policy, or resource limits. " +
 				"The first sandbox created becomes the session's default if it has none. Sandboxes are killed when the MCP session ends.",
 			InputSchema: schemaFor[createSandboxIn](bound("timeout_seconds", 1, manager.MaxTimeout.Seconds()), enum("network_policy", "allow", "deny", "whitelist"),
-				bound("memory_mb", template.MinMemoryMB, template.MaxMemoryMB), bound("cpu_count", 1, template.MaxCPUCount),
-				bound("disk_quota_mb", template.MinDiskQuotaMB, template.MaxDiskQuotaMB), bound("pids_limit", template.MinPidsLimit, template.MaxPidsLimit),
-				bound("max_open_files", template.MinOpenFiles, template.MaxOpenFiles), bound("max_output_bytes", template.MinOutputBytes, template.MaxOutputBytes)),
+				// 0 is the default; the handler explains a value between 0 and
+				// a limit's minimum.
+				bound("memory_mb", 0, template.MaxMemoryMB), bound("cpu_count", 0, template.MaxCPUCount),
+				bound("disk_quota_mb", 0, template.MaxDiskQuotaMB), bound("pids_limit", 0, template.MaxPidsLimit),
+				bound("max_open_files", 0, template.MaxOpenFiles), bound("max_output_bytes", 0, template.MaxOutputBytes)),
 		}, s.createSandbox),
 		tool(s, &mcp.Tool{
 			Name:  "run_code",
@@ -223,13 +225,22 @@ func schemaFor[T any](tweaks ...func(*jsonschema.Schema)) *jsonschema.Schema {
 
 func bound(prop string, lo, hi float64) func(*jsonschema.Schema) {
 	return func(s *jsonschema.Schema) {
-		p := s.Properties[prop]
+		p := property(s, prop)
 		p.Minimum, p.Maximum = &lo, &hi
 	}
 }
 
 func enum(prop string, vals ...any) func(*jsonschema.Schema) {
-	return func(s *jsonschema.Schema) { s.Properties[prop].Enum = vals }
+	return func(s *jsonschema.Schema) { property(s, prop).Enum = vals }
+}
+
+// property is s's property prop; a name that is not one is a bug here.
+func property(s *jsonschema.Schema, prop string) *jsonschema.Schema {
+	p := s.Properties[prop]
+	if p == nil {
+		panic("mcpserver: the tool schema has no property " + prop)
+	}
+	return p
 }
 
 // timeoutMs checks a timeout_seconds argument (0: the default).
