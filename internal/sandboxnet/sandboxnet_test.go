@@ -368,12 +368,9 @@ func sandboxnetVeth(n *sandboxnet.Net) string {
 	return strings.Fields(s)[1]
 }
 
-// BenchmarkEgress measures one HTTP request (a new connection each: dial,
-// GET, read) from a sandbox's namespace to the stand-in internet: routed
-// under allow, redirected through the egress proxy under whitelist, and
-// through the proxy by name (HTTP_PROXY); and, as the baseline, from the
-// host itself with no sandbox in the way. It reports p50/p99 per request.
-func BenchmarkEgress(b *testing.B) {
+// benchManager is the manager the benchmarks make networks with, beside a
+// stand-in internet.
+func benchManager(b *testing.B) *sandboxnet.Manager {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root")
 	}
@@ -385,6 +382,56 @@ func BenchmarkEgress(b *testing.B) {
 		b.Skip(err)
 	}
 	nettest.New(b)
+	return m
+}
+
+// benchNet is the namespace a case runs in: a fresh network under pol, or
+// the host's own (the baseline, nil Net) when pol names no policy.
+func benchNet(b *testing.B, m *sandboxnet.Manager, pol api.NetworkPolicy) (*sandboxnet.Net, string) {
+	if pol.Policy == "" {
+		return nil, "/proc/self/ns/net"
+	}
+	n, err := m.Create(context.Background(), sandboxnet.KeyFor(b.Name()), pol)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { n.Close(context.Background()) })
+	if err := n.Join(context.Background(), 0); err != nil {
+		b.Fatal(err)
+	}
+	return n, n.NetnsPath()
+}
+
+// measure runs op b.N times in the namespace nsPath, stopping at its first
+// error, and reports p50/p99 per op.
+func measure(b *testing.B, nsPath string, op func() error) {
+	var lat []time.Duration
+	nettest.InNS(b, nsPath, func() {
+		b.ResetTimer()
+		for range b.N {
+			start := time.Now()
+			if err := op(); err != nil {
+				b.Error(err)
+				return
+			}
+			lat = append(lat, time.Since(start))
+		}
+		b.StopTimer()
+	})
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+		b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds())/1000, "p99-ms")
+	}
+}
+
+// BenchmarkEgress measures one HTTP request (a new connection each: dial,
+// GET, read) from a sandbox's namespace to the stand-in internet: routed
+// under allow, redirected through the egress proxy under whitelist, and
+// through the proxy by name (HTTP_PROXY); and, as the baseline, from the
+// host itself with no sandbox in the way. It reports p50/p99 per request.
+func BenchmarkEgress(b *testing.B) {
+	m := benchManager(b)
 	for _, c := range []struct {
 		name  string
 		pol   api.NetworkPolicy
@@ -396,57 +443,31 @@ func BenchmarkEgress(b *testing.B) {
 		{"whitelist-http-proxy", api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"allowed.test"}}, true},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			nsPath := "/proc/self/ns/net" // the baseline: the host's namespace
-			var n *sandboxnet.Net
-			if c.pol.Policy != "" {
-				n, err = m.Create(context.Background(), sandboxnet.KeyFor(b.Name()), c.pol)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer n.Close(context.Background())
-				if err := n.Join(context.Background(), 0); err != nil {
-					b.Fatal(err)
-				}
-				nsPath = n.NetnsPath()
-			}
+			n, nsPath := benchNet(b, m, c.pol)
 			target := "http://" + nettest.Public.String() + "/"
-			tr := &http.Transport{DisableKeepAlives: true}
-			req := func() *http.Request {
-				r, _ := http.NewRequest(http.MethodGet, target, nil)
-				r.Host = "allowed.test"
-				return r
-			}
+			// The transport dials on goroutines of its own: they must dial
+			// in the sandbox's namespace too (the baseline pays the same).
+			tr := &http.Transport{DisableKeepAlives: true, DialContext: nettest.Dialer(nsPath)}
 			if c.proxy {
 				u, _ := url.Parse(n.ProxyURL())
 				tr.Proxy = http.ProxyURL(u)
 				target = "http://allowed.test/"
 			}
 			hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-			var lat []time.Duration
-			nettest.InNS(b, nsPath, func() {
-				b.ResetTimer()
-				for range b.N {
-					start := time.Now()
-					resp, err := hc.Do(req())
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						b.Errorf("status %d", resp.StatusCode)
-						return
-					}
-					lat = append(lat, time.Since(start))
+			measure(b, nsPath, func() error {
+				req, _ := http.NewRequest(http.MethodGet, target, nil)
+				req.Host = "allowed.test"
+				resp, err := hc.Do(req)
+				if err != nil {
+					return err
 				}
-				b.StopTimer()
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					return fmt.Errorf("status %d", resp.StatusCode)
+				}
+				return nil
 			})
-			if len(lat) > 0 {
-				slices.Sort(lat)
-				b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-				b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds())/1000, "p99-ms")
-			}
 		})
 	}
 }
@@ -457,64 +478,33 @@ func BenchmarkEgress(b *testing.B) {
 // host to a closed loopback port (the kernel's own reset). Before refused
 // packets were rejected, the program waited for its own timeout.
 func BenchmarkRefused(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
-	m, err := sandboxnet.New(sandboxnet.Config{Tag: fmt.Sprintf("b%d", os.Getpid()%100000), Resolver: nettest.Resolver})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := m.Available(); err != nil {
-		b.Skip(err)
-	}
-	nettest.New(b)
+	m := benchManager(b)
 	closed, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
 	closedAddr := closed.Addr().String()
 	closed.Close()
-	for _, c := range []struct{ name, target string }{
-		{"host-closed-port", closedAddr},
-		{"allow-metadata", nettest.Metadata.String() + ":80"},
+	for _, c := range []struct {
+		name, target string
+		pol          api.NetworkPolicy
+	}{
+		{"host-closed-port", closedAddr, api.NetworkPolicy{}},
+		{"allow-metadata", nettest.Metadata.String() + ":80", api.NetworkPolicy{Policy: api.NetworkAllow}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			nsPath := "/proc/self/ns/net"
-			if c.name != "host-closed-port" {
-				n, err := m.Create(context.Background(), sandboxnet.KeyFor(b.Name()), api.NetworkPolicy{Policy: api.NetworkAllow})
-				if err != nil {
-					b.Fatal(err)
+			_, nsPath := benchNet(b, m, c.pol)
+			measure(b, nsPath, func() error {
+				conn, err := net.DialTimeout("tcp4", c.target, 10*time.Second)
+				if err == nil {
+					conn.Close()
+					return fmt.Errorf("%s: connected", c.target)
 				}
-				defer n.Close(context.Background())
-				if err := n.Join(context.Background(), 0); err != nil {
-					b.Fatal(err)
+				if !errors.Is(err, syscall.ECONNREFUSED) {
+					return fmt.Errorf("%s: %v, want connection refused", c.target, err)
 				}
-				nsPath = n.NetnsPath()
-			}
-			var lat []time.Duration
-			nettest.InNS(b, nsPath, func() {
-				b.ResetTimer()
-				for range b.N {
-					start := time.Now()
-					conn, err := net.DialTimeout("tcp4", c.target, 10*time.Second)
-					if err == nil {
-						conn.Close()
-						b.Errorf("%s: connected", c.target)
-						return
-					}
-					if !errors.Is(err, syscall.ECONNREFUSED) {
-						b.Errorf("%s: %v, want connection refused", c.target, err)
-						return
-					}
-					lat = append(lat, time.Since(start))
-				}
-				b.StopTimer()
+				return nil
 			})
-			if len(lat) > 0 {
-				slices.Sort(lat)
-				b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
-				b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds())/1000, "p99-ms")
-			}
 		})
 	}
 }

@@ -130,9 +130,30 @@ func hello(a netip.Addr) http.Handler {
 func (in *Internet) inNS(t testing.TB, f func()) { t.Helper(); InNS(t, "/run/netns/"+in.NS, f) }
 
 // InNS runs f on a thread in the network namespace at path; sockets made
-// there stay there (a dial from f is a connection of that namespace).
+// there stay there (a dial from f is a connection of that namespace). Only
+// f's own goroutine is in the namespace: what it starts (an http.Client's
+// dials) is not — use Dialer for those.
 func InNS(t testing.TB, path string, f func()) {
 	t.Helper()
+	if err := inNS(path, f); err != nil {
+		t.Fatalf("nettest: enter %s: %v", path, err)
+	}
+}
+
+// Dialer is a DialContext (for an http.Transport) whose connections are
+// made in the network namespace at path.
+func Dialer(path string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		var derr error
+		if err := inNS(path, func() { c, derr = (&net.Dialer{}).DialContext(ctx, network, addr) }); err != nil {
+			return nil, fmt.Errorf("nettest: enter %s: %w", path, err)
+		}
+		return c, derr
+	}
+}
+
+func inNS(path string, f func()) error {
 	done := make(chan struct{})
 	var ferr error
 	go func() {
@@ -155,9 +176,7 @@ func InNS(t testing.TB, path string, f func()) {
 		f()
 	}()
 	<-done
-	if ferr != nil {
-		t.Fatalf("nettest: enter %s: %v", path, ferr)
-	}
+	return ferr
 }
 
 // Listen listens inside the Internet.
