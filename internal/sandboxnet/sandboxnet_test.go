@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,41 +42,6 @@ func newManager(t *testing.T) *sandboxnet.Manager {
 	return m
 }
 
-type denials struct {
-	mu   sync.Mutex
-	list []api.NetworkDenial
-}
-
-func (d *denials) add(x api.NetworkDenial) { d.mu.Lock(); d.list = append(d.list, x); d.mu.Unlock() }
-
-// hasPacket reports whether a refused packet to ip:port over proto was
-// reported with a reason containing reason (port 0: any).
-func (d *denials) hasPacket(proto string, ip any, port int, reason string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, x := range d.list {
-		if x.Protocol == proto && x.IP == fmt.Sprint(ip) && (port == 0 || x.Port == port) && strings.Contains(x.Reason, reason) {
-			return true
-		}
-	}
-	return false
-}
-
-// waitPacket waits (the report crosses netlink asynchronously) for
-// hasPacket.
-func (d *denials) waitPacket(t *testing.T, proto string, ip any, port int, reason string) {
-	t.Helper()
-	for range 100 {
-		if d.hasPacket(proto, ip, port, reason) {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	t.Errorf("no denial reported for %s to %v:%d (%q); got %+v", proto, ip, port, reason, d.list)
-}
-
 // wantRefused: the probe failed at once with a refusal (the rules' TCP
 // reset), not after a timeout.
 func wantRefused(t *testing.T, got string) {
@@ -86,20 +50,10 @@ func wantRefused(t *testing.T, got string) {
 		t.Errorf("want a refused connection, got %q", got)
 	}
 }
-func (d *denials) has(host, reason string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, x := range d.list {
-		if x.Host == host && strings.Contains(x.Reason, reason) {
-			return true
-		}
-	}
-	return false
-}
 
 var keys int
 
-func create(t *testing.T, m *sandboxnet.Manager, pol api.NetworkPolicy) (*sandboxnet.Net, *denials) {
+func create(t *testing.T, m *sandboxnet.Manager, pol api.NetworkPolicy) (*sandboxnet.Net, *nettest.Denials) {
 	t.Helper()
 	keys++
 	n, err := m.Create(context.Background(), sandboxnet.KeyFor(fmt.Sprint(t.Name(), keys)), pol)
@@ -114,8 +68,8 @@ func create(t *testing.T, m *sandboxnet.Manager, pol api.NetworkPolicy) (*sandbo
 	if err := n.Join(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
-	d := &denials{}
-	n.OnDenial(d.add)
+	d := &nettest.Denials{}
+	n.OnDenial(d.Add)
 	// ip netns exec bind-mounts /etc/netns/<name>/* over /etc.
 	dir := filepath.Join("/etc/netns", filepath.Base(n.NetnsPath()))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -172,14 +126,14 @@ func TestAllow(t *testing.T) {
 	for _, a := range []any{nettest.Metadata, nettest.Private} {
 		wantRefused(t, probe(t, n, nil, "tcp", a, 80))
 		n.FlushDenials()
-		if !d.hasPacket("tcp", a, 80, "link-local (metadata)") {
-			t.Errorf("after FlushDenials, no denial for tcp to %v:80: %+v", a, d.list)
+		if !d.HasPacket("tcp", a, 80, "link-local (metadata)") {
+			t.Errorf("after FlushDenials, no denial for tcp to %v:80: %s", a, d)
 		}
 	}
 	wantERR(t, probe(t, n, nil, "udp", nettest.Private, nettest.UDPEchoPort))
-	d.waitPacket(t, "udp", nettest.Private, nettest.UDPEchoPort, "private")
+	d.WaitPacket(t, "udp", nettest.Private, nettest.UDPEchoPort, "private")
 	wantRefused(t, probe(t, n, nil, "tcp", n.HostAddr(), port))
-	d.waitPacket(t, "tcp", n.HostAddr(), port, "the host itself")
+	d.WaitPacket(t, "tcp", n.HostAddr(), port, "the host itself")
 	wantERR(t, probe(t, n, nil, "tcp", "127.0.0.1", port)) // its own loopback: nothing there
 	// DNS rebinding: names resolving to special addresses get no answer.
 	wantERR(t, probe(t, n, nil, "dns", "rebind.test"))
@@ -238,8 +192,8 @@ func TestWhitelist(t *testing.T) {
 	// Not listed.
 	wantERR(t, probe(t, n, proxy, "http", "http://other.test/"))
 	wantERR(t, probe(t, n, nil, "dns", "other.test"))
-	if !d.has("other.test", "") {
-		t.Errorf("no denial reported for other.test: %+v", d.list)
+	if !d.Has("other.test", "") {
+		t.Errorf("no denial reported for other.test: %s", d)
 	}
 	wantERR(t, probe(t, n, nil, "host", nettest.Other, 80, "other.test"))
 	// SNI/Host mismatch: a listed name, an unlisted destination.
@@ -252,7 +206,7 @@ func TestWhitelist(t *testing.T) {
 	wantERR(t, probe(t, n, proxy, "http", "http://rebind.test/"))
 	wantERR(t, probe(t, n, nil, "dns", "rebind.test"))
 	wantERR(t, probe(t, n, nil, "udp", nettest.Public, nettest.UDPEchoPort))
-	d.waitPacket(t, "udp", nettest.Public, nettest.UDPEchoPort, "under whitelist only TCP")
+	d.WaitPacket(t, "udp", nettest.Public, nettest.UDPEchoPort, "under whitelist only TCP")
 	// The host's own services.
 	port := nettest.HostService(t)
 	wantERR(t, probe(t, n, nil, "host", n.HostAddr(), port, "x"))
@@ -278,7 +232,7 @@ func TestSetPolicy(t *testing.T) {
 	}
 	wantERR(t, probe(t, n, nil, "dns", "allowed.test"))
 	wantRefused(t, probe(t, n, nil, "tcp", nettest.Public, 80))
-	d.waitPacket(t, "tcp", nettest.Public, 80, "under deny nothing")
+	d.WaitPacket(t, "tcp", nettest.Public, 80, "under deny nothing")
 	wantERR(t, probe(t, n, nil, "udp", nettest.Public, nettest.UDPEchoPort))
 
 	if err := n.SetPolicy(ctx, api.NetworkPolicy{Policy: api.NetworkWhitelist, Whitelist: []string{"allowed.test"}}); err != nil {
@@ -526,9 +480,9 @@ func TestDenialsStayWithTheirSandbox(t *testing.T) {
 	b, db := create(t, newPoolManager("pb", "10.216.0.0/16"), api.NetworkPolicy{Policy: api.NetworkAllow})
 	wantRefused(t, probe(t, a, nil, "tcp", nettest.Metadata, 81))
 	wantRefused(t, probe(t, b, nil, "tcp", nettest.Metadata, 82))
-	da.waitPacket(t, "tcp", nettest.Metadata, 81, "")
-	db.waitPacket(t, "tcp", nettest.Metadata, 82, "")
-	if da.hasPacket("tcp", nettest.Metadata, 82, "") || db.hasPacket("tcp", nettest.Metadata, 81, "") {
-		t.Errorf("a sandbox was told of the other's packets: a %+v, b %+v", da.list, db.list)
+	da.WaitPacket(t, "tcp", nettest.Metadata, 81, "")
+	db.WaitPacket(t, "tcp", nettest.Metadata, 82, "")
+	if da.HasPacket("tcp", nettest.Metadata, 82, "") || db.HasPacket("tcp", nettest.Metadata, 81, "") {
+		t.Errorf("a sandbox was told of the other's packets: a %s, b %s", da, db)
 	}
 }

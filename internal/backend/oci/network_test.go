@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,52 +21,15 @@ import (
 // "internet" is nettest's namespace; nothing leaves the machine.
 
 // netSandbox starts a sandbox under pol and collects its denials.
-func netSandbox(t *testing.T, b *oci.Backend, pol api.NetworkPolicy) (backend.Instance, *agent.Client, *denialLog) {
+func netSandbox(t *testing.T, b *oci.Backend, pol api.NetworkPolicy) (backend.Instance, *agent.Client, *nettest.Denials) {
 	t.Helper()
 	inst, c, _ := sandbox(t, b, func(s *backend.Spec) {
 		s.Network = pol
 		s.ID = fmt.Sprintf("net-%s-%d", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), time.Now().UnixNano()%1e6)
 	})
-	d := &denialLog{}
-	inst.(backend.NetworkController).OnNetworkDenial(d.add)
+	d := &nettest.Denials{}
+	inst.(backend.NetworkController).OnNetworkDenial(d.Add)
 	return inst, c, d
-}
-
-type denialLog struct {
-	mu   sync.Mutex
-	list []api.NetworkDenial
-}
-
-func (d *denialLog) add(x api.NetworkDenial) { d.mu.Lock(); d.list = append(d.list, x); d.mu.Unlock() }
-
-func (d *denialLog) find(host string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, x := range d.list {
-		if x.Host == host {
-			return true
-		}
-	}
-	return false
-}
-
-// waitPacket waits for the report of a refused packet to ip:port.
-func (d *denialLog) waitPacket(t *testing.T, proto string, ip any, port int) {
-	t.Helper()
-	for range 100 {
-		d.mu.Lock()
-		found := slices.ContainsFunc(d.list, func(x api.NetworkDenial) bool {
-			return x.Protocol == proto && x.IP == fmt.Sprint(ip) && x.Port == port
-		})
-		d.mu.Unlock()
-		if found {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	t.Errorf("no denial reported for %s to %v:%d: %+v", proto, ip, port, d.list)
 }
 
 // probe runs nettest.Probe in the sandbox's kernel and returns its answer.
@@ -113,8 +74,8 @@ func TestNetworkAllow(t *testing.T) {
 	refused(t, probe(t, c, "tcp", nettest.Metadata, 80))
 	refused(t, probe(t, c, "tcp", nettest.Private, 80))
 	// Refused packets are reported too (asynchronously, through netlink).
-	d.waitPacket(t, "tcp", nettest.Metadata, 80)
-	d.waitPacket(t, "tcp", nettest.Private, 80)
+	d.WaitPacket(t, "tcp", nettest.Metadata, 80, "")
+	d.WaitPacket(t, "tcp", nettest.Private, 80, "")
 	refused(t, probe(t, c, "dns", "meta.test"))   // a name for the metadata address
 	refused(t, probe(t, c, "dns", "rebind.test")) // a name for loopback
 	// The host's services: on its loopback (the sandbox's is its own) and
@@ -148,8 +109,8 @@ func TestNetworkWhitelist(t *testing.T) {
 	refused(t, probe(t, c, "http", "http://other.test/"))
 	refused(t, probe(t, c, "dns", "other.test"))
 	refused(t, probe(t, c, "host", nettest.Other, 80, "other.test"))
-	if !d.find("other.test") {
-		t.Errorf("no denial reported for other.test: %+v", d.list)
+	if !d.Has("other.test", "") {
+		t.Errorf("no denial reported for other.test: %s", d)
 	}
 	// SNI/Host mismatch: a listed name sent to an unlisted address.
 	refused(t, probe(t, c, "tls", nettest.Other, 443, "allowed.test"))

@@ -25,11 +25,15 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
 )
 
 // Addresses inside the Internet. Public and Other are documentation
@@ -357,4 +361,54 @@ func HostService(t testing.TB) int {
 		}
 	}()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Denials collects a network's denials for a test: Add is an OnDenial
+// handler.
+type Denials struct {
+	mu   sync.Mutex
+	list []api.NetworkDenial
+}
+
+// Add records d.
+func (d *Denials) Add(x api.NetworkDenial) { d.mu.Lock(); d.list = append(d.list, x); d.mu.Unlock() }
+
+// String lists what was recorded, for failure messages.
+func (d *Denials) String() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return fmt.Sprintf("%+v", d.list)
+}
+
+// Has reports whether a denial of the name host was recorded with a reason
+// containing reason.
+func (d *Denials) Has(host, reason string) bool {
+	return d.find(func(x api.NetworkDenial) bool { return x.Host == host && strings.Contains(x.Reason, reason) })
+}
+
+// HasPacket reports whether a refused packet to ip:port over proto was
+// recorded with a reason containing reason (port 0: any).
+func (d *Denials) HasPacket(proto string, ip any, port int, reason string) bool {
+	return d.find(func(x api.NetworkDenial) bool {
+		return x.Protocol == proto && x.IP == fmt.Sprint(ip) && (port == 0 || x.Port == port) && strings.Contains(x.Reason, reason)
+	})
+}
+
+// WaitPacket waits (a packet's report crosses netlink asynchronously) up
+// to 5 s for HasPacket, and fails t without it.
+func (d *Denials) WaitPacket(t testing.TB, proto string, ip any, port int, reason string) {
+	t.Helper()
+	for range 100 {
+		if d.HasPacket(proto, ip, port, reason) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Errorf("no denial reported for %s to %v:%d (%q); got %s", proto, ip, port, reason, d)
+}
+
+func (d *Denials) find(f func(api.NetworkDenial) bool) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.ContainsFunc(d.list, f)
 }
