@@ -124,16 +124,16 @@ func (e *embedded) prepareDataset(ctx context.Context, id, name, strategy string
 	return e.m.PrepareDataset(ctx, id, name, strategy)
 }
 
-func (e *embedded) registerDataset(_ context.Context, source, name, description string, tags []string) (api.Dataset, error) {
-	return e.m.Datasets().Register(source, name, description, tags)
+func (e *embedded) registerDataset(ctx context.Context, source, name, description string, tags []string) (api.Dataset, error) {
+	return e.m.RegisterDataset(ctx, source, name, description, tags)
 }
 
-func (e *embedded) listDatasets(_ context.Context, f DatasetFilter) ([]api.Dataset, error) {
-	return e.m.Datasets().List(dataset.Filter{NameContains: f.NameContains, Tags: f.Tags, Format: f.Format})
+func (e *embedded) listDatasets(ctx context.Context, f DatasetFilter) ([]api.Dataset, error) {
+	return e.m.ListDatasets(ctx, dataset.Filter{NameContains: f.NameContains, Tags: f.Tags, Format: f.Format})
 }
 
-func (e *embedded) removeDataset(_ context.Context, name string) error {
-	return e.m.Datasets().Remove(name)
+func (e *embedded) removeDataset(ctx context.Context, name string) error {
+	return e.m.RemoveDataset(ctx, name)
 }
 
 func (e *embedded) loadTemplate(_ context.Context, id string) (api.Template, error) {

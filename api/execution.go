@@ -33,6 +33,9 @@ type Execution struct {
 	// sandbox's max_output_bytes, a result past the result bounds, or events
 	// a slow reader missed. A notice says what and how much.
 	Truncated bool `json:"truncated,omitempty"`
+	// OOMKilled says the kernel was killed because the sandbox reached its
+	// memory limit (memory_mb); Error is then a DeadKernelError saying so.
+	OOMKilled bool `json:"oom_killed,omitempty"`
 }
 
 // Text returns the text/plain form of the main result (the value of the cell's

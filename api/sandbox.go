@@ -194,6 +194,10 @@ type Dataset struct {
 	Size         int64     `json:"size"`
 	IsDir        bool      `json:"is_dir,omitempty"`
 	RegisteredAt time.Time `json:"registered_at"`
+	// Owner is the API key id that registered the dataset; only it and admin
+	// keys see and prepare it, unless an admin made it Public (every key).
+	Owner  string `json:"owner,omitempty"`
+	Public bool   `json:"public,omitempty"`
 }
 
 // Workspace describes a workspace directory.
@@ -203,6 +207,10 @@ type Workspace struct {
 	// Anonymous workspaces belong to one sandbox and are removed when it is killed.
 	Anonymous bool      `json:"anonymous,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
+	// Owner is the API key id that created the workspace; only it, the keys
+	// in Grants and admin keys may use it ("" on a daemon without keys).
+	Owner  string   `json:"owner,omitempty"`
+	Grants []string `json:"grants,omitempty"`
 }
 
 // Event is one lifecycle or audit-worthy event (sandbox created, killed,

@@ -4,12 +4,18 @@
 package audit
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
 )
 
 // Outcomes.
@@ -19,6 +25,10 @@ const (
 	Denied = "denied"
 	// Blocked: the code scanner (scanner_mode block) refused to run a cell.
 	Blocked = "blocked"
+	// OOM: the cell's kernel was killed by the sandbox's memory limit.
+	OOM = "oom"
+	// Timeout: the cell ran past its timeout and was interrupted.
+	Timeout = "timeout"
 )
 
 // Record is one audit line.
@@ -42,6 +52,59 @@ type Record struct {
 	CodeSize   int               `json:"code_size,omitempty"`
 	Code       string            `json:"code,omitempty"`
 	Detail     map[string]string `json:"detail,omitempty"`
+}
+
+// SetCode identifies executed code or a command line: its sha256 and size,
+// and the text itself when keep (audit_log_code).
+func (r *Record) SetCode(code string, keep bool) {
+	sum := sha256.Sum256([]byte(code))
+	r.CodeSHA256, r.CodeSize = hex.EncodeToString(sum[:]), len(code)
+	if keep {
+		r.Code = code
+	}
+}
+
+// SetDetail sets one detail of the record.
+func (r *Record) SetDetail(k, v string) {
+	if r.Detail == nil {
+		r.Detail = map[string]string{}
+	}
+	r.Detail[k] = v
+}
+
+// SetExecution records how an execution ended when that is more than ok:
+// blocked by the code scanner, killed by the memory limit, or timed out. An
+// exception raised by the cell is an ordinary result (outcome ok).
+func (r *Record) SetExecution(exec *api.Execution) {
+	if exec == nil || exec.Error == nil {
+		return
+	}
+	switch {
+	case exec.Error.Name == api.ErrNameScanBlocked:
+		r.Outcome = Blocked
+		r.SetDetail("findings", strconv.Itoa(len(exec.Findings)))
+	case exec.OOMKilled:
+		r.Outcome = OOM
+	case exec.Error.Name == api.ErrNameTimeout:
+		r.Outcome = Timeout
+	}
+}
+
+type ctxKey struct{}
+
+// WithRecord returns ctx carrying the audit record of the request being
+// served, for the handlers below the one that writes it to fill in.
+func WithRecord(ctx context.Context, r *Record) context.Context {
+	return context.WithValue(ctx, ctxKey{}, r)
+}
+
+// FromContext returns the request's audit record, or a fresh one nobody
+// writes when the request is not audited.
+func FromContext(ctx context.Context) *Record {
+	if r, ok := ctx.Value(ctxKey{}).(*Record); ok && r != nil {
+		return r
+	}
+	return &Record{}
 }
 
 // Log is an append-only JSON-lines file rotated by size. Safe for concurrent

@@ -149,6 +149,14 @@ type Detacher interface {
 	Detach()
 }
 
+// OOMCounter is an Instance with a memory cgroup of its own: OOMKills is
+// how many of its processes the kernel's OOM killer has killed so far. The
+// manager compares it before and after a cell to tell a kernel killed by
+// the memory limit from one that died otherwise.
+type OOMCounter interface {
+	OOMKills() (uint64, error)
+}
+
 // Enforcer is a Backend that says what it enforces on this host right now
 // (isolation, limits, network policies), for /readyz and operators: one
 // short sentence each. Backends whose guarantees depend on the host (root

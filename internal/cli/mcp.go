@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/ds-sandbox/ds-sandbox/internal/audit"
+	"github.com/ds-sandbox/ds-sandbox/internal/auth"
 	"github.com/ds-sandbox/ds-sandbox/internal/backends"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
@@ -49,9 +51,22 @@ func mcpCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		fmt.Fprintln(stderr, "ds-sandbox mcp:", err)
 		return 1
 	}
-	srv := mcpserver.New(m, mcpserver.Options{Logger: log, Version: Version})
+	opts := mcpserver.Options{Logger: log, Version: Version}
+	if cfg.EnableAuditLog {
+		al, err := audit.Open(cfg.AuditLogPath, int64(cfg.AuditMaxMB)<<20, cfg.AuditBackups)
+		if err != nil {
+			fmt.Fprintln(stderr, "ds-sandbox mcp:", err)
+			return 1
+		}
+		defer al.Close()
+		opts.Audit = al
+	}
+	srv := mcpserver.New(m, opts)
 	log.Info("serving MCP on stdio", "state_dir", cfg.StateDir)
-	serveErr := srv.ServeIO(ctx, stdin, stdout)
+	// The client on the other end of stdio is a remote caller like any
+	// other: the per-key quotas apply to it (auth.Open), as to a daemon
+	// without keys.
+	serveErr := srv.ServeIO(auth.WithIdentity(ctx, auth.Open), stdin, stdout)
 
 	// Kill what the session started; the manager's Close catches anything left.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)

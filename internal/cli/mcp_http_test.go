@@ -32,7 +32,7 @@ func TestDaemonMCP(t *testing.T) {
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Resolve()
 	cfg.Listen = "127.0.0.1:0"
-	cfg.APIKeys = []config.APIKey{{ID: "agent", Key: "mcp-test-key-0123456789"}}
+	cfg.APIKeys = []config.APIKey{{ID: "agent", Key: "mcp-test-key-0123456789", Backends: []string{"local"}}}
 	d, err := StartDaemon(t.Context(), cfg, true, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -157,7 +158,10 @@ func startDaemon(ctx context.Context, cfg config.Config, ephemeral bool, ln net.
 			log.Info("recovered sandboxes after restart", "reattached", rep.Reattached, "reaped", rep.Reaped, "orphans_removed", rep.Orphans)
 		}
 	}
-	d.mcp = mcpserver.New(m, mcpserver.Options{Logger: log, Version: Version})
+	if m.OffersLocal() && os.Geteuid() == 0 {
+		log.Warn("the local backend is offered and this daemon runs as root: code on local runs on the host as root, unisolated; non-admin keys may use it only when their api_keys[].backends lists it. Set allowed_backends to leave it out.")
+	}
+	d.mcp = mcpserver.New(m, mcpserver.Options{Logger: log, Version: Version, Audit: d.audit})
 	opt.MCP = d.mcp.Handler()
 	opt.E2B = e2b.New(m, e2b.Options{Loopback: loopback, Logger: log})
 	if d.api, err = httpapi.New(m, opt); err != nil {

@@ -131,6 +131,11 @@ type Config struct {
 	// APIKeys are the keys the HTTP API accepts. With none, the API is open,
 	// which the daemon only allows on a loopback address.
 	APIKeys []APIKey `yaml:"api_keys" json:"api_keys"`
+	// AllowedBackends lists the backends API keys may use (empty = every
+	// backend of this build). A key's own Backends narrows it further. The
+	// local backend runs code on the host unisolated: a non-admin key gets
+	// it only when its own backends list names it.
+	AllowedBackends []string `yaml:"allowed_backends" json:"allowed_backends"`
 	// MaxSandboxesPerKey bounds running sandboxes per key (0 = no bound).
 	MaxSandboxesPerKey int `yaml:"max_sandboxes_per_key" json:"max_sandboxes_per_key"`
 	// CreatesPerMinute is the per-key rate of sandbox creation (burst = the
@@ -163,6 +168,14 @@ type APIKey struct {
 	ID    string `yaml:"id" json:"id"`
 	Key   string `yaml:"key" json:"key"`
 	Admin bool   `yaml:"admin" json:"admin"`
+	// Backends, when set, are the only backends this key may use (within
+	// allowed_backends). A non-admin key may use local only when listed here.
+	Backends []string `yaml:"backends" json:"backends"`
+	// Templates, when set, are the only templates this key may create
+	// sandboxes from ("" for the default; "inline" allows inline templates).
+	Templates []string `yaml:"templates" json:"templates"`
+	// Metrics lets a non-admin key read /metrics (admins always may).
+	Metrics bool `yaml:"metrics" json:"metrics"`
 }
 
 // Default returns the built-in defaults for this user, resolved (see Resolve).

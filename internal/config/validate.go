@@ -111,6 +111,17 @@ func (c Config) Validate() error {
 			fail(key, "id %q is used twice", k.ID)
 		}
 		seenKeys[k.ID] = true
+		for j, b := range k.Backends {
+			oneOf(fmt.Sprintf("%s.backends[%d]", key, j), b, backends)
+		}
+		for j, t := range k.Templates {
+			if t != "" && t != "inline" {
+				wrap(fmt.Sprintf("%s.templates[%d]", key, j), template.ValidateID(t))
+			}
+		}
+	}
+	for i, b := range c.AllowedBackends {
+		oneOf(fmt.Sprintf("allowed_backends[%d]", i), b, backends)
 	}
 
 	oneOf("default_network_policy", c.DefaultNetworkPolicy, policies)

@@ -32,6 +32,12 @@ const MaxTagLen = 64
 // such source), api.ErrExists (the name is taken: Remove it first to replace it).
 // On any error the index is left as it was.
 func (r *Registry) Register(source, name, description string, tags []string) (api.Dataset, error) {
+	return r.RegisterAs("", source, name, description, tags)
+}
+
+// RegisterAs is Register recording owner (an API key id) as the dataset's
+// owner; who may see it is the manager's decision.
+func (r *Registry) RegisterAs(owner, source, name, description string, tags []string) (api.Dataset, error) {
 	if err := ValidateName(name); err != nil {
 		return api.Dataset{}, err
 	}
@@ -73,7 +79,7 @@ func (r *Registry) Register(source, name, description string, tags []string) (ap
 	}
 	defer os.RemoveAll(stage) // nothing left to remove after the rename
 	e := entry{
-		Dataset: api.Dataset{Name: name, Description: description, Tags: tags, RegisteredAt: now()},
+		Dataset: api.Dataset{Name: name, Description: description, Tags: tags, RegisteredAt: now(), Owner: owner},
 		Source:  src,
 	}
 	var sum digest

@@ -247,6 +247,31 @@ func (r *Registry) Remove(name string) error {
 	return nil
 }
 
+// SetPublic makes dataset name visible to every key (public) or only to its
+// owner and admins again. Errors: api.ErrInvalid, api.ErrNotFound.
+func (r *Registry) SetPublic(name string, public bool) (api.Dataset, error) {
+	if err := ValidateName(name); err != nil {
+		return api.Dataset{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	idx, err := r.load()
+	if err != nil {
+		return api.Dataset{}, err
+	}
+	i := slices.IndexFunc(idx.Datasets, func(e entry) bool { return e.Name == name })
+	if i < 0 {
+		return api.Dataset{}, api.Errorf(api.ErrNotFound, "dataset %s", name)
+	}
+	if idx.Datasets[i].Public != public {
+		idx.Datasets[i].Public = public
+		if err := r.save(idx); err != nil {
+			return api.Dataset{}, err
+		}
+	}
+	return idx.Datasets[i].Dataset, nil
+}
+
 // Verify recomputes the checksum and size of the stored copy of dataset name.
 // Errors: api.ErrInvalid, api.ErrNotFound, ErrChecksumMismatch (with both
 // digests), or the I/O error that stopped hashing.

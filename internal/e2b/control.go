@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 )
 
@@ -249,7 +250,11 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, s.sandboxResponse(sbx.Info(), templateID))
+	info := sbx.Info()
+	rec := audit.FromContext(r.Context())
+	rec.SandboxID = info.SandboxID
+	rec.Detail = map[string]string{"backend": info.Backend, "template": info.TemplateID, "network": info.Network.Policy, "workspace_id": info.WorkspaceID}
+	writeJSON(w, http.StatusCreated, s.sandboxResponse(info, templateID))
 	return nil
 }
 

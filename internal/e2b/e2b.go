@@ -28,7 +28,6 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -40,6 +39,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 	"github.com/ds-sandbox/ds-sandbox/internal/auth"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 )
@@ -72,17 +72,11 @@ type Server struct {
 	m      *manager.Manager
 	opt    Options
 	log    *slog.Logger
-	keys   []keyEntry
 	secret []byte // derives per-sandbox access tokens; new for every daemon
 	cp     *http.ServeMux
 	envd   *http.ServeMux
 	ci     *http.ServeMux
 	watch  watchers
-}
-
-type keyEntry struct {
-	hash [32]byte
-	id   auth.Identity
 }
 
 // New builds the E2B server over m.
@@ -92,9 +86,6 @@ func New(m *manager.Manager, opt Options) *Server {
 	}
 	s := &Server{m: m, opt: opt, log: opt.Logger, secret: make([]byte, 32), watch: watchers{m: map[string]*watcher{}}}
 	_, _ = rand.Read(s.secret)
-	for _, k := range m.Config().APIKeys {
-		s.keys = append(s.keys, keyEntry{hash: sha256.Sum256([]byte(k.Key)), id: auth.Identity{KeyID: k.ID, Admin: k.Admin}})
-	}
 	s.controlRoutes()
 	s.envdRoutes()
 	s.interpreterRoutes()
@@ -104,24 +95,83 @@ func New(m *manager.Manager, opt Options) *Server {
 // ServeHTTP serves one E2B request. The daemon's handler sends it requests
 // carrying E2b-Sandbox-Id and the control-plane paths (/sandboxes,
 // /v2/sandboxes, /templates); see httpapi.Options.E2B.
+//
+// The audit record in r's context (audit.FromContext), written by the
+// daemon, gets the action, the caller's key and the sandbox here.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := audit.FromContext(r.Context())
+	rec.Action = action(r)
 	if r.Header.Get("E2b-Sandbox-Id") != "" {
 		s.serveSandbox(w, r)
 		return
+	}
+	if rest, ok := strings.CutPrefix(strings.TrimPrefix(r.URL.Path, "/v2"), "/sandboxes/"); ok {
+		rec.SandboxID, _, _ = strings.Cut(rest, "/")
 	}
 	id, err := s.authenticate(r)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	rec.KeyID = id.KeyID
 	s.cp.ServeHTTP(w, r.WithContext(auth.WithIdentity(r.Context(), id)))
+}
+
+// action names an E2B request in the audit log with the REST API's words.
+func action(r *http.Request) string {
+	p := r.URL.Path
+	if r.Header.Get("E2b-Sandbox-Id") != "" {
+		switch {
+		case p == "/execute":
+			return "code.execute"
+		case p == "/contexts" && r.Method == http.MethodPost:
+			return "context.create"
+		case strings.HasPrefix(p, "/contexts/") && strings.HasSuffix(p, "/restart"):
+			return "context.restart"
+		case strings.HasPrefix(p, "/contexts/") && r.Method == http.MethodDelete:
+			return "context.delete"
+		case strings.HasPrefix(p, "/contexts"):
+			return "context.list"
+		case p == "/files" && r.Method == http.MethodPost:
+			return "files.write"
+		case p == "/files":
+			return "files.read"
+		}
+		if svc, method, ok := strings.Cut(strings.TrimPrefix(p, "/"), "/"); ok {
+			switch svc {
+			case "filesystem.Filesystem":
+				return "files." + strings.ToLower(method)
+			case "process.Process":
+				if method == "Start" {
+					return "command.run"
+				}
+				return "command." + strings.ToLower(method)
+			}
+		}
+		return "e2b" + strings.ReplaceAll(p, "/", ".")
+	}
+	p = strings.TrimPrefix(p, "/v2")
+	parts := strings.Split(strings.Trim(p, "/"), "/")
+	switch {
+	case len(parts) == 1 && parts[0] == "sandboxes" && r.Method == http.MethodPost:
+		return "sandbox.create"
+	case len(parts) == 1 && parts[0] == "sandboxes":
+		return "sandbox.list"
+	case len(parts) == 2 && parts[0] == "sandboxes" && r.Method == http.MethodDelete:
+		return "sandbox.kill"
+	case len(parts) == 2 && parts[0] == "sandboxes":
+		return "sandbox.get"
+	case len(parts) == 3 && parts[0] == "sandboxes":
+		return "sandbox." + parts[2]
+	}
+	return "e2b." + strings.Join(parts, ".")
 }
 
 var e2bKey = regexp.MustCompile(`^e2b_[0-9a-fA-F]+$`)
 
 // authenticate checks the control plane's X-API-Key. Without configured keys
-// (allowed only on loopback) any e2b_+hex key is the local admin; with keys,
-// it must be one of ours, compared in constant time over hashes.
+// (allowed only on loopback) any e2b_+hex key is the open daemon's caller;
+// with keys, the manager matches it (manager.Manager.Authenticate).
 func (s *Server) authenticate(r *http.Request) (auth.Identity, error) {
 	given := r.Header.Get("X-API-Key")
 	if given == "" {
@@ -132,27 +182,20 @@ func (s *Server) authenticate(r *http.Request) (auth.Identity, error) {
 	if given == "" {
 		return auth.Identity{}, api.Errorf(api.ErrUnauthenticated, "an API key is required: set E2B_API_KEY")
 	}
-	if len(s.keys) == 0 {
+	if !s.m.HasKeys() {
 		if !s.opt.Loopback {
 			return auth.Identity{}, api.Errorf(api.ErrUnauthenticated, "no API keys are configured and the daemon is not on loopback")
 		}
 		if !e2bKey.MatchString(given) {
 			return auth.Identity{}, api.Errorf(api.ErrUnauthenticated, "without configured keys, E2B_API_KEY must look like e2b_ followed by hex digits")
 		}
-		return auth.Local, nil
+		return auth.Open, nil
 	}
-	h := sha256.Sum256([]byte(given))
-	var found auth.Identity
-	match := 0
-	for _, k := range s.keys {
-		if subtle.ConstantTimeCompare(h[:], k.hash[:]) == 1 {
-			found, match = k.id, 1
-		}
-	}
-	if match == 0 {
+	id, err := s.m.Authenticate(given)
+	if err != nil {
 		return auth.Identity{}, api.Errorf(api.ErrUnauthenticated, "the API key is not one of the daemon's keys (set E2B_API_KEY to a ds-sandbox API key)")
 	}
-	return found, nil
+	return id, nil
 }
 
 // token derives a sandbox's access token of a kind ("envd" or "traffic"):
@@ -174,7 +217,8 @@ func (s *Server) serveSandbox(w http.ResponseWriter, r *http.Request) {
 	id := r.Header.Get("E2b-Sandbox-Id")
 	port := r.Header.Get("E2b-Sandbox-Port")
 	// The token is proof of access: the sandbox is looked up as the local
-	// admin, whichever key created it.
+	// admin, whichever key created it, and the request then acts as its
+	// owner (quotas, audit).
 	sbx, err := s.m.Get(auth.WithIdentity(r.Context(), auth.Local), id)
 	if err != nil {
 		writeJSON(w, http.StatusBadGateway, map[string]any{"sandboxId": id, "message": "The sandbox was not found", "code": http.StatusBadGateway})
@@ -182,7 +226,11 @@ func (s *Server) serveSandbox(w http.ResponseWriter, r *http.Request) {
 	}
 	envdOK := s.validToken("envd", id, r.Header.Get("X-Access-Token"))
 	trafficOK := s.validToken("traffic", id, r.Header.Get("E2B-Traffic-Access-Token"))
-	ctx := context.WithValue(r.Context(), sandboxKey{}, sbx)
+	owner := s.m.IdentityOf(sbx.Info().Owner)
+	if envdOK || trafficOK {
+		audit.FromContext(r.Context()).KeyID = owner.KeyID
+	}
+	ctx := context.WithValue(auth.WithIdentity(r.Context(), owner), sandboxKey{}, sbx)
 	r = r.WithContext(ctx)
 	switch port {
 	case EnvdPort:

@@ -28,23 +28,47 @@ func (s *Server) envdRoutes() {
 	mux.Handle(fs+"Move", unary(s.fsMove))
 	mux.Handle(fs+"ListDir", unary(s.fsListDir))
 	mux.Handle(fs+"Remove", unary(s.fsRemove))
-	mux.Handle(fs+"WatchDir", serverStream(s.fsWatchDir))
+	mux.Handle(fs+"WatchDir", s.counted(serverStream(s.fsWatchDir)))
 	mux.Handle(fs+"CreateWatcher", unary(s.fsCreateWatcher))
 	mux.Handle(fs+"GetWatcherEvents", unary(s.fsGetWatcherEvents))
 	mux.Handle(fs+"RemoveWatcher", unary(s.fsRemoveWatcher))
 	ps := "POST /process.Process/"
-	mux.Handle(ps+"Start", serverStream(s.procStart))
-	mux.Handle(ps+"Connect", serverStream(s.procConnect))
+	mux.Handle(ps+"Start", s.counted(serverStream(s.procStart)))
+	mux.Handle(ps+"Connect", s.counted(serverStream(s.procConnect)))
 	mux.Handle(ps+"List", unary(s.procList))
 	mux.Handle(ps+"SendInput", unary(s.procSendInput))
 	mux.Handle(ps+"SendSignal", unary(s.procSendSignal))
 	mux.Handle(ps+"CloseStdin", unary(s.procCloseStdin))
 	mux.Handle(ps+"Update", unary(unimplemented[empty, empty]("pseudo-terminal resize (Update)")))
 	mux.Handle(ps+"StreamInput", unary(unimplemented[empty, empty]("client streaming (StreamInput)")))
-	mux.HandleFunc("GET /files", s.filesGet)
+	mux.Handle("GET /files", s.counted(http.HandlerFunc(s.filesGet)))
 	mux.HandleFunc("POST /files", s.filesPost)
 	mux.HandleFunc("GET /envs", s.envs)
 	s.envd = mux
+}
+
+// counted counts a streaming call against the owner's max_streams_per_key
+// (manager.Manager.AcquireStream) while it runs; over the bound it is
+// refused in the call's own error shape.
+func (s *Server) counted(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		release, err := s.m.AcquireStream(r.Context())
+		if err != nil {
+			switch {
+			case strings.HasPrefix(r.Header.Get("Content-Type"), "application/connect+json"):
+				w.Header().Set("Content-Type", "application/connect+json")
+				w.WriteHeader(http.StatusOK)
+				(&stream{w: w}).end(err)
+			case r.Header.Get("E2b-Sandbox-Port") == InterpreterPort:
+				textError(w, err)
+			default:
+				envdError(w, err)
+			}
+			return
+		}
+		defer release()
+		h.ServeHTTP(w, r)
+	})
 }
 
 // envdError writes envd's REST error {code, message}.

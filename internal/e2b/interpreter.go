@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 )
 
 // The code interpreter (port 49999): /execute streams NDJSON in E2B's format
@@ -20,7 +21,7 @@ func (s *Server) interpreterRoutes() {
 		http.Error(w, "ds-sandbox's code interpreter has no route "+r.Method+" "+r.URL.Path, http.StatusNotFound)
 	})
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, "OK") })
-	mux.HandleFunc("POST /execute", s.execute)
+	mux.Handle("POST /execute", s.counted(http.HandlerFunc(s.execute)))
 	mux.HandleFunc("POST /contexts", s.createContext)
 	mux.HandleFunc("GET /contexts", s.listContexts)
 	mux.HandleFunc("POST /contexts/{id}/restart", s.restartContext)
@@ -119,6 +120,8 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ctx := r.Context()
+	rec := audit.FromContext(ctx)
+	rec.SetCode(req.Code, s.m.Config().AuditLogCode)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	var mu sync.Mutex
 	started := false
@@ -168,6 +171,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	})
 	close(stop)
 	<-stopped
+	rec.SetExecution(exec)
 	mu.Lock()
 	if err != nil && !started {
 		mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 )
 
 // Messages of process.Process in proto3 JSON (proto/process.proto).
@@ -157,6 +158,7 @@ func (s *Server) procStart(r *http.Request, req *startRequest, st *stream) error
 		return api.Errorf(api.ErrUnsupported, "pseudo-terminals (pty) are not supported by ds-sandbox; use commands.run")
 	}
 	pr := api.ProcessRequest{Cmd: commandLine(req.Process), Envs: req.Process.Envs, Stdin: req.Stdin == nil || *req.Stdin}
+	audit.FromContext(r.Context()).SetCode(pr.Cmd, s.m.Config().AuditLogCode)
 	if req.Process.Cwd != nil {
 		pr.Cwd = *req.Process.Cwd
 	}

@@ -1,17 +1,13 @@
 package httpapi
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 )
 
 // execute runs a cell. By default the response is the NDJSON event stream of
@@ -25,11 +21,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	rec := auditRecord(r)
-	sum := sha256.Sum256([]byte(req.Code))
-	rec.CodeSHA256, rec.CodeSize = hex.EncodeToString(sum[:]), len(req.Code)
-	if s.cfg.AuditLogCode {
-		rec.Code = req.Code
-	}
+	rec.SetCode(req.Code, s.cfg.AuditLogCode)
 	sbx, err := s.m.Get(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
@@ -41,7 +33,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 	if r.URL.Query().Get("wait") == "true" {
 		exec, err := sbx.Execute(r.Context(), req, nil)
 		s.observeExecution(exec, err, start)
-		markBlocked(rec, exec)
+		rec.SetExecution(exec)
 		if err != nil {
 			return err
 		}
@@ -63,7 +55,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 		}
 	})
 	s.observeExecution(exec, err, start)
-	markBlocked(rec, exec)
+	rec.SetExecution(exec)
 	if err != nil && r.Context().Err() != nil && s.isShuttingDown() {
 		err = api.Errorf(api.ErrUnavailable, "the daemon is shutting down; the execution was interrupted")
 	}
@@ -77,16 +69,6 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 	return err
 }
 
-// markBlocked gives the request's audit record the outcome "blocked" when
-// the code scanner refused the cell (the manager's sandbox.code_blocked event
-// is audited too, for every face).
-func markBlocked(rec *audit.Record, exec *api.Execution) {
-	if exec != nil && exec.Error != nil && exec.Error.Name == api.ErrNameScanBlocked {
-		rec.Outcome = audit.Blocked
-		rec.Detail = map[string]string{"findings": strconv.Itoa(len(exec.Findings))}
-	}
-}
-
 func (s *Server) observeExecution(exec *api.Execution, err error, start time.Time) {
 	if s.opt.Metrics == nil {
 		return
@@ -98,6 +80,8 @@ func (s *Server) observeExecution(exec *api.Execution, err error, start time.Tim
 	case exec.Error == nil:
 	case exec.Error.Name == api.ErrNameTimeout:
 		outcome = "timeout"
+	case exec.OOMKilled:
+		outcome = "oom"
 	case exec.Error.Name == api.ErrNameDeadKernel:
 		outcome = "dead_kernel"
 	case exec.Error.Name == api.ErrNameScanBlocked:

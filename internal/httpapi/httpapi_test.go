@@ -59,7 +59,7 @@ func newServer(t *testing.T, edit func(*config.Config)) *env {
 	cfg.StateDir = t.TempDir()
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Resolve()
-	cfg.APIKeys = []config.APIKey{{ID: "admin", Key: adminKey, Admin: true}, {ID: "alice", Key: aliceKey}, {ID: "bob", Key: bobKey}}
+	cfg.APIKeys = []config.APIKey{{ID: "admin", Key: adminKey, Admin: true}, {ID: "alice", Key: aliceKey, Backends: []string{"local"}}, {ID: "bob", Key: bobKey, Backends: []string{"local"}}}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -200,8 +200,17 @@ func TestAuthAndOwnership(t *testing.T) {
 	if len(list) != 1 {
 		t.Fatalf("admin lists %d sandboxes", len(list))
 	}
-	if r := e.do(t, aliceKey, "GET", "/v1/workspaces", nil); r.status != 403 || r.apiError(t).Code != api.CodePermission {
-		t.Fatalf("non-admin workspaces: %d %s", r.status, r.body)
+	var wss []api.Workspace
+	json.Unmarshal(e.do(t, aliceKey, "GET", "/v1/workspaces", nil).body, &wss)
+	if len(wss) != 1 || wss[0].ID != alice.WorkspaceID || wss[0].Owner != "alice" {
+		t.Fatalf("alice's workspaces: %+v", wss)
+	}
+	json.Unmarshal(e.do(t, bobKey, "GET", "/v1/workspaces", nil).body, &wss)
+	if len(wss) != 0 {
+		t.Fatalf("bob lists alice's workspace: %+v", wss)
+	}
+	if r := e.do(t, bobKey, "GET", "/v1/workspaces/"+alice.WorkspaceID, nil); r.status != 404 {
+		t.Fatalf("bob gets alice's workspace: %d %s", r.status, r.body)
 	}
 	if r := e.do(t, adminKey, "DELETE", "/v1/sandboxes/"+alice.SandboxID, nil); r.status != 204 {
 		t.Fatalf("admin kill: %d %s", r.status, r.body)
@@ -361,7 +370,10 @@ func TestMetricsAndAudit(t *testing.T) {
 	e.do(t, "", "GET", "/v1/sandboxes", nil) // denied
 	e.do(t, aliceKey, "DELETE", "/v1/sandboxes/"+sbx.SandboxID, nil)
 
-	r := e.do(t, aliceKey, "GET", "/metrics", nil)
+	if r := e.do(t, aliceKey, "GET", "/metrics", nil); r.status != 403 {
+		t.Fatalf("a non-admin key reads /metrics: %d", r.status)
+	}
+	r := e.do(t, adminKey, "GET", "/metrics", nil)
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := parser.TextToMetricFamilies(bytes.NewReader(r.body))
 	if err != nil {
@@ -426,7 +438,7 @@ func TestMetricsAndAudit(t *testing.T) {
 	if c := find("sandbox.create"); c.KeyID != "alice" || c.SandboxID != sbx.SandboxID || c.Outcome != audit.OK || c.Remote == "" {
 		t.Errorf("create record %+v", c)
 	}
-	if x := find("execute"); x.CodeSize != 3 || len(x.CodeSHA256) != 64 || x.Code != "1/0" {
+	if x := find("code.execute"); x.CodeSize != 3 || len(x.CodeSHA256) != 64 || x.Code != "1/0" {
 		t.Errorf("execute record %+v", x)
 	}
 	if c := find("command.run"); !strings.Contains(c.Code, "echo audited") {
@@ -694,7 +706,7 @@ func TestScannerOverHTTP(t *testing.T) {
 		if err := json.Unmarshal([]byte(l), &rec); err != nil {
 			t.Fatal(err)
 		}
-		if rec.Outcome == audit.Blocked && rec.Action == "execute" {
+		if rec.Outcome == audit.Blocked && rec.Action == "code.execute" {
 			execRec = &rec
 		}
 	}

@@ -3,8 +3,6 @@ package httpapi
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net"
@@ -47,11 +45,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) error {
 			// Audit the command line.
 			var req api.ProcessRequest
 			if json.Unmarshal(body, &req) == nil {
-				sum := sha256.Sum256([]byte(req.Cmd))
-				rec.CodeSHA256, rec.CodeSize = hex.EncodeToString(sum[:]), len(req.Cmd)
-				if s.cfg.AuditLogCode {
-					rec.Code = req.Cmd
-				}
+				rec.SetCode(req.Cmd, s.cfg.AuditLogCode)
 			}
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))

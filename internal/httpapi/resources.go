@@ -73,7 +73,7 @@ func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request) error {
-	list, err := s.m.Workspaces().List()
+	list, err := s.m.ListWorkspaces(r.Context())
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) getWorkspace(w http.ResponseWriter, r *http.Request) error {
-	ws, err := s.m.Workspaces().Get(r.PathValue("id"))
+	ws, err := s.m.GetWorkspace(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
@@ -91,22 +91,29 @@ func (s *Server) getWorkspace(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteWorkspace(w http.ResponseWriter, r *http.Request) error {
-	id := r.PathValue("id")
-	for _, info := range s.m.List(r.Context(), nil) {
-		if info.WorkspaceID == id {
-			return api.Errorf(api.ErrExists, "workspace %s is attached to running sandbox %s; kill it first", id, info.SandboxID)
-		}
-	}
-	if err := s.m.Workspaces().Remove(id); err != nil {
+	if err := s.m.RemoveWorkspace(r.Context(), r.PathValue("id")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
+// grantWorkspace lets another key use a workspace (PUT) or no longer
+// (DELETE).
+func (s *Server) grantWorkspace(w http.ResponseWriter, r *http.Request) error {
+	key := r.PathValue("key")
+	auditRecord(r).Detail = map[string]string{"grantee": key}
+	ws, err := s.m.GrantWorkspace(r.Context(), r.PathValue("id"), key, r.Method == http.MethodPut)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ws)
+	return nil
+}
+
 func (s *Server) listDatasets(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	list, err := s.m.Datasets().List(dataset.Filter{NameContains: q.Get("name_contains"), Tags: q["tag"], Format: q.Get("format")})
+	list, err := s.m.ListDatasets(r.Context(), dataset.Filter{NameContains: q.Get("name_contains"), Tags: q["tag"], Format: q.Get("format")})
 	if err != nil {
 		return err
 	}
@@ -115,7 +122,18 @@ func (s *Server) listDatasets(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) getDataset(w http.ResponseWriter, r *http.Request) error {
-	d, err := s.m.Datasets().Get(r.PathValue("name"))
+	d, err := s.m.GetDataset(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, d)
+	return nil
+}
+
+// publishDataset makes a dataset visible to every key (PUT) or to its owner
+// only (DELETE).
+func (s *Server) publishDataset(w http.ResponseWriter, r *http.Request) error {
+	d, err := s.m.PublishDataset(r.Context(), r.PathValue("name"), r.Method == http.MethodPut)
 	if err != nil {
 		return err
 	}
@@ -140,7 +158,7 @@ func (s *Server) registerDataset(w http.ResponseWriter, r *http.Request) error {
 	if !filepath.IsAbs(req.Source) {
 		return api.Errorf(api.ErrInvalid, "source %q must be an absolute path on the server", req.Source)
 	}
-	d, err := s.m.Datasets().Register(req.Source, req.Name, req.Description, req.Tags)
+	d, err := s.m.RegisterDataset(r.Context(), req.Source, req.Name, req.Description, req.Tags)
 	if err != nil {
 		return err
 	}
@@ -183,7 +201,7 @@ func (s *Server) uploadDataset(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return api.Errorf(api.ErrInvalid, "upload: %v", err)
 	}
-	d, err := s.m.Datasets().Register(p, name, q.Get("description"), q["tag"])
+	d, err := s.m.RegisterDataset(r.Context(), p, name, q.Get("description"), q["tag"])
 	if err != nil {
 		return err
 	}
@@ -192,7 +210,7 @@ func (s *Server) uploadDataset(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteDataset(w http.ResponseWriter, r *http.Request) error {
-	if err := s.m.Datasets().Remove(r.PathValue("name")); err != nil {
+	if err := s.m.RemoveDataset(r.Context(), r.PathValue("name")); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

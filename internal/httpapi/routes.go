@@ -18,12 +18,17 @@ func (s *Server) routes() {
 	s.handle("GET /v1/openapi.json", open, serveOpenAPI)
 	if s.opt.Metrics != nil {
 		s.handle("GET /metrics", routeOpts{}, func(w http.ResponseWriter, r *http.Request) error {
+			if !s.m.CanReadMetrics(r.Context()) {
+				return api.Errorf(api.ErrPermission, "/metrics covers every key's sandboxes: it needs an admin key or one with metrics: true (api_keys[].metrics)")
+			}
 			s.opt.Metrics.Handler().ServeHTTP(w, r)
 			return nil
 		})
 	}
 	if s.opt.MCP != nil {
-		s.handle("/mcp", routeOpts{action: "mcp", stream: true}, func(w http.ResponseWriter, r *http.Request) error {
+		// Tool calls are audited by the MCP server itself, each with its
+		// own action (sandbox.create, code.execute, …).
+		s.handle("/mcp", routeOpts{stream: true}, func(w http.ResponseWriter, r *http.Request) error {
 			s.opt.MCP.ServeHTTP(w, r)
 			return nil
 		})
@@ -39,7 +44,7 @@ func (s *Server) routes() {
 	s.handle("DELETE /v1/sandboxes/{id}", routeOpts{action: "sandbox.kill"}, s.killSandbox)
 	s.handle("GET /v1/sandboxes/{id}/events", routeOpts{}, s.sandboxEvents)
 	s.handle("POST /v1/sandboxes/{id}/datasets", routeOpts{action: "dataset.prepare"}, s.prepareDataset)
-	s.handle("POST /v1/sandboxes/{id}/execute", routeOpts{action: "execute", stream: true}, s.execute)
+	s.handle("POST /v1/sandboxes/{id}/execute", routeOpts{action: "code.execute", stream: true}, s.execute)
 
 	// The agent's own routes, proxied into the sandbox.
 	for _, p := range []struct {
@@ -73,12 +78,18 @@ func (s *Server) routes() {
 	s.handle("GET /v1/templates/{id}", routeOpts{}, s.getTemplate)
 	s.handle("PUT /v1/templates/{id}", routeOpts{action: "template.save", admin: true}, s.putTemplate)
 	s.handle("DELETE /v1/templates/{id}", routeOpts{action: "template.delete", admin: true}, s.deleteTemplate)
-	s.handle("GET /v1/workspaces", routeOpts{admin: true}, s.listWorkspaces)
-	s.handle("GET /v1/workspaces/{id}", routeOpts{admin: true}, s.getWorkspace)
-	s.handle("DELETE /v1/workspaces/{id}", routeOpts{action: "workspace.delete", admin: true}, s.deleteWorkspace)
+	// Workspaces and datasets belong to the key that made them; the
+	// manager decides who sees what (admins: everything).
+	s.handle("GET /v1/workspaces", routeOpts{}, s.listWorkspaces)
+	s.handle("GET /v1/workspaces/{id}", routeOpts{}, s.getWorkspace)
+	s.handle("DELETE /v1/workspaces/{id}", routeOpts{action: "workspace.delete"}, s.deleteWorkspace)
+	s.handle("PUT /v1/workspaces/{id}/grants/{key}", routeOpts{action: "workspace.grant", admin: true}, s.grantWorkspace)
+	s.handle("DELETE /v1/workspaces/{id}/grants/{key}", routeOpts{action: "workspace.revoke", admin: true}, s.grantWorkspace)
 	s.handle("GET /v1/datasets", routeOpts{}, s.listDatasets)
 	s.handle("GET /v1/datasets/{name}", routeOpts{}, s.getDataset)
 	s.handle("POST /v1/datasets", routeOpts{action: "dataset.register", admin: true}, s.registerDataset)
 	s.handle("PUT /v1/datasets/{name}", routeOpts{action: "dataset.upload"}, s.uploadDataset)
-	s.handle("DELETE /v1/datasets/{name}", routeOpts{action: "dataset.delete", admin: true}, s.deleteDataset)
+	s.handle("DELETE /v1/datasets/{name}", routeOpts{action: "dataset.delete"}, s.deleteDataset)
+	s.handle("PUT /v1/datasets/{name}/public", routeOpts{action: "dataset.publish", admin: true}, s.publishDataset)
+	s.handle("DELETE /v1/datasets/{name}/public", routeOpts{action: "dataset.unpublish", admin: true}, s.publishDataset)
 }

@@ -14,9 +14,6 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) error {
 	if err := s.decode(w, r, &req); err != nil {
 		return err
 	}
-	if err := s.allowCreate(r.Context()); err != nil {
-		return err
-	}
 	sbx, err := s.m.Create(r.Context(), req)
 	if err != nil {
 		return err

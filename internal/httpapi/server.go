@@ -21,10 +21,10 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/audit"
+	"github.com/ds-sandbox/ds-sandbox/internal/auth"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 	"github.com/ds-sandbox/ds-sandbox/internal/metrics"
-	"golang.org/x/time/rate"
 )
 
 // Options configure the API server.
@@ -46,18 +46,15 @@ type Options struct {
 
 // Server is the REST API.
 type Server struct {
-	m    *manager.Manager
-	cfg  config.Config
-	opt  Options
-	log  *slog.Logger
-	mux  *http.ServeMux
-	keys []keyEntry
+	m   *manager.Manager
+	cfg config.Config
+	opt Options
+	log *slog.Logger
+	mux *http.ServeMux
 
 	patterns []string // every registered route, for the OpenAPI test
 
 	mu           sync.Mutex
-	limiters     map[string]*rate.Limiter
-	streams      map[string]int
 	shuttingDown bool
 
 	// base is the parent of every request's context, cancelled by CutStreams.
@@ -69,7 +66,7 @@ type Server struct {
 // non-loopback address.
 func New(m *manager.Manager, opt Options) (*Server, error) {
 	cfg := m.Config()
-	if len(cfg.APIKeys) == 0 && !opt.Loopback {
+	if !m.HasKeys() && !opt.Loopback {
 		return nil, api.Errorf(api.ErrInvalid, "refusing to serve the API on a non-loopback address without API keys: configure api_keys (or DS_SANDBOX_API_KEY), or listen on 127.0.0.1")
 	}
 	if opt.Logger == nil {
@@ -77,7 +74,6 @@ func New(m *manager.Manager, opt Options) (*Server, error) {
 	}
 	s := &Server{
 		m: m, cfg: cfg, opt: opt, log: opt.Logger, mux: http.NewServeMux(),
-		keys: newKeys(cfg.APIKeys), limiters: map[string]*rate.Limiter{}, streams: map[string]int{},
 	}
 	s.base, s.cancelAll = context.WithCancel(context.Background())
 	s.routes()
@@ -117,15 +113,15 @@ func (s *Server) Handler() http.Handler {
 	})
 }
 
-// serveE2B hands r to the E2B handler (which authenticates E2B's way) and
-// audits it like every other API request: who asked what of which sandbox,
-// and how it ended.
+// serveE2B hands r to the E2B handler (which authenticates E2B's way and
+// fills in the audit record: the key, the action, the sandbox, the code) and
+// audits it like every other API request.
 func (s *Server) serveE2B(rw http.ResponseWriter, r *http.Request) {
 	w := &statusWriter{ResponseWriter: rw}
 	rec := &audit.Record{Action: "e2b", RequestID: requestID(r.Context()), Remote: r.RemoteAddr,
 		SandboxID: r.Header.Get("E2b-Sandbox-Id"), Detail: map[string]string{"method": r.Method, "path": r.URL.Path}}
 	start := time.Now()
-	s.opt.E2B.ServeHTTP(w, r)
+	s.opt.E2B.ServeHTTP(w, r.WithContext(audit.WithRecord(r.Context(), rec)))
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
@@ -135,8 +131,11 @@ func (s *Server) serveE2B(rw http.ResponseWriter, r *http.Request) {
 	var err error
 	if w.status >= 400 {
 		err = fmt.Errorf("HTTP %d", w.status)
-		if w.status == http.StatusUnauthorized || w.status == http.StatusForbidden {
+		switch w.status {
+		case http.StatusUnauthorized, http.StatusForbidden:
 			err = fmt.Errorf("HTTP %d: %w", w.status, api.ErrUnauthenticated)
+		case http.StatusTooManyRequests:
+			err = fmt.Errorf("HTTP %d: %w", w.status, api.ErrLimit)
 		}
 	}
 	s.audit(rec, w.status, err)
@@ -252,7 +251,7 @@ func (s *Server) handle(pattern string, o routeOpts, h func(w http.ResponseWrite
 		start := time.Now()
 		w := &statusWriter{ResponseWriter: rw}
 		rec := &audit.Record{Action: o.action, RequestID: requestID(r.Context()), Remote: r.RemoteAddr, SandboxID: r.PathValue("id")}
-		r = r.WithContext(context.WithValue(r.Context(), recKey{}, rec))
+		r = r.WithContext(audit.WithRecord(r.Context(), rec))
 		err := s.serve(w, r, o, rec, h)
 		if err != nil {
 			if w.status == 0 {
@@ -273,16 +272,8 @@ func (s *Server) handle(pattern string, o routeOpts, h func(w http.ResponseWrite
 	})
 }
 
-type recKey struct{}
-
 // auditRecord returns the request's audit record, for handlers to add detail.
-func auditRecord(r *http.Request) *audit.Record {
-	rec, _ := r.Context().Value(recKey{}).(*audit.Record)
-	if rec == nil {
-		rec = &audit.Record{}
-	}
-	return rec
-}
+func auditRecord(r *http.Request) *audit.Record { return audit.FromContext(r.Context()) }
 
 func (s *Server) serve(w *statusWriter, r *http.Request, o routeOpts, rec *audit.Record, h func(http.ResponseWriter, *http.Request) error) error {
 	if !o.open {
@@ -297,9 +288,9 @@ func (s *Server) serve(w *statusWriter, r *http.Request, o routeOpts, rec *audit
 		if o.admin && !id.Admin {
 			return api.Errorf(api.ErrPermission, "%s needs an admin key", strings.SplitN(r.URL.Path, "?", 2)[0])
 		}
-		r = r.WithContext(withIdentity(r.Context(), id))
+		r = r.WithContext(auth.WithIdentity(r.Context(), id))
 		if o.stream {
-			release, err := s.acquireStream(id.KeyID)
+			release, err := s.m.AcquireStream(r.Context())
 			if err != nil {
 				return err
 			}
@@ -315,8 +306,8 @@ func (s *Server) audit(rec *audit.Record, status int, err error) {
 	}
 	rec.Status = status
 	switch {
-	case err == nil && status < 400 && rec.Outcome == audit.Blocked:
-		// the handler saw the code scanner refuse the cell
+	case err == nil && status < 400 && rec.Outcome != "":
+		// the handler said how the execution ended (blocked, oom, timeout)
 	case err == nil && status < 400:
 		rec.Outcome = audit.OK
 	case errors.Is(err, api.ErrUnauthenticated) || errors.Is(err, api.ErrPermission) || errors.Is(err, api.ErrLimit):

@@ -28,6 +28,21 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 	if err != nil {
 		return nil, err
 	}
+	if err := m.BackendAllowed(ctx, plan.backend.Name()); err != nil {
+		return nil, err
+	}
+	tmplName := req.Template
+	if req.TemplateSpec != nil {
+		tmplName = "inline"
+	}
+	if err := m.templateAllowed(ctx, tmplName); err != nil {
+		return nil, err
+	}
+	release, err := m.reserveCreate(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	m.mu.Lock()
 	closed := m.closed
 	m.mu.Unlock()
@@ -35,7 +50,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 		return nil, api.Errorf(api.ErrUnavailable, "the manager is shutting down")
 	}
 
-	ws, quota, err := m.attachWorkspace(req.WorkspaceID, plan.limits.DiskQuotaMB)
+	ws, quota, err := m.attachWorkspace(ctx, req.WorkspaceID, plan.limits.DiskQuotaMB)
 	if err != nil {
 		return nil, err
 	}
@@ -57,6 +72,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 	now := time.Now().UTC()
 	s := &Sandbox{
 		m:     m,
+		owner: auth.FromContext(ctx).KeyID,
 		inst:  inst,
 		agent: agent.NewClient(inst.AgentSocket()),
 		info: api.SandboxInfo{

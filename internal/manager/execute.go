@@ -260,7 +260,9 @@ func (s *Sandbox) Execute(ctx context.Context, req api.ExecuteRequest, onEvent f
 	}
 	s.net.collectors[c] = struct{}{}
 	s.net.mu.Unlock()
-	exec, err = s.agent.Execute(ctx, req, onEvent)
+	oom := s.startOOMCheck()
+	exec, err = s.agent.Execute(ctx, req, oom.wrap(onEvent))
+	oom.finish(exec)
 	if nc, ok := s.inst.(backend.NetworkController); ok {
 		nc.FlushNetworkDenials() // packets the cell saw refused are its denials
 	}
@@ -362,4 +364,78 @@ func (m *Manager) SetNetwork(ctx context.Context, id string, pol api.NetworkPoli
 	m.saveRecord(s)
 	m.emit(api.EventSandboxNetworkSet, id, owner, map[string]string{"network": pol.Policy, "whitelist": strings.Join(pol.Whitelist, ",")})
 	return s.Info(), nil
+}
+
+// oomCheck tells a kernel killed by the sandbox's memory limit from one
+// that died otherwise, by the memory cgroup's OOM-kill count before and
+// after the cell, and says so in the cell's DeadKernelError (streamed and
+// returned). A nil *oomCheck (no memory limit, or a backend without a
+// memory cgroup) changes nothing.
+type oomCheck struct {
+	c      backend.OOMCounter
+	before uint64
+	limit  int
+
+	once sync.Once
+	hit  bool
+}
+
+func (s *Sandbox) startOOMCheck() *oomCheck {
+	c, ok := s.inst.(backend.OOMCounter)
+	limit := s.Info().Limits.MemoryMB
+	if !ok || limit == 0 {
+		return nil
+	}
+	n, err := c.OOMKills()
+	if err != nil {
+		return nil
+	}
+	return &oomCheck{c: c, before: n, limit: limit}
+}
+
+// killed reports whether the OOM killer struck since the cell started. The
+// kernel counts the kill before the process dies, so by the time the agent
+// reports the kernel dead the count has moved.
+func (o *oomCheck) killed() bool {
+	o.once.Do(func() {
+		n, err := o.c.OOMKills()
+		o.hit = err == nil && n > o.before
+	})
+	return o.hit
+}
+
+const oomPrefix = "memory limit reached"
+
+func (o *oomCheck) rewrite(e *api.ExecutionError) bool {
+	if e == nil || e.Name != api.ErrNameDeadKernel || !o.killed() {
+		return false
+	}
+	if !strings.HasPrefix(e.Value, oomPrefix) {
+		e.Value = fmt.Sprintf("%s: the sandbox's memory limit of %d MiB (memory_mb) was reached and the kernel was killed by the out-of-memory killer; the context's state is lost (%s)", oomPrefix, o.limit, e.Value)
+	}
+	return true
+}
+
+func (o *oomCheck) wrap(fn func(api.ExecEvent)) func(api.ExecEvent) {
+	if o == nil || fn == nil {
+		return fn
+	}
+	return func(ev api.ExecEvent) {
+		if ev.Error != nil && ev.Error.Name == api.ErrNameDeadKernel {
+			e := *ev.Error
+			if o.rewrite(&e) {
+				ev.Error = &e
+			}
+		}
+		fn(ev)
+	}
+}
+
+func (o *oomCheck) finish(exec *api.Execution) {
+	if o == nil || exec == nil || exec.Error == nil {
+		return
+	}
+	if o.rewrite(exec.Error) {
+		exec.OOMKilled = true
+	}
 }

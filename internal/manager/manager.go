@@ -55,9 +55,11 @@ type Manager struct {
 	datasets   *dataset.Registry
 
 	events events
+	adm    admission
 
 	mu         sync.Mutex
 	sandboxes  map[string]*Sandbox
+	pending    map[string]int // creates in flight per key (see reserveCreate)
 	closed     bool
 	recordsDir string   // "" = records are not persisted
 	stateLock  *os.File // held while persisting (see Persist)
@@ -85,7 +87,9 @@ func New(cfg config.Config, log *slog.Logger, backends ...backend.Backend) (*Man
 	m := &Manager{
 		cfg: cfg, log: log, backends: make(map[string]backend.Backend),
 		workspaces: ws, datasets: ds, sandboxes: make(map[string]*Sandbox), wsUsers: map[string]int{},
+		pending: map[string]int{},
 	}
+	m.adm.init(cfg)
 	for _, b := range backends {
 		m.backends[b.Name()] = b
 	}
@@ -94,12 +98,6 @@ func New(cfg config.Config, log *slog.Logger, backends ...backend.Backend) (*Man
 
 // Config returns the manager's configuration.
 func (m *Manager) Config() config.Config { return m.cfg }
-
-// Workspaces returns the workspace store.
-func (m *Manager) Workspaces() *workspace.Store { return m.workspaces }
-
-// Datasets returns the dataset registry.
-func (m *Manager) Datasets() *dataset.Registry { return m.datasets }
 
 // Backend returns the named backend ("" = the default).
 func (m *Manager) Backend(name string) (backend.Backend, error) {
@@ -128,6 +126,7 @@ type Sandbox struct {
 	inst  backend.Instance
 	agent *agent.Client
 	net   netState
+	owner string // the key that created it (info.Owner, fixed for its life)
 
 	mu    sync.Mutex
 	info  api.SandboxInfo

@@ -187,7 +187,7 @@ func (m *Manager) reattach(ctx context.Context, rec record) bool {
 		_ = inst.Destroy(ctx)
 		return reap("its timeout passed while the daemon was down")
 	}
-	s := &Sandbox{m: m, inst: inst, agent: agent.NewClient(inst.AgentSocket()), info: info}
+	s := &Sandbox{m: m, owner: info.Owner, inst: inst, agent: agent.NewClient(inst.AgentSocket()), info: info}
 	m.holdWorkspace(info.WorkspaceID)
 	m.mu.Lock()
 	m.sandboxes[info.SandboxID] = s

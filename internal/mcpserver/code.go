@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -27,10 +28,13 @@ func (s *Server) runCode(ctx context.Context, sess *session, in runCodeIn) (*mcp
 	if err != nil {
 		return nil, nil, err
 	}
+	rec := audit.FromContext(ctx)
+	rec.SetCode(in.Code, s.m.Config().AuditLogCode)
 	exec, err := sb.Execute(ctx, api.ExecuteRequest{Code: in.Code, TimeoutMs: ms}, nil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sandbox %s: %w", sb.ID(), err)
 	}
+	rec.SetExecution(exec)
 	content, failed := executionContent(exec)
 	return &mcp.CallToolResult{Content: withNotice(notice, content), IsError: failed}, nil, nil
 }
@@ -155,6 +159,7 @@ func (s *Server) runCommand(ctx context.Context, sess *session, in runCommandIn)
 	if err != nil {
 		return nil, runCommandOut{}, err
 	}
+	audit.FromContext(ctx).SetCode(in.Command, s.m.Config().AuditLogCode)
 	res, err := sb.Agent().RunCommand(ctx, api.ProcessRequest{Cmd: in.Command, Cwd: in.Cwd, TimeoutMs: ms}, nil)
 	if err != nil {
 		return nil, runCommandOut{}, fmt.Errorf("sandbox %s: %w", sb.ID(), err)

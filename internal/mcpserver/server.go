@@ -54,6 +54,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 	"github.com/ds-sandbox/ds-sandbox/internal/auth"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -78,6 +79,9 @@ type Options struct {
 	// a negative value never closes idle sessions. Stdio sessions end when
 	// their input does.
 	SessionIdleTimeout time.Duration
+	// Audit, when set, receives a record of every tool call (its key, action,
+	// sandbox, outcome, and the code's sha256 and size).
+	Audit *audit.Log
 }
 
 // Server exposes a manager's sandboxes as MCP tools. It is safe for

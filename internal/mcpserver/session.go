@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 	"github.com/ds-sandbox/ds-sandbox/internal/auth"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 )
@@ -111,6 +112,9 @@ func (s *Server) create(ctx context.Context, sess *session, req api.CreateSandbo
 	if err != nil {
 		return nil, false, err
 	}
+	if rec := audit.FromContext(ctx); rec.Action == "sandbox.create" {
+		rec.SandboxID = sb.ID()
+	}
 	isDefault, ok := sess.adopt(sb.ID(), asDefault)
 	if !ok || s.isClosed() {
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), killTimeout)
@@ -126,6 +130,11 @@ func (s *Server) create(ctx context.Context, sess *session, req api.CreateSandbo
 // sandbox when id is "" (creating it, or replacing one that has ended; notice
 // then says so). Another key's sandbox is api.ErrNotFound.
 func (s *Server) sandbox(ctx context.Context, sess *session, id string) (sb *manager.Sandbox, notice string, err error) {
+	defer func() {
+		if sb != nil {
+			audit.FromContext(ctx).SandboxID = sb.ID()
+		}
+	}()
 	if id != "" {
 		sb, err = s.m.Get(ctx, id)
 		return sb, "", err
@@ -169,6 +178,7 @@ func (s *Server) kill(ctx context.Context, sess *session, id string) (string, er
 			return "", api.Errorf(api.ErrNotFound, "this session has no default sandbox to kill; pass sandbox_id")
 		}
 	}
+	audit.FromContext(ctx).SandboxID = id
 	err := s.m.Kill(ctx, id)
 	if err == nil || errors.Is(err, api.ErrNotFound) {
 		sess.forget(id)

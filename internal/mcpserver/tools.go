@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 	"github.com/ds-sandbox/ds-sandbox/internal/template"
 	"github.com/google/jsonschema-go/jsonschema"
@@ -201,13 +202,50 @@ func tool[In, Out any](s *Server, t *mcp.Tool, h handler[In, Out]) func(*mcp.Ser
 			if sess == nil {
 				return nil, out, errors.New("no MCP session state (internal error)")
 			}
-			res, out, err = h(ctx, sess, in)
+			rec := &audit.Record{Action: toolActions[t.Name], KeyID: sess.identity.KeyID, Detail: map[string]string{"tool": t.Name}}
+			if sess.sid != "" {
+				rec.Detail["mcp_session"] = sess.sid
+			}
+			defer func() { s.audit(rec, err) }()
+			res, out, err = h(audit.WithRecord(ctx, rec), sess, in)
 			if err != nil {
 				s.log.Debug("mcp tool failed", "tool", t.Name, "error", err)
 				return nil, out, fmt.Errorf("%s: %w", t.Name, err)
 			}
 			return res, out, nil
 		})
+	}
+}
+
+// toolActions name the tools' calls in the audit log with the REST API's
+// words.
+var toolActions = map[string]string{
+	"create_sandbox": "sandbox.create", "run_code": "code.execute", "run_command": "command.run",
+	"read_file": "files.read", "write_file": "files.write", "list_files": "files.list", "kill_sandbox": "sandbox.kill",
+}
+
+// audit writes a tool call's record: its outcome is the handler's error's
+// (denied for refusals by admission) unless the handler set one (an
+// execution blocked, killed by the memory limit, timed out).
+func (s *Server) audit(rec *audit.Record, err error) {
+	if s.opts.Audit == nil {
+		return
+	}
+	switch {
+	case err == nil && rec.Outcome != "":
+	case err == nil:
+		rec.Outcome = audit.OK
+	case errors.Is(err, api.ErrUnauthenticated) || errors.Is(err, api.ErrPermission) || errors.Is(err, api.ErrLimit):
+		rec.Outcome = audit.Denied
+	default:
+		rec.Outcome = audit.Error
+	}
+	if err != nil {
+		rec.Error = err.Error()
+		rec.Status = api.HTTPStatus(api.CodeOf(err))
+	}
+	if werr := s.opts.Audit.Write(*rec); werr != nil {
+		s.log.Error("audit log write failed", "err", werr)
 	}
 }
 

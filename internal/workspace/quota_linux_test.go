@@ -23,12 +23,12 @@ func TestQuotaLifecycle(t *testing.T) {
 	}
 	// A workspace that already holds files gets no quota (they would vanish
 	// under the image).
-	full, _ := s.Create("full")
+	full, _ := s.Create("full", "")
 	os.WriteFile(filepath.Join(full.Path, "x"), []byte("x"), 0o644)
 	if err := s.SetQuota("full", 32); !errors.Is(err, api.ErrInvalid) {
 		t.Fatalf("quota on a workspace with files: %v, want invalid", err)
 	}
-	ws, _ := s.Create("q")
+	ws, _ := s.Create("q", "")
 	if err := s.SetQuota("q", 32); err != nil {
 		t.Fatal(err)
 	}

@@ -81,6 +81,10 @@ type metadata struct {
 	// QuotaMB is set when the workspace lives in its own file system image of
 	// that size.
 	QuotaMB int `json:"quota_mb,omitempty"`
+	// Owner is the API key id that created it ("" without keys); Grants
+	// the other keys an admin let use it.
+	Owner  string   `json:"owner,omitempty"`
+	Grants []string `json:"grants,omitempty"`
 }
 
 // New returns a Store rooted at root, creating it (mode 0700) when missing.
@@ -134,12 +138,14 @@ func (s *Store) Path(id string) string {
 	return filepath.Join(s.root, id)
 }
 
-// Create creates the named workspace, or attaches to it when it exists: an
-// existing workspace is returned as it is (its metadata unchanged), but any
-// missing data/, models/ or outputs/ is re-created. A directory left without
-// metadata (a crash between the two steps) is adopted. Errors: api.ErrInvalid for
-// a bad id or one with AnonymousPrefix.
-func (s *Store) Create(id string) (api.Workspace, error) {
+// Create creates the named workspace, owned by owner (an API key id), or
+// attaches to it when it exists: an existing workspace is returned as it is
+// (its metadata, owner included, unchanged; whether the caller may use it is
+// the manager's decision), but any missing data/, models/ or outputs/ is
+// re-created. A directory left without metadata (a crash between the two
+// steps) is adopted. Errors: api.ErrInvalid for a bad id or one with
+// AnonymousPrefix.
+func (s *Store) Create(id, owner string) (api.Workspace, error) {
 	if err := ValidateID(id); err != nil {
 		return api.Workspace{}, err
 	}
@@ -148,12 +154,13 @@ func (s *Store) Create(id string) (api.Workspace, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.create(id, false, false)
+	return s.create(id, owner, false, false)
 }
 
-// CreateAnonymous creates a new workspace with a random id (AnonymousPrefix and
-// 12 hex digits) and Anonymous set: the manager removes it when its sandbox ends.
-func (s *Store) CreateAnonymous() (api.Workspace, error) {
+// CreateAnonymous creates a new workspace, owned by owner, with a random id
+// (AnonymousPrefix and 12 hex digits) and Anonymous set: the manager removes
+// it when its sandbox ends.
+func (s *Store) CreateAnonymous(owner string) (api.Workspace, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for range 8 {
@@ -161,7 +168,7 @@ func (s *Store) CreateAnonymous() (api.Workspace, error) {
 		if _, err := rand.Read(b[:]); err != nil {
 			return api.Workspace{}, fmt.Errorf("workspace id: %w", err)
 		}
-		ws, err := s.create(AnonymousPrefix+hex.EncodeToString(b[:]), true, true)
+		ws, err := s.create(AnonymousPrefix+hex.EncodeToString(b[:]), owner, true, true)
 		if errors.Is(err, api.ErrExists) {
 			continue // astronomically unlikely; draw again
 		}
@@ -172,7 +179,7 @@ func (s *Store) CreateAnonymous() (api.Workspace, error) {
 
 // create makes or attaches workspace id; with exclusive, an existing directory
 // is api.ErrExists. The caller holds s.mu.
-func (s *Store) create(id string, anonymous, exclusive bool) (api.Workspace, error) {
+func (s *Store) create(id, owner string, anonymous, exclusive bool) (api.Workspace, error) {
 	dir := filepath.Join(s.root, id)
 	if exclusive {
 		if err := os.Mkdir(dir, dirPerm); err != nil {
@@ -199,7 +206,7 @@ func (s *Store) create(id string, anonymous, exclusive bool) (api.Workspace, err
 	case !errors.Is(err, api.ErrNotFound):
 		return api.Workspace{}, err
 	}
-	m = metadata{ID: id, Anonymous: anonymous, CreatedAt: time.Now().UTC()}
+	m = metadata{ID: id, Anonymous: anonymous, CreatedAt: time.Now().UTC(), Owner: owner}
 	if err := s.writeMeta(m); err != nil {
 		return api.Workspace{}, err
 	}
@@ -296,8 +303,37 @@ func (s *Store) Remove(id string) error {
 	return nil
 }
 
+// SetGrant lets key use workspace id (grant) or no longer (!grant). The
+// owner needs no grant. Errors: api.ErrInvalid, api.ErrNotFound.
+func (s *Store) SetGrant(id, key string, grant bool) (api.Workspace, error) {
+	if err := ValidateID(id); err != nil {
+		return api.Workspace{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, err := s.readMeta(id)
+	if err != nil {
+		return api.Workspace{}, err
+	}
+	has := slices.Contains(m.Grants, key)
+	switch {
+	case grant && !has:
+		m.Grants = append(m.Grants, key)
+		slices.Sort(m.Grants)
+	case !grant && has:
+		m.Grants = slices.DeleteFunc(m.Grants, func(k string) bool { return k == key })
+	default:
+		return s.workspace(m), nil
+	}
+	if err := s.writeMeta(m); err != nil {
+		return api.Workspace{}, err
+	}
+	return s.workspace(m), nil
+}
+
 func (s *Store) workspace(m metadata) api.Workspace {
-	return api.Workspace{ID: m.ID, Path: filepath.Join(s.root, m.ID), Anonymous: m.Anonymous, CreatedAt: m.CreatedAt}
+	return api.Workspace{ID: m.ID, Path: filepath.Join(s.root, m.ID), Anonymous: m.Anonymous, CreatedAt: m.CreatedAt,
+		Owner: m.Owner, Grants: slices.Clone(m.Grants)}
 }
 
 func (s *Store) metaPath(id string) string  { return filepath.Join(s.root, metaDir, id+".json") }

@@ -76,7 +76,7 @@ func TestNewCreatesPrivateRoot(t *testing.T) {
 func TestCreateGetList(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
-	ws, err := s.Create("proj")
+	ws, err := s.Create("proj", "")
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
@@ -97,7 +97,7 @@ func TestCreateGetList(t *testing.T) {
 	if err := os.Remove(filepath.Join(ws.Path, Outputs)); err != nil {
 		t.Fatal(err)
 	}
-	again, err := s.Create("proj")
+	again, err := s.Create("proj", "")
 	if err != nil {
 		t.Fatalf("Create again: %v", err)
 	}
@@ -116,7 +116,7 @@ func TestCreateGetList(t *testing.T) {
 		t.Fatalf("Get = %+v, %v", got, err)
 	}
 
-	anon, err := s.CreateAnonymous()
+	anon, err := s.CreateAnonymous("")
 	if err != nil {
 		t.Fatalf("CreateAnonymous: %v", err)
 	}
@@ -139,7 +139,7 @@ func TestCreateGetList(t *testing.T) {
 		t.Errorf("List ids = %v, want %v", ids, want)
 	}
 	// Create adopts the stray directory.
-	if _, err := s.Create("stray"); err != nil {
+	if _, err := s.Create("stray", ""); err != nil {
 		t.Errorf("Create(stray): %v", err)
 	}
 }
@@ -147,7 +147,7 @@ func TestCreateGetList(t *testing.T) {
 func TestErrors(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
-	if _, err := s.Create("dup"); err != nil {
+	if _, err := s.Create("dup", ""); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -155,9 +155,9 @@ func TestErrors(t *testing.T) {
 		call func() error
 		want error
 	}{
-		{"create bad id", func() error { _, err := s.Create("../x"); return err }, api.ErrInvalid},
-		{"create reserved prefix", func() error { _, err := s.Create("anon-123"); return err }, api.ErrInvalid},
-		{"create 65 chars", func() error { _, err := s.Create(strings.Repeat("x", 65)); return err }, api.ErrInvalid},
+		{"create bad id", func() error { _, err := s.Create("../x", ""); return err }, api.ErrInvalid},
+		{"create reserved prefix", func() error { _, err := s.Create("anon-123", ""); return err }, api.ErrInvalid},
+		{"create 65 chars", func() error { _, err := s.Create(strings.Repeat("x", 65), ""); return err }, api.ErrInvalid},
 		{"get missing", func() error { _, err := s.Get("nope"); return err }, api.ErrNotFound},
 		{"get bad id", func() error { _, err := s.Get("a/b"); return err }, api.ErrInvalid},
 		{"get empty", func() error { _, err := s.Get(""); return err }, api.ErrInvalid},
@@ -177,7 +177,7 @@ func TestErrors(t *testing.T) {
 func TestRemove(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
-	ws, err := s.Create("gone")
+	ws, err := s.Create("gone", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func TestRemove(t *testing.T) {
 func TestDamagedMetadata(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
-	if _, err := s.Create("bad"); err != nil {
+	if _, err := s.Create("bad", ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(s.metaPath("bad"), []byte("{not json"), 0o600); err != nil {
@@ -213,7 +213,7 @@ func TestDamagedMetadata(t *testing.T) {
 func TestSymlinkedSubdirNotFollowed(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
-	ws, err := s.Create("sym")
+	ws, err := s.Create("sym", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +224,7 @@ func TestSymlinkedSubdirNotFollowed(t *testing.T) {
 	if err := os.Symlink(filepath.Join(outside, "target"), filepath.Join(ws.Path, Data)); err != nil {
 		t.Fatal(err)
 	}
-	_, _ = s.Create("sym") // may fail; must not create anything outside
+	_, _ = s.Create("sym", "") // may fail; must not create anything outside
 	if _, err := os.Stat(filepath.Join(outside, "target")); !os.IsNotExist(err) {
 		t.Errorf("Create followed a symlink out of the workspace: %v", err)
 	}
@@ -248,10 +248,10 @@ func TestConcurrentCreate(t *testing.T) {
 	errs := make(chan error, 32)
 	for range 16 {
 		wg.Go(func() {
-			if _, err := s.Create("shared"); err != nil {
+			if _, err := s.Create("shared", ""); err != nil {
 				errs <- err
 			}
-			if _, err := s.CreateAnonymous(); err != nil {
+			if _, err := s.CreateAnonymous(""); err != nil {
 				errs <- err
 			}
 		})

@@ -157,7 +157,7 @@ func (s *suite) diskFillWorkspace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws, err := store.CreateAnonymous()
+	ws, err := store.CreateAnonymous("")
 	if err != nil {
 		t.Fatal(err)
 	}

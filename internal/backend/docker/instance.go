@@ -46,9 +46,13 @@ type instance struct {
 	netMu      sync.Mutex // guards network
 	network    api.NetworkPolicy
 	resolvConf string
+
+	pidMu sync.Mutex
+	pid   int // the container's init on the host, once looked up (OOMKills)
 }
 
 var (
+	_ backend.OOMCounter        = (*instance)(nil)
 	_ backend.Recoverable       = (*instance)(nil)
 	_ backend.NetworkController = (*instance)(nil)
 	_ backend.Detacher          = (*instance)(nil)
@@ -73,6 +77,25 @@ func (in *instance) State() map[string]string {
 		st["network"], st["resolv_conf"] = string(pol), in.resolvConf
 	}
 	return st
+}
+
+// OOMKills implements backend.OOMCounter from the container's memory cgroup.
+func (in *instance) OOMKills() (uint64, error) {
+	in.pidMu.Lock()
+	defer in.pidMu.Unlock()
+	if in.pid == 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		js, err := in.c.ContainerInspect(ctx, in.id)
+		if err != nil {
+			return 0, err
+		}
+		if js.State == nil || js.State.Pid <= 0 {
+			return 0, fmt.Errorf("container %s has no process", in.id)
+		}
+		in.pid = js.State.Pid
+	}
+	return backend.OOMKills(in.pid)
 }
 
 // SetNetwork implements backend.NetworkController: only a sandbox with a

@@ -31,6 +31,7 @@ var (
 	_ backend.Recoverable       = (*instance)(nil)
 	_ backend.NetworkController = (*instance)(nil)
 	_ backend.Detacher          = (*instance)(nil)
+	_ backend.OOMCounter        = (*instance)(nil)
 )
 
 // Available implements backend.Backend: it needs the runtime binary, user
@@ -423,6 +424,10 @@ type instance struct {
 
 func (in *instance) AgentSocket() string   { return in.bundle.socket() }
 func (in *instance) Done() <-chan struct{} { return in.done }
+
+// OOMKills implements backend.OOMCounter from the container's memory
+// cgroup (the init's; every process of the sandbox is in it).
+func (in *instance) OOMKills() (uint64, error) { return backend.OOMKills(in.pid) }
 
 // State implements backend.Recoverable.
 func (in *instance) State() map[string]string {
