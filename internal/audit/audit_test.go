@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
 )
 
 func TestWriteAndRotate(t *testing.T) {
@@ -57,5 +59,29 @@ func TestWriteAndRotate(t *testing.T) {
 	}
 	if total == 0 || total >= 100 {
 		t.Fatalf("%d records kept across 3 files: rotation should have dropped the oldest", total)
+	}
+}
+
+func TestSetExecution(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		exec *api.Execution
+		want string
+	}{
+		{"no execution", nil, ""},
+		{"a result", &api.Execution{}, ""},
+		{"a user exception is a result", &api.Execution{Error: &api.ExecutionError{Name: "ZeroDivisionError"}}, ""},
+		{"timeout", &api.Execution{Error: &api.ExecutionError{Name: api.ErrNameTimeout}}, Timeout},
+		{"oom", &api.Execution{OOMKilled: true, Error: &api.ExecutionError{Name: api.ErrNameDeadKernel}}, OOM},
+		{"another kernel death", &api.Execution{Error: &api.ExecutionError{Name: api.ErrNameDeadKernel}}, ""},
+		{"blocked", &api.Execution{Error: &api.ExecutionError{Name: api.ErrNameScanBlocked}}, Blocked},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var r Record
+			r.SetExecution(c.exec)
+			if r.Outcome != c.want {
+				t.Fatalf("outcome %q, want %q", r.Outcome, c.want)
+			}
+		})
 	}
 }

@@ -112,7 +112,11 @@ func (s *Server) sandboxEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, nonNil(s.m.Events(r.Context(), r.PathValue("id"), n)))
+	evs, err := s.m.SandboxEvents(r.Context(), r.PathValue("id"), n)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, nonNil(evs))
 	return nil
 }
 

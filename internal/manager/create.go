@@ -24,11 +24,9 @@ import (
 // workspace, starts the backend and writes the template's files. On any error
 // nothing is left behind (an anonymous workspace is removed; a named one stays).
 func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sandbox, error) {
-	plan, err := m.plan(req)
-	if err != nil {
-		return nil, err
-	}
-	if err := m.BackendAllowed(ctx, plan.backend.Name()); err != nil {
+	// Admission first: a refused backend or template is refused whatever
+	// else the request holds (and whether or not the template exists).
+	if err := m.BackendAllowed(ctx, cmp.Or(req.Backend, m.cfg.DefaultBackend)); err != nil {
 		return nil, err
 	}
 	tmplName := req.Template
@@ -36,6 +34,10 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 		tmplName = "inline"
 	}
 	if err := m.templateAllowed(ctx, tmplName); err != nil {
+		return nil, err
+	}
+	plan, err := m.plan(req)
+	if err != nil {
 		return nil, err
 	}
 	release, err := m.reserveCreate(ctx)

@@ -77,3 +77,17 @@ func (m *Manager) Events(ctx context.Context, sandboxID string, limit int) []api
 	}
 	return out
 }
+
+// SandboxEvents returns up to limit of the most recent events of one
+// sandbox, oldest first. A sandbox the caller may not see (another key's,
+// running) is ErrNotFound, as are ids with no event the caller may see; a
+// sandbox of the caller's that has ended still has its events.
+func (m *Manager) SandboxEvents(ctx context.Context, sandboxID string, limit int) ([]api.Event, error) {
+	if evs := m.Events(ctx, sandboxID, limit); len(evs) > 0 {
+		return evs, nil
+	}
+	if _, err := m.Get(ctx, sandboxID); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}

@@ -14,9 +14,19 @@ import (
 
 // memoryBomb: a cell allocating without end in a sandbox with memory_mb is
 // killed inside the sandbox (its kernel dies), and the next cell runs in a
-// fresh kernel.
+// fresh kernel. A backend with a memory cgroup of the sandbox's own
+// (backend.OOMCounter) counts the kill, which is how the manager tells the
+// caller the memory limit was reached.
 func (s *suite) memoryBomb(t *testing.T) {
-	_, c, _ := s.sandbox(t, func(sp *backend.Spec) { sp.MemoryMB = 256 })
+	inst, c, _ := s.sandbox(t, func(sp *backend.Spec) { sp.MemoryMB = 256 })
+	oc, counts := inst.(backend.OOMCounter)
+	var before uint64
+	if counts {
+		var err error
+		if before, err = oc.OOMKills(); err != nil {
+			t.Fatalf("OOMKills before the bomb: %v", err)
+		}
+	}
 	e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "a = []\nwhile True: a.append(b'\\x01' * (8 << 20))"}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -25,6 +35,12 @@ func (s *suite) memoryBomb(t *testing.T) {
 		t.Fatalf("memory bomb: error %+v, want %s", e.Error, api.ErrNameDeadKernel)
 	}
 	t.Logf("memory bomb: %s", e.Error.Value)
+	if counts {
+		after, err := oc.OOMKills()
+		if err != nil || after <= before {
+			t.Errorf("OOMKills after the bomb: %d, %v (before: %d): the kill is not counted, so it cannot be reported as the memory limit", after, err, before)
+		}
+	}
 	if e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "1+1"}, nil); err != nil || e.Text() != "2" {
 		t.Fatalf("the next cell: %v %+v", err, e)
 	}
