@@ -253,7 +253,9 @@ func TestTenancy(t *testing.T) {
 		{"rest", "write file", func(k string) outcome {
 			return httpOutcome(td.rest(t, k, "PUT", sb+"/files?path=/home/user/from-"+k[:3]+".txt", "x"))
 		}},
-		{"rest", "list files", func(k string) outcome { return httpOutcome(td.rest(t, k, "GET", sb+"/files/list?path=/home/user", nil)) }},
+		{"rest", "list files", func(k string) outcome {
+			return httpOutcome(td.rest(t, k, "GET", sb+"/files/list?path=/home/user", nil))
+		}},
 		{"rest", "processes", func(k string) outcome { return httpOutcome(td.rest(t, k, "GET", sb+"/processes", nil)) }},
 		{"rest", "contexts", func(k string) outcome { return httpOutcome(td.rest(t, k, "GET", sb+"/contexts", nil)) }},
 		{"rest", "events of the sandbox", func(k string) outcome { return httpOutcome(td.rest(t, k, "GET", sb+"/events", nil)) }},
@@ -289,7 +291,9 @@ func TestTenancy(t *testing.T) {
 			return connect(k, "filesystem.Filesystem/ListDir", map[string]any{"path": "/home/user", "depth": 1})
 		}},
 		{"e2b-envd", "processes", func(k string) outcome { return connect(k, "process.Process/List", map[string]any{}) }},
-		{"e2b-envd", "stat", func(k string) outcome { return connect(k, "filesystem.Filesystem/Stat", map[string]any{"path": "/home/user"}) }},
+		{"e2b-envd", "stat", func(k string) outcome {
+			return connect(k, "filesystem.Filesystem/Stat", map[string]any{"path": "/home/user"})
+		}},
 		{"e2b-interpreter", "execute", func(k string) outcome {
 			st, b := td.envd(t, a2.SandboxID, e2b.InterpreterPort, own[k].token, "POST", "/execute", map[string]string{"code": "6*7"})
 			return outcome{ok: st == 200 && bytes.Contains(b, []byte(`"42"`)), what: fmt.Sprintf("%d %.200s", st, b)}
