@@ -215,6 +215,9 @@ type ExecEvent struct {
 	Findings       []Finding       `json:"findings,omitempty"`
 	// Truncated marks a notice saying that output was dropped.
 	Truncated bool `json:"truncated,omitempty"`
+	// OOMKilled marks an error event whose kernel the sandbox's memory limit
+	// killed (Execution.OOMKilled).
+	OOMKilled bool `json:"oom_killed,omitempty"`
 }
 
 // Apply folds one stream event into e.

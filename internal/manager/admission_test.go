@@ -30,7 +30,7 @@ func TestOOMIsNamed(t *testing.T) {
 	var mu sync.Mutex
 	var streamed *api.ExecutionError
 	e, err := s.Execute(t.Context(), api.ExecuteRequest{Code: "a = []\nwhile True: a.append(b'\\x01' * (8 << 20))"}, func(ev api.ExecEvent) {
-		if ev.Type == api.EventError {
+		if ev.Type == api.EventError && ev.OOMKilled {
 			mu.Lock()
 			streamed = ev.Error
 			mu.Unlock()

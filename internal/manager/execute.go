@@ -424,7 +424,7 @@ func (o *oomCheck) wrap(fn func(api.ExecEvent)) func(api.ExecEvent) {
 		if ev.Error != nil && ev.Error.Name == api.ErrNameDeadKernel {
 			e := *ev.Error
 			if o.rewrite(&e) {
-				ev.Error = &e
+				ev.Error, ev.OOMKilled = &e, true
 			}
 		}
 		fn(ev)

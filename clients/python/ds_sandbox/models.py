@@ -228,8 +228,10 @@ class Execution:
     ``execution_count``, ``notices`` (messages from ds-sandbox, e.g. that the
     context was restarted), ``network_denials`` (what the network policy
     refused while the cell ran), ``findings`` (what the code scanner saw, a
-    list of Finding) and ``truncated`` (True when output was dropped: past the
-    sandbox's ``max_output_bytes``; a notice says how much). An exception
+    list of Finding), ``truncated`` (True when output was dropped: past the
+    sandbox's ``max_output_bytes``; a notice says how much) and ``oom_killed``
+    (True when the sandbox's memory limit killed the kernel; ``error`` is then
+    a DeadKernelError saying so). An exception
     raised by the code is reported in ``error``; it is not raised in the
     caller. A cell the scanner refused (scanner mode "block") did not run: its
     error is named "SecurityScanFailedError"."""
@@ -238,7 +240,7 @@ class Execution:
                  error: ExecutionError | None = None, execution_count: int | None = None,
                  notices: list[str] | None = None, network_denials: list[NetworkDenial] | None = None,
                  findings: list[Finding] | None = None,
-                 truncated: bool = False):
+                 truncated: bool = False, oom_killed: bool = False):
         self.results: list[Result] = list(results or [])
         self.logs: Logs = logs or Logs()
         self.error: Optional[ExecutionError] = error
@@ -247,6 +249,7 @@ class Execution:
         self.network_denials: list[NetworkDenial] = list(network_denials or [])
         self.findings: list[Finding] = list(findings or [])
         self.truncated: bool = truncated
+        self.oom_killed: bool = oom_killed
 
     @property
     def text(self) -> Optional[str]:
@@ -268,7 +271,8 @@ class Execution:
             notices=d.get("notices") or [],
             network_denials=[NetworkDenial._from_wire(x) for x in d.get("network_denials") or []],
             findings=[Finding._from_wire(f) for f in d.get("findings") or []],
-            truncated=bool(d.get("truncated")))
+            truncated=bool(d.get("truncated")),
+            oom_killed=bool(d.get("oom_killed")))
 
     def __repr__(self) -> str:
         return (f"Execution(Results: {self.results!r}, Logs: {self.logs!r}, Error: {self.error!r}"

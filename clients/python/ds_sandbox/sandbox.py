@@ -377,6 +377,7 @@ class Sandbox:
                             on_result(r)
                 elif typ == "error":
                     execution.error = ExecutionError._from_wire(ev.get("error") or {"name": "Error", "value": ev.get("text", "")})
+                    execution.oom_killed = execution.oom_killed or bool(ev.get("oom_killed"))
                     if on_error and execution.error:
                         on_error(execution.error)
                 elif typ == "notice":
