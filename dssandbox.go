@@ -56,6 +56,8 @@ type (
 	Dataset = api.Dataset
 	// Workspace describes a workspace directory.
 	Workspace = api.Workspace
+	// Event is one lifecycle event of a sandbox (Client.Events).
+	Event = api.Event
 )
 
 // Code scanner modes (Options.ScannerMode, WithScannerMode), least strict

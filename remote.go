@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +31,7 @@ const (
 // the package-level functions, with the same behaviour, over the REST API.
 type Client struct {
 	cp controlPlane
+	r  *remote
 }
 
 // NewClient returns a client of the server at serverURL, authenticating with
@@ -39,7 +41,7 @@ func NewClient(serverURL, apiKey string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{cp: r}, nil
+	return &Client{cp: r, r: r}, nil
 }
 
 // Create starts a new sandbox on the server.
@@ -56,6 +58,74 @@ func (c *Client) Connect(ctx context.Context, id string) (*Sandbox, error) {
 // metadata.
 func (c *Client) List(ctx context.Context, metadata map[string]string) ([]SandboxInfo, error) {
 	return c.cp.list(ctx, metadata)
+}
+
+// Info describes a running sandbox by id.
+func (c *Client) Info(ctx context.Context, id string) (SandboxInfo, error) {
+	return c.cp.info(ctx, id)
+}
+
+// Kill kills a sandbox by id without connecting to it first.
+func (c *Client) Kill(ctx context.Context, id string) error {
+	return c.cp.kill(ctx, id)
+}
+
+// Events returns up to limit of the most recent lifecycle events of a
+// sandbox (created, killed, timed out, network denials, …), oldest first;
+// sandboxID "" means every sandbox the key may see. The server keeps events
+// after a sandbox ends, within a bounded history.
+func (c *Client) Events(ctx context.Context, sandboxID string, limit int) ([]Event, error) {
+	q := url.Values{}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	p := "/v1/events"
+	if sandboxID != "" {
+		p = "/v1/sandboxes/" + url.PathEscape(sandboxID) + "/events"
+	}
+	var out []Event
+	err := c.r.call(ctx, http.MethodGet, p, q, nil, &out)
+	return out, err
+}
+
+// ListWorkspaces lists the server's workspaces, named and anonymous.
+func (c *Client) ListWorkspaces(ctx context.Context) ([]Workspace, error) {
+	var out []Workspace
+	err := c.r.call(ctx, http.MethodGet, "/v1/workspaces", nil, nil, &out)
+	return out, err
+}
+
+// RemoveWorkspace removes a workspace and its files; one a running sandbox
+// uses is refused (ErrExists).
+func (c *Client) RemoveWorkspace(ctx context.Context, id string) error {
+	return c.r.call(ctx, http.MethodDelete, "/v1/workspaces/"+url.PathEscape(id), nil, nil, nil)
+}
+
+// RegisterDataset uploads the local file source to the server as the
+// dataset name. A directory is refused (ErrUnsupported): register it on the
+// server's host with RegisterServerDataset.
+func (c *Client) RegisterDataset(ctx context.Context, source, name, description string, tags []string) (Dataset, error) {
+	return c.cp.registerDataset(ctx, source, name, description, tags)
+}
+
+// RegisterServerDataset registers a file or directory that is already on the
+// server's host (serverPath is absolute there) as the dataset name. The
+// server allows it to admin keys only.
+func (c *Client) RegisterServerDataset(ctx context.Context, serverPath, name, description string, tags []string) (Dataset, error) {
+	var d Dataset
+	err := c.r.call(ctx, http.MethodPost, "/v1/datasets", nil,
+		map[string]any{"source": serverPath, "name": name, "description": description, "tags": tags}, &d)
+	return d, err
+}
+
+// ListDatasets lists the server's datasets, sorted by name.
+func (c *Client) ListDatasets(ctx context.Context, f DatasetFilter) ([]Dataset, error) {
+	return c.cp.listDatasets(ctx, f)
+}
+
+// RemoveDataset removes a dataset from the server's registry.
+func (c *Client) RemoveDataset(ctx context.Context, name string) error {
+	return c.cp.removeDataset(ctx, name)
 }
 
 // remote is the control plane of a ds-sandbox server.

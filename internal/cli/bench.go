@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -60,9 +59,14 @@ type benchReport struct {
 	PeerError   string      `json:"peer_error,omitempty"`
 }
 
+const benchUsage = `usage: ds-sandbox bench [flags]
+
+Measures, embedded, how long creating a sandbox until its first result takes
+and RunCode("1+1") round trips, beside a bare jupyter_client (--peer).
+`
+
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newCommand("bench", benchUsage, stdout, stderr)
 	var (
 		backend   = fl.String("backend", "", "backend to measure (default: the configured one)")
 		network   = fl.String("network", "", "network policy of the sandboxes (allow | deny | whitelist; default: the configured one)")
@@ -74,8 +78,11 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		asJSON    = fl.Bool("json", false, "print JSON")
 		cfgPath   = fl.String("config", "", "config file")
 	)
-	if err := fl.Parse(args); err != nil {
-		return 2
+	if st, ok := fl.parse(args); !ok {
+		return st
+	}
+	if st, ok := fl.wantArgs(0, 0); !ok {
+		return st
 	}
 	if *creates < 1 || *execs < 1 {
 		fmt.Fprintln(stderr, "ds-sandbox bench: --creates and --execs must be at least 1")

@@ -37,6 +37,7 @@ func TestMain(m *testing.M) {
 	}
 	os.Setenv("SANDBOX_STATE_DIR", dir)
 	code := m.Run()
+	stopShared(code != 0)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

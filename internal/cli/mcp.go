@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,24 +15,24 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/mcpserver"
 )
 
+const mcpUsage = `usage: ds-sandbox mcp [flags]
+
+Serves the MCP tools (create_sandbox, run_code, run_command, read_file, write_file,
+list_files, kill_sandbox) on stdin and stdout, for an MCP client that starts it.
+`
+
 // mcpCmd serves the MCP tools on stdin/stdout until stdin closes or ctx is
 // done (SIGINT, SIGTERM), then kills the sandboxes it started. stdout carries
 // only the protocol; logs go to stderr.
 func mcpCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("mcp", flag.ContinueOnError)
-	fl.SetOutput(stderr)
-	fl.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ds-sandbox mcp [flags]\n\nServes the MCP tools (create_sandbox, run_code, run_command, read_file, write_file,\nlist_files, kill_sandbox) on stdin and stdout, for an MCP client that starts it.")
-		fl.PrintDefaults()
-	}
+	fl := newCommand("mcp", mcpUsage, stdout, stderr)
 	cfgPath := fl.String("config", "", "config file (YAML or JSON)")
 	verbose := fl.Bool("v", false, "log every session and sandbox (debug level)")
-	if err := fl.Parse(args); err != nil {
-		return 2
+	if st, ok := fl.parse(args); !ok {
+		return st
 	}
-	if fl.NArg() > 0 {
-		fmt.Fprintf(stderr, "ds-sandbox mcp: unexpected arguments %q\n", fl.Args())
-		return 2
+	if st, ok := fl.wantArgs(0, 0); !ok {
+		return st
 	}
 	level := slog.LevelInfo
 	if *verbose {

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -38,16 +37,21 @@ type runFlags struct {
 	timeout                                                                 int
 	keep, json                                                              bool
 	limits                                                                  api.Limits
+	uploads                                                                 []string
+	outputDir                                                               string
 }
+
+const runUsage = `usage: ds-sandbox run [flags] (FILE.py | -c CODE | -)
+
+Runs Python in a fresh sandbox of its own (embedded: no daemon needed) and
+streams its output. Images the code shows are saved under the workspace's
+outputs/. Exit status: 0, 1 for an error in the code (or a timeout), 2 for a
+wrong use, 3 for a failure of ds-sandbox itself.
+`
 
 func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var f runFlags
-	fl := flag.NewFlagSet("run", flag.ContinueOnError)
-	fl.SetOutput(stderr)
-	fl.Usage = func() {
-		fmt.Fprintln(stderr, "usage: ds-sandbox run [flags] (FILE.py | -c CODE | -)")
-		fl.PrintDefaults()
-	}
+	fl := newCommand("run", runUsage, stdout, stderr)
 	fl.StringVar(&f.backend, "backend", "", "isolation backend (default: the configured one, local)")
 	fl.StringVar(&f.template, "template", "", "template id")
 	fl.IntVar(&f.timeout, "timeout", 0, "seconds the code may run (default: the configured per-run timeout)")
@@ -65,13 +69,27 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	fl.BoolVar(&f.json, "json", false, "print the Execution as JSON instead of streaming output")
 	fl.StringVar(&f.code, "c", "", "code to run")
 	fl.StringVar(&f.config, "config", "", "config file (YAML or JSON)")
-	if err := fl.Parse(args); err != nil {
-		return exitUsage
+	fl.Func("upload", "file or directory to put into the sandbox's workdir before the code runs (repeatable)", func(s string) error {
+		if s == "" {
+			return errors.New("empty path")
+		}
+		f.uploads = append(f.uploads, s)
+		return nil
+	})
+	fl.StringVar(&f.outputDir, "output-dir", "", "copy the sandbox's outputs/ into this directory after the run")
+	if st, ok := fl.parse(args); !ok {
+		return st
 	}
 	code, err := readCode(f.code, fl.Args(), stdin)
 	if err != nil {
 		fmt.Fprintln(stderr, "ds-sandbox run:", err)
 		return exitUsage
+	}
+	for _, u := range f.uploads {
+		if _, err := os.Stat(u); err != nil {
+			fmt.Fprintln(stderr, "ds-sandbox run: --upload:", err)
+			return exitUsage
+		}
 	}
 	status, err := run(ctx, f, code, stdout, stderr)
 	if err != nil {
@@ -145,13 +163,33 @@ func run(ctx context.Context, f runFlags, code string, stdout, stderr io.Writer)
 		return 0, err
 	}
 	info := s.Info()
-	p := &printer{stdout: stdout, stderr: stderr, quiet: f.json, ctx: ctx, sbx: info, save: func(ctx context.Context, p string, data []byte) error {
-		_, err := s.Agent().WriteFile(ctx, p, bytes.NewReader(data))
+	files := s.Agent()
+	p := &printer{stdout: stdout, stderr: stderr, quiet: f.json, ctx: ctx, sbx: info, outDir: f.outputDir, save: func(ctx context.Context, p string, data []byte) error {
+		_, err := files.WriteFile(ctx, p, bytes.NewReader(data))
 		return err
 	}}
-	exec, err := s.Execute(ctx, api.ExecuteRequest{Code: code, TimeoutMs: cellTimeout.Milliseconds()}, p.event)
+	for _, u := range f.uploads {
+		if err = upload(ctx, files, u, info.Workdir+"/", stderr); err != nil {
+			err = fmt.Errorf("--upload %s: %w", u, err)
+			break
+		}
+	}
+	var exec *api.Execution
+	if err == nil {
+		exec, err = s.Execute(ctx, api.ExecuteRequest{Code: code, TimeoutMs: cellTimeout.Milliseconds()}, p.event)
+	}
+	// The outputs are copied whatever the code did: a traceback is when they
+	// are wanted most.
+	copied := false
+	if err == nil && f.outputDir != "" {
+		if err = downloadTree(ctx, files, path.Join(info.Workdir, "outputs"), f.outputDir, stderr); err != nil {
+			err = fmt.Errorf("--output-dir: %w", err)
+		} else {
+			copied = true
+		}
+	}
 
-	keep := f.keep || p.saved > 0
+	keep := f.keep || p.saved > 0 && !copied
 	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if kerr := m.KillKeep(kctx, info.SandboxID, keep); kerr != nil && err == nil {
@@ -160,6 +198,9 @@ func run(ctx context.Context, f runFlags, code string, stdout, stderr io.Writer)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 130, nil
+		}
+		if info.Anonymous && keep {
+			fmt.Fprintf(stderr, "[workspace kept: %s]\n", info.WorkspacePath)
 		}
 		return 0, err
 	}
@@ -190,12 +231,14 @@ func splitList(s string) []string {
 }
 
 // printer shows an execution's events as they arrive: output streams to the
-// terminal, text results printed, images saved under the workspace's outputs/.
+// terminal, text results printed, images saved under the workspace's outputs/
+// (and copied to --output-dir after the run).
 type printer struct {
 	stdout, stderr io.Writer
 	quiet          bool
 	ctx            context.Context
 	sbx            api.SandboxInfo
+	outDir         string // where --output-dir copies outputs/ after the run
 	save           func(ctx context.Context, path string, data []byte) error
 	saved          int
 }
@@ -256,7 +299,11 @@ func (p *printer) result(r *api.Result) {
 			fmt.Fprintf(p.stderr, "[result: could not save %s: %v]\n", img.ext, err)
 			return
 		}
-		fmt.Fprintf(p.stdout, "[%s saved: %s]\n", img.ext, filepath.Join(p.sbx.WorkspacePath, "outputs", name))
+		shown := filepath.Join(p.sbx.WorkspacePath, "outputs", name)
+		if p.outDir != "" {
+			shown = filepath.Join(p.outDir, name)
+		}
+		fmt.Fprintf(p.stdout, "[%s saved: %s]\n", img.ext, shown)
 		return
 	}
 	switch {

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -28,19 +27,24 @@ import (
 // (executions, streams) before cutting them.
 const shutdownGrace = 20 * time.Second
 
+const serveUsage = `usage: ds-sandbox serve [flags]
+
+The daemon: the REST API (/v1), E2B's API, MCP at /mcp, /metrics and the audit
+log, on one address. Its sandboxes outlive it (unless --ephemeral); a restarted
+daemon re-attaches to them. The first line on stdout is its URL.
+`
+
 func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fl := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fl.SetOutput(stderr)
+	fl := newCommand("serve", serveUsage, stdout, stderr)
 	listen := fl.String("listen", "", "HOST:PORT to listen on (default from config: 127.0.0.1:8000; port 0 picks a free one)")
 	cfgPath := fl.String("config", "", "config file (YAML or JSON)")
 	ephemeral := fl.Bool("ephemeral", false, "a private server: its sandboxes die with it (no records, no recovery); what clients that start their own server use")
 	verbose := fl.Bool("v", false, "debug logging")
-	if err := fl.Parse(args); err != nil {
-		return 2
+	if st, ok := fl.parse(args); !ok {
+		return st
 	}
-	if fl.NArg() > 0 {
-		fmt.Fprintf(stderr, "ds-sandbox serve: unexpected arguments %q\n", fl.Args())
-		return 2
+	if st, ok := fl.wantArgs(0, 0); !ok {
+		return st
 	}
 	level := slog.LevelInfo
 	if *verbose {

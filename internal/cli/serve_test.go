@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -29,28 +30,36 @@ func startServe(t *testing.T, stateDir string, flags ...string) (*exec.Cmd, stri
 	cmd := exec.Command(os.Args[0])
 	args := strings.Join(append([]string{"serve", "--listen", "127.0.0.1:0"}, flags...), "\x1f")
 	cmd.Env = append(os.Environ(), "DS_TEST_RUN_CLI="+args, "SANDBOX_STATE_DIR="+stateDir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
+	url, err := startServeProcess(cmd)
 	if err != nil {
-		cmd.Process.Kill()
-		t.Fatalf("serve did not start: %v", err)
-	}
-	url, ok := strings.CutPrefix(strings.TrimSpace(line), "ds-sandbox: listening on ")
-	if !ok {
-		t.Fatalf("first line %q", line)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	})
 	return cmd, url
+}
+
+// startServeProcess starts cmd, a `ds-sandbox serve` on a free port, and
+// returns the URL it prints first.
+func startServeProcess(cmd *exec.Cmd) (string, error) {
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	url, ok := strings.CutPrefix(strings.TrimSpace(line), "ds-sandbox: listening on ")
+	if err != nil || !ok {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return "", fmt.Errorf("serve did not start: first line %q, %v", line, err)
+	}
+	return url, nil
 }
 
 func call(t *testing.T, method, url string, body any, out any) int {

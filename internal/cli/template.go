@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -25,26 +24,21 @@ const templateUsage = `Usage:
 
 // templateCmd is `ds-sandbox template build|ls|rm|export`.
 func templateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, templateUsage)
-		return 2
+	op, rest, st, ok := subcommand("template", templateUsage, []string{"build", "ls", "rm", "export"}, args, stdout, stderr)
+	if !ok {
+		return st
 	}
-	fl := flag.NewFlagSet("template "+args[0], flag.ContinueOnError)
-	fl.SetOutput(stderr)
-	fl.Usage = func() { fmt.Fprint(stderr, templateUsage) }
+	fl := newCommand("template "+op, templateUsage, stdout, stderr)
 	cfgFile := fl.String("config", "", "config file (YAML or JSON)")
-	if err := fl.Parse(args[1:]); err != nil {
-		return 2
+	if st, ok := fl.parse(rest); !ok {
+		return st
 	}
-	want := map[string]int{"build": 1, "ls": 0, "rm": 1, "export": 2}
-	n, ok := want[args[0]]
-	if !ok || fl.NArg() != n {
-		fmt.Fprint(stderr, templateUsage)
-		return 2
+	n := map[string]int{"build": 1, "ls": 0, "rm": 1, "export": 2}[op]
+	if st, ok := fl.wantArgs(n, n); !ok {
+		return st
 	}
-	if err := templateRun(ctx, args[0], *cfgFile, fl.Args(), stdout); err != nil {
-		fmt.Fprintln(stderr, "ds-sandbox template:", err)
-		return 1
+	if err := templateRun(ctx, op, *cfgFile, fl.Args(), stdout); err != nil {
+		return fl.fail(err)
 	}
 	return 0
 }
