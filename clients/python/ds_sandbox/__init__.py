@@ -48,7 +48,7 @@ from .models import (
     Result,
     SandboxInfo,
 )
-from .sandbox import Sandbox, list_datasets
+from .sandbox import Sandbox, list_datasets, register_dataset, remove_dataset
 from .template import Template
 
 __version__ = "0.1.0"
@@ -57,7 +57,7 @@ __version__ = "0.1.0"
 CodeResult = Execution
 
 __all__ = [
-    "Sandbox", "SandboxConfig", "Template", "list_datasets",
+    "Sandbox", "SandboxConfig", "Template", "list_datasets", "register_dataset", "remove_dataset",
     "Execution", "CodeResult", "Logs", "Result", "ExecutionError", "Finding", "Context",
     "SandboxInfo", "NetworkPolicy", "NetworkDenial", "Dataset",
     "Files", "EntryInfo", "FilesystemEvent", "WatchHandle", "ReadStream",

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 import urllib.parse
-from typing import Any, Callable, Iterable, Mapping, Optional, Union
+from typing import IO, Any, Callable, Iterable, Mapping, Optional, Union
 
-from ._errors import InvalidArgumentError, NotFoundError, SandboxError, UnavailableError
+from ._errors import InvalidArgumentError, NotFoundError, SandboxError, UnavailableError, UnsupportedError
 from ._server import transport_for
-from ._transport import Transport
+from ._transport import CHUNK, Transport
 from .commands import Commands
 from .config import SandboxConfig
 from .files import Files
 from .models import Context, Dataset, Execution, ExecutionError, Finding, NetworkDenial, Result, SandboxInfo
 from .template import Template
 
-__all__ = ["Sandbox", "list_datasets"]
+__all__ = ["Sandbox", "list_datasets", "register_dataset", "remove_dataset"]
 
 # Seconds a streamed execution may stay silent beyond its own timeout before the
 # client gives up on the connection (the server interrupts the cell itself).
@@ -432,6 +433,58 @@ class Sandbox:
             req["strategy"] = strategy
         doc = self._t.call("POST", self._path("datasets"), json_body=req) or {}
         return doc.get("path", "")
+
+
+def register_dataset(source: Union[str, "os.PathLike[str]", IO[bytes]], name: str,
+                     description: Optional[str] = None, tags: Optional[Iterable[str]] = None,
+                     config: Optional[SandboxConfig] = None, *, filename: Optional[str] = None) -> Dataset:
+    """Upload a local file to the server as the dataset ``name`` (``PUT
+    /v1/datasets/{name}``, streamed in chunks, never read whole) and return its
+    registry entry (format, size, sha256). ``source`` is a path or a binary file
+    object; ``filename`` is the file's name in the registry (default: the base
+    name of the path, or of the file object's ``name``; else ``name``), whose
+    extension decides the format. Sandboxes
+    then get it with ``prepare_dataset(name)``. A name already registered
+    raises ``AlreadyExistsError``; a directory raises ``UnsupportedError``
+    (register it on the server's host)."""
+    t = config._transport() if config is not None else transport_for()
+    q: dict[str, Any] = {"description": description or None, "tag": list(tags) if tags else None}
+
+    def chunks(f: IO[bytes]):
+        while True:
+            b = f.read(CHUNK)
+            if not b:
+                return
+            if isinstance(b, str):
+                raise TypeError("register_dataset: open the file in binary mode ('rb')")
+            yield bytes(b)
+
+    def put(f: IO[bytes], fname: Optional[str]) -> Dataset:
+        q["filename"] = fname or None
+        doc = t.call("PUT", "/v1/datasets/" + _seg(name), query=q, body=chunks(f),
+                     content_type="application/octet-stream")
+        return Dataset._from_wire(doc or {})
+
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if os.path.isdir(path):
+            raise UnsupportedError("unsupported", f"register_dataset: {path!r} is a directory; only files are "
+                                   "uploaded (register a directory on the server's host: POST /v1/datasets)")
+        with open(path, "rb") as f:
+            return put(f, filename or os.path.basename(path))
+    if not callable(getattr(source, "read", None)):
+        raise TypeError(f"register_dataset: source must be a path or a binary file object, not {type(source).__name__}")
+    fname = filename
+    if fname is None and isinstance(getattr(source, "name", None), str):
+        fname = os.path.basename(source.name)
+    return put(source, fname)
+
+
+def remove_dataset(name: str, config: Optional[SandboxConfig] = None) -> None:
+    """Remove a dataset from the server's registry; copies already prepared
+    into workspaces stay."""
+    t = config._transport() if config is not None else transport_for()
+    t.call("DELETE", "/v1/datasets/" + _seg(name))
 
 
 def list_datasets(name_contains: Optional[str] = None, tag: Optional[str] = None,

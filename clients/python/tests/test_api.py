@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -708,3 +709,34 @@ def test_datasets():
     with Sandbox.create() as s:
         with pytest.raises(NotFoundError):
             s.prepare_dataset("no-such-dataset-xyz")
+
+
+def test_register_dataset(tmp_path):
+    data = b"region,amount\nnorth,10\nsouth,32\n"
+    src = tmp_path / "sales.csv"
+    src.write_bytes(data)
+    name = "py-sales-" + uuid.uuid4().hex[:8]
+    d = ds_sandbox.register_dataset(src, name, description="quarterly sales", tags=["finance", "q3"])
+    assert (d.name, d.format, d.size, d.sha256) == (name, "csv", len(data), hashlib.sha256(data).hexdigest())
+    assert (d.description, d.tags) == ("quarterly sales", ["finance", "q3"])
+    assert [x.name for x in ds_sandbox.list_datasets(name_contains=name, tag="q3")] == [name]
+    with pytest.raises(ds_sandbox.AlreadyExistsError):
+        ds_sandbox.register_dataset(str(src), name)
+    with Sandbox.create() as s:
+        p = s.prepare_dataset(name)
+        assert s.run_code(f"import pandas as pd; int(pd.read_csv({p!r})['amount'].sum())").text == "42"
+
+    # A file object is streamed too; its name gives the format.
+    with open(src, "rb") as f:
+        d2 = ds_sandbox.register_dataset(f, name + "-f")
+    assert (d2.format, d2.sha256) == ("csv", d.sha256)
+    with pytest.raises(ds_sandbox.UnsupportedError):
+        ds_sandbox.register_dataset(tmp_path, name + "-dir")
+    with pytest.raises(ds_sandbox.InvalidArgumentError):
+        ds_sandbox.register_dataset(src, "Not A Valid Name!")
+
+    ds_sandbox.remove_dataset(name)
+    ds_sandbox.remove_dataset(name + "-f")
+    assert ds_sandbox.list_datasets(name_contains=name) == []
+    with pytest.raises(NotFoundError):
+        ds_sandbox.remove_dataset(name)
