@@ -2,6 +2,7 @@ package dssandbox
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,11 @@ func defaultControlPlane() (controlPlane, error) {
 		if err != nil {
 			embeddedErr = err
 			return
+		}
+		// Code that is not isolated is said so once, on stderr, as the
+		// CLI and the daemon do.
+		if w := m.DefaultChoice().Warning(); w != "" {
+			fmt.Fprintln(os.Stderr, "ds-sandbox:", w)
 		}
 		embeddedCP.Store(&embedded{m: m})
 	})

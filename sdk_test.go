@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 	}
 	stateDir = dir
 	os.Setenv("SANDBOX_STATE_DIR", dir)
+	// The behaviour tests run on local (the default, auto, would pick oci
+	// as root); the oci tests name their backend.
+	os.Setenv("SANDBOX_DEFAULT_BACKEND", "local")
 	// DS_SANDBOX_TEST_REMOTE=1 runs the same behaviour tests against a real
 	// daemon on loopback through the SDK's remote mode.
 	var daemon *cli.Daemon

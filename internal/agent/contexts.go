@@ -237,8 +237,13 @@ func (t *contextTable) ensureKernel(ctx context.Context, c *codeContext) (*jupyt
 			t.children.add(pid)
 			return t.cfg.Limits.apply(pid)
 		},
-		Reaped: t.children.remove,
+		Reaped:       t.children.remove,
+		StartTimeout: t.cfg.KernelStartTimeout,
 	})
+	if errors.Is(err, jupyter.ErrStartTimeout) {
+		return nil, api.Errorf(api.ErrUnavailable, "the kernel did not start within %s (kernel_start_timeout_sec); "+
+			"the machine may be overloaded: retry, or raise kernel_start_timeout_sec", startTimeout(t.cfg.KernelStartTimeout))
+	}
 	if err != nil {
 		return nil, api.Errorf(api.ErrUnavailable, "start python kernel: %v", err)
 	}
@@ -255,6 +260,14 @@ func (t *contextTable) ensureKernel(ctx context.Context, c *codeContext) (*jupyt
 	c.kernel = k
 	c.killedFor = ""
 	return k, nil
+}
+
+// startTimeout is the kernel start timeout in force, for messages.
+func startTimeout(d time.Duration) string {
+	if d <= 0 {
+		d = jupyter.DefaultStartTimeout
+	}
+	return fmt.Sprintf("%ds", int(d.Round(time.Second)/time.Second))
 }
 
 func hasEnv(env []string, key string) bool {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -126,5 +128,24 @@ func TestKernelStartFailureIsOurs(t *testing.T) {
 		if _, err := a.c.Execute(t.Context(), bad, nil); !errors.Is(err, api.ErrInvalid) {
 			t.Errorf("%+v: %v, want ErrInvalid", bad, err)
 		}
+	}
+}
+
+// TestKernelStartTimeoutSaysWhatToDo: a kernel that never becomes ready
+// fails the cell with a message naming the setting and the remedy.
+func TestKernelStartTimeoutSaysWhatToDo(t *testing.T) {
+	t.Parallel()
+	// An "interpreter" that ignores its arguments and never opens a socket.
+	python := filepath.Join(t.TempDir(), "python3")
+	if err := os.WriteFile(python, []byte("#!/bin/sh\nexec sleep 600\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgent(t, Config{Workdir: "/home/user", Python: python, KernelStartTimeout: 2 * time.Second,
+		Mounts: []Mount{{Path: "/home/user", HostPath: t.TempDir()}}})
+	a.s.ctxs.startDefault()
+	_, err := a.c.Execute(t.Context(), api.ExecuteRequest{Code: "1"}, nil)
+	want := "the kernel did not start within 2s (kernel_start_timeout_sec); the machine may be overloaded: retry, or raise kernel_start_timeout_sec"
+	if !errors.Is(err, api.ErrUnavailable) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("err = %v, want %q", err, want)
 	}
 }

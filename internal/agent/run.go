@@ -104,6 +104,7 @@ func Main(args []string, stderr io.Writer) int {
 		nproc   = fl.Int("max-procs", 0, "RLIMIT_NPROC of the processes the agent starts (0 = inherited)")
 		nofile  = fl.Int("max-open-files", 0, "RLIMIT_NOFILE of the processes the agent starts (0 = inherited)")
 		output  = fl.Int64("max-output-bytes", DefaultMaxOutputBytes, "stdout/stderr bound of one execution")
+		kstart  = fl.Duration("kernel-start-timeout", 0, "how long a kernel may take to start (0 = 60s)")
 		verbose = fl.Bool("v", false, "log diagnostics to stderr")
 		mounts  mountFlags
 	)
@@ -126,7 +127,7 @@ func Main(args []string, stderr io.Writer) int {
 	defer stop()
 	err := Run(ctx, Config{
 		Workdir: *workdir, User: *user, Mounts: mounts, Python: *python,
-		DefaultTimeout: *timeout, Logger: log,
+		DefaultTimeout: *timeout, Logger: log, KernelStartTimeout: *kstart,
 		Limits: ProcessLimits{MaxProcs: *nproc, MaxOpenFiles: *nofile}, MaxOutputBytes: *output,
 	}, *socket)
 	if err != nil {

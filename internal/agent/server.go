@@ -48,6 +48,10 @@ type Config struct {
 	// is dropped with a notice and the Execution is marked truncated. 0 means
 	// DefaultMaxOutputBytes.
 	MaxOutputBytes int64
+	// KernelStartTimeout bounds a kernel's start (process start → ready);
+	// 0 means the jupyter package's default (60s). Its config key is
+	// kernel_start_timeout_sec, which the error names.
+	KernelStartTimeout time.Duration
 	// Logger receives the agent's own diagnostics; nil discards them.
 	Logger *slog.Logger
 }

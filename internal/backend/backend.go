@@ -50,10 +50,14 @@ type Spec struct {
 	// MaxOutputBytes bounds one execution's stdout and stderr (the agent's
 	// --max-output-bytes); 0 = the agent's default.
 	MaxOutputBytes int64
+	// KernelStartTimeout bounds the start of a code context's kernel (the
+	// agent's --kernel-start-timeout); 0 = the agent's default.
+	KernelStartTimeout time.Duration
 }
 
-// AgentLimitArgs returns the agent flags that carry spec's output bound and
-// the limits the agent applies to the processes it starts.
+// AgentLimitArgs returns the agent flags that carry spec's output bound,
+// kernel start timeout and the limits the agent applies to the processes it
+// starts.
 func AgentLimitArgs(spec Spec, maxProcs int) []string {
 	var args []string
 	if maxProcs > 0 {
@@ -64,6 +68,9 @@ func AgentLimitArgs(spec Spec, maxProcs int) []string {
 	}
 	if spec.MaxOutputBytes > 0 {
 		args = append(args, "--max-output-bytes", strconv.FormatInt(spec.MaxOutputBytes, 10))
+	}
+	if spec.KernelStartTimeout > 0 {
+		args = append(args, "--kernel-start-timeout", spec.KernelStartTimeout.String())
 	}
 	return args
 }

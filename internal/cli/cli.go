@@ -34,6 +34,7 @@ Against a running daemon (DS_SANDBOX_URL, default http://127.0.0.1:8000; key in 
   ds-sandbox workspace ls|rm …                     list and remove workspaces
   ds-sandbox dataset add|ls|rm …                   register, list and remove datasets
 
+  ds-sandbox doctor [--config FILE] [--json]       which backend runs sandboxes here and why; what each enforces or lacks
   ds-sandbox version                               print the version
   ds-sandbox help [COMMAND]                        this text, or a command's
 
@@ -53,7 +54,10 @@ var commands = map[string]func(ctx context.Context, args []string, stdin io.Read
 	"template": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		return templateCmd(ctx, args, stdout, stderr)
 	},
-	"mcp":       mcpCmd,
+	"mcp": mcpCmd,
+	"doctor": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+		return doctorCmd(ctx, args, stdout, stderr)
+	},
 	"ps":        psCmd,
 	"kill":      killCmd,
 	"exec":      execCmd,

@@ -36,6 +36,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	os.Setenv("SANDBOX_STATE_DIR", dir)
+	// These tests run on local (auto would pick oci as root); the few that
+	// need the default resolution say so.
+	os.Setenv("SANDBOX_DEFAULT_BACKEND", "local")
 	code := m.Run()
 	stopShared(code != 0)
 	os.RemoveAll(dir)
@@ -68,7 +71,10 @@ func TestRun(t *testing.T) {
 		{name: "stdin", stdin: "print('piped')", args: []string{"run", "-"}, stdout: "piped\n"},
 		{name: "stderr", args: []string{"run", "-c", "import sys; sys.stderr.write('warn\\n')"}, stderr: "warn\n"},
 		{name: "python error", args: []string{"run", "-c", "def f():\n    1/0\nf()"}, code: 1, stderr: "ZeroDivisionError: division by zero", notStdout: "ZeroDivision"},
-		{name: "timeout", args: []string{"run", "--timeout", "1", "-c", "while True: pass"}, code: 1, stderr: "TimeoutError"},
+		{name: "timeout", args: []string{"run", "--timeout", "1", "-c", "while True: pass"}, code: 1, stderr: "stopped: the run exceeded --timeout 1s\n",
+			notBoth: "KeyboardInterrupt"},
+		{name: "timeout text", args: []string{"run", "--timeout", "1", "-c", "import time; time.sleep(30)"}, code: 1, stderr: "stopped: the run exceeded --timeout 1s\n",
+			notBoth: "kept"},
 		{name: "dataframe", args: []string{"run", "-c", "import pandas as pd; pd.DataFrame({'a': [1, 2]})"}, stdout: "   a\n0  1\n1  2\n"},
 		{name: "nothing to run", args: []string{"run"}, code: 2, stderr: "nothing to run"},
 		{name: "both code and file", args: []string{"run", "-c", "1", script}, code: 2, stderr: "not both"},
@@ -80,8 +86,12 @@ func TestRun(t *testing.T) {
 		{name: "timeout too long", args: []string{"run", "--timeout", "10000000000", "-c", "1"}, code: 3, stderr: "want 1..86400"},
 		{name: "longest timeout", args: []string{"run", "--timeout", "86400", "-c", "print(3)"}, stdout: "3\n"},
 		{name: "unknown command", args: []string{"frobnicate"}, code: 2, stderr: "unknown command"},
-		{name: "scanner findings", args: []string{"run", "-c", "import subprocess\nprint('ran')"}, stdout: "ran\n",
-			stderr: "[code scanner: line 1: high subprocess: imports subprocess, which can start other processes]"},
+		{name: "scanner findings", args: []string{"run", "-c", "import os, subprocess\nimport re\nopen('x', 'w')\nre.compile('a')\nprint('ran')"}, stdout: "ran\n",
+			stderr: "[scanner: 4 findings (critical: open(), compile(); high: import os, import subprocess); -v for details]\n", notBoth: "line 1"},
+		{name: "scanner findings in full", args: []string{"run", "-v", "-c", "import subprocess\nprint('ran')"}, stdout: "ran\n",
+			stderr: "[code scanner: line 1: high subprocess: imports subprocess, which can start other processes]", notBoth: "-v for details"},
+		{name: "scanner looser than configured", args: []string{"run", "--scanner-mode", "off", "-c", "print('ran')"}, code: 3,
+			stderr: `scanner_mode "off" is looser than the configured "warn"`, notStdout: "ran"},
 		{name: "scanner blocks", args: []string{"run", "--scanner-mode", "block", "-c", "print('ran')\nexec('1')"}, code: 1,
 			stderr: "SecurityScanFailedError: the code scanner (scanner_mode block) refused this cell: line 2", notStdout: "ran"},
 		{name: "bad scanner mode", args: []string{"run", "--scanner-mode", "loud", "-c", "1"}, code: 3, stderr: "scanner_mode \"loud\""},
@@ -100,6 +110,9 @@ func TestRun(t *testing.T) {
 			}
 			if c.notStdout != "" && strings.Contains(out, c.notStdout) {
 				t.Fatalf("stdout has %q: %q", c.notStdout, out)
+			}
+			if c.notBoth != "" && strings.Contains(out+errOut, c.notBoth) {
+				t.Fatalf("output has %q: stdout %q stderr %q", c.notBoth, out, errOut)
 			}
 		})
 	}

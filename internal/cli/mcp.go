@@ -61,7 +61,8 @@ func mcpCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		opts.Audit = al
 	}
 	srv := mcpserver.New(m, opts)
-	log.Info("serving MCP on stdio", "state_dir", cfg.StateDir)
+	ch := m.DefaultChoice()
+	log.Info("serving MCP on stdio", "state_dir", cfg.StateDir, "default_backend", ch.Name, "why", ch.Reason)
 	// The client on the other end of stdio is a remote caller like any
 	// other: the per-key quotas apply to it (auth.Open), as to a daemon
 	// without keys.

@@ -28,6 +28,7 @@ func (k apiKeyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestDaemonMCP(t *testing.T) {
 	t.Parallel()
 	cfg := config.Default()
+	cfg.DefaultBackend = "local"
 	cfg.StateDir = t.TempDir()
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Resolve()

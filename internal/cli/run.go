@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -35,7 +36,7 @@ const (
 type runFlags struct {
 	backend, template, network, whitelist, workspace, config, code, scanner string
 	timeout                                                                 int
-	keep, json                                                              bool
+	keep, json, verbose                                                     bool
 	limits                                                                  api.Limits
 	uploads                                                                 []string
 	outputDir                                                               string
@@ -52,7 +53,7 @@ wrong use, 3 for a failure of ds-sandbox itself.
 func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var f runFlags
 	fl := newCommand("run", runUsage, stdout, stderr)
-	fl.StringVar(&f.backend, "backend", "", "isolation backend (default: the configured one, local)")
+	fl.StringVar(&f.backend, "backend", "", "isolation backend: oci | docker | local (default: the configured one, auto: the strongest available; see ds-sandbox doctor)")
 	fl.StringVar(&f.template, "template", "", "template id")
 	fl.IntVar(&f.timeout, "timeout", 0, "seconds the code may run (default: the configured per-run timeout)")
 	fl.StringVar(&f.network, "network", "", "network policy: allow | deny | whitelist")
@@ -67,6 +68,7 @@ func runCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 	fl.IntVar(&f.limits.DiskQuotaMB, "disk-quota-mb", 0, "workspace size limit in MiB (a new workspace only)")
 	fl.BoolVar(&f.keep, "keep", false, "keep the workspace after the run")
 	fl.BoolVar(&f.json, "json", false, "print the Execution as JSON instead of streaming output")
+	fl.BoolVar(&f.verbose, "v", false, "print every code scanner finding in full (default: one summary line)")
 	fl.StringVar(&f.code, "c", "", "code to run")
 	fl.StringVar(&f.config, "config", "", "config file (YAML or JSON)")
 	fl.Func("upload", "file or directory to put into the sandbox's workdir before the code runs (repeatable)", func(s string) error {
@@ -158,13 +160,16 @@ func run(ctx context.Context, f runFlags, code string, stdout, stderr io.Writer)
 	if err != nil {
 		return 0, err
 	}
+	if w := m.DefaultChoice().Warning(); w != "" && f.backend == "" {
+		fmt.Fprintf(stderr, "[ds-sandbox: %s]\n", w)
+	}
 	s, err := m.Create(ctx, req)
 	if err != nil {
 		return 0, err
 	}
 	info := s.Info()
 	files := s.Agent()
-	p := &printer{stdout: stdout, stderr: stderr, quiet: f.json, ctx: ctx, sbx: info, outDir: f.outputDir, save: func(ctx context.Context, p string, data []byte) error {
+	p := &printer{stdout: stdout, stderr: stderr, quiet: f.json, verbose: f.verbose, ctx: ctx, sbx: info, outDir: f.outputDir, save: func(ctx context.Context, p string, data []byte) error {
 		_, err := files.WriteFile(ctx, p, bytes.NewReader(data))
 		return err
 	}}
@@ -177,6 +182,9 @@ func run(ctx context.Context, f runFlags, code string, stdout, stderr io.Writer)
 	var exec *api.Execution
 	if err == nil {
 		exec, err = s.Execute(ctx, api.ExecuteRequest{Code: code, TimeoutMs: cellTimeout.Milliseconds()}, p.event)
+	}
+	if err == nil && !f.json {
+		p.finish(exec, timeoutText(f.timeout, cellTimeout))
 	}
 	// The outputs are copied whatever the code did: a traceback is when they
 	// are wanted most.
@@ -235,12 +243,16 @@ func splitList(s string) []string {
 // (and copied to --output-dir after the run).
 type printer struct {
 	stdout, stderr io.Writer
-	quiet          bool
+	quiet, verbose bool
 	ctx            context.Context
 	sbx            api.SandboxInfo
 	outDir         string // where --output-dir copies outputs/ after the run
 	save           func(ctx context.Context, path string, data []byte) error
 	saved          int
+
+	// errors are the cell's error events, printed by finish: a timeout
+	// prints one line instead of the interrupt's traceback.
+	errors []*api.ExecutionError
 }
 
 func (p *printer) event(ev api.ExecEvent) {
@@ -259,19 +271,77 @@ func (p *printer) event(ev api.ExecEvent) {
 			fmt.Fprintf(p.stderr, "[ds-sandbox: network policy denied %s: %s]\n", d.Target(), d.Reason)
 		}
 	case api.EventScan:
+		if !p.verbose {
+			fmt.Fprintln(p.stderr, scanSummary(ev.Findings))
+			break
+		}
 		for _, f := range ev.Findings {
 			fmt.Fprintf(p.stderr, "[code scanner: line %d: %s %s: %s]\n", f.Line, f.Severity, f.Type, f.Message)
 		}
 	case api.EventResult:
 		p.result(ev.Result)
 	case api.EventError:
-		e := ev.Error
+		if ev.Error != nil {
+			p.errors = append(p.errors, ev.Error)
+		}
+	}
+}
+
+// finish prints the cell's errors once it ended. A one-shot run that hit
+// its timeout says so in one line: the interrupt's traceback and the
+// agent's "the context is kept" (true of a long-lived sandbox, not of this
+// run, whose sandbox is gone) would only confuse.
+func (p *printer) finish(exec *api.Execution, timeout string) {
+	if exec != nil && exec.Error != nil && exec.Error.Name == api.ErrNameTimeout {
+		fmt.Fprintf(p.stderr, "stopped: the run exceeded %s\n", timeout)
+		return
+	}
+	for _, e := range p.errors {
 		if e.Traceback != "" {
 			fmt.Fprintln(p.stderr, strings.TrimRight(e.Traceback, "\n"))
 		} else {
 			fmt.Fprintf(p.stderr, "%s: %s\n", e.Name, e.Value)
 		}
 	}
+}
+
+// timeoutText names the timeout a run had: --timeout's, or the configured
+// per-run default.
+func timeoutText(flag int, d time.Duration) string {
+	if flag > 0 {
+		return fmt.Sprintf("--timeout %ds", flag)
+	}
+	return fmt.Sprintf("the per-run timeout of %ds (default_timeout_sec; --timeout N to change)", int(d/time.Second))
+}
+
+// scanSummary is the code scanner's findings in one line, most severe
+// first: "[scanner: 3 findings (critical: open(); medium: import os); -v
+// for details]".
+func scanSummary(fs []api.Finding) string {
+	bySeverity := map[string][]string{}
+	for _, f := range fs {
+		what := f.Type
+		switch {
+		case f.Module != "":
+			what = "import " + f.Module
+		case f.Function != "":
+			what = f.Function + "()"
+		}
+		if !slices.Contains(bySeverity[f.Severity], what) {
+			bySeverity[f.Severity] = append(bySeverity[f.Severity], what)
+		}
+	}
+	var parts []string
+	for _, sev := range []string{api.SeverityCritical, api.SeverityHigh, api.SeverityMedium} {
+		if len(bySeverity[sev]) > 0 {
+			parts = append(parts, sev+": "+strings.Join(bySeverity[sev], ", "))
+		}
+	}
+	noun := "findings"
+	if len(fs) == 1 {
+		noun = "finding"
+	}
+	return fmt.Sprintf("[scanner: %d %s (%s); -v for details]", len(fs), noun, strings.Join(parts, "; "))
 }
 
 func (p *printer) result(r *api.Result) {

@@ -232,7 +232,9 @@ func serve(ctx context.Context, cfgPath, listen string, ephemeral bool, stdout i
 	// The first line on stdout is for programs that start us (the Python
 	// client reads the port from it).
 	fmt.Fprintf(stdout, "ds-sandbox: listening on %s\n", d.URL)
-	log.Info("serving", "url", d.URL, "state_dir", cfg.StateDir, "backends", d.Manager.BackendNames())
+	ch := d.Manager.DefaultChoice()
+	log.Info("serving", "url", d.URL, "state_dir", cfg.StateDir, "backends", d.Manager.BackendNames(),
+		"default_backend", ch.Name, "why", ch.Reason)
 	select {
 	case err := <-d.done:
 		return err

@@ -206,6 +206,7 @@ func mustReadDir(t *testing.T, dir string) []os.DirEntry {
 func TestDaemonGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	cfg := config.Default()
+	cfg.DefaultBackend = "local"
 	cfg.StateDir = t.TempDir()
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Resolve()
@@ -297,6 +298,7 @@ func TestEphemeralServe(t *testing.T) {
 func TestOneDaemonPerStateDir(t *testing.T) {
 	t.Parallel()
 	cfg := config.Default()
+	cfg.DefaultBackend = "local"
 	cfg.StateDir = t.TempDir()
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Resolve()
@@ -321,6 +323,7 @@ func TestOneDaemonPerStateDir(t *testing.T) {
 func TestDaemonAuditsBlockedCells(t *testing.T) {
 	t.Parallel()
 	cfg := config.Default()
+	cfg.DefaultBackend = "local"
 	cfg.StateDir = t.TempDir()
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Resolve()
@@ -332,8 +335,14 @@ func TestDaemonAuditsBlockedCells(t *testing.T) {
 	}
 	defer d.Shutdown(time.Second)
 	defer d.Manager.Close(context.Background())
+	// A request looser than the configured mode is refused, saying why.
+	var e api.Error
+	if code := call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{ScannerMode: api.ScannerOff}, &e); code != http.StatusForbidden ||
+		!strings.Contains(e.Message, `scanner_mode "off" is looser than the configured "block"`) {
+		t.Fatalf("create with scanner_mode off under block: %d %+v", code, e)
+	}
 	var a api.SandboxInfo
-	call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{ScannerMode: api.ScannerOff}, &a)
+	call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{}, &a)
 	var ex api.Execution
 	call(t, "POST", d.URL+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "eval('1')"}, &ex)
 	if ex.Error == nil || ex.Error.Name != api.ErrNameScanBlocked {

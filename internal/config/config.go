@@ -26,8 +26,13 @@ import (
 )
 
 // backends are the names DefaultBackend accepts. Whether one is available on
-// this host is decided where backends are built, not here.
-var backends = []string{"local", "oci", "docker", "kubernetes"}
+// this host is decided where backends are built, not here; "auto" is
+// resolved there too (the manager picks the strongest available backend).
+var backends = []string{AutoBackend, "local", "oci", "docker", "kubernetes"}
+
+// AutoBackend is the DefaultBackend that lets the manager choose the
+// strongest backend this host can run (oci, then docker, then local).
+const AutoBackend = "auto"
 
 // datasetStrategies are the values DefaultDatasetStrategy accepts.
 var datasetStrategies = []string{"copy", "link"}
@@ -35,7 +40,8 @@ var datasetStrategies = []string{"copy", "link"}
 // Config is the configuration of the daemon, the CLI and embedded mode.
 type Config struct {
 	// DefaultBackend is the isolation backend used when a request names none:
-	// local, oci, docker or kubernetes.
+	// auto (the default: the strongest one this host can run, resolved once
+	// when the manager starts), local, oci, docker or kubernetes.
 	DefaultBackend string `yaml:"default_backend" json:"default_backend"`
 	// DefaultUser and DefaultWorkdir apply when neither the request nor its
 	// template sets them.
@@ -153,6 +159,10 @@ type Config struct {
 	// cell is not run). Templates, create requests and single executions can
 	// only make it stricter.
 	ScannerMode string `yaml:"scanner_mode" json:"scanner_mode"`
+	// KernelStartTimeoutSec bounds the start of a code context's kernel
+	// (process start → ready): 60, range 5..3600. A loaded machine may need
+	// more.
+	KernelStartTimeoutSec int `yaml:"kernel_start_timeout_sec" json:"kernel_start_timeout_sec"`
 	// CORSOrigins lists origins allowed to call the API from a browser; CORS
 	// is off when empty.
 	CORSOrigins []string `yaml:"cors_origins" json:"cors_origins"`
@@ -190,7 +200,7 @@ func Default() Config {
 // directory rule testable.
 func defaults(getenv func(string) string, euid int, home string) Config {
 	return Config{
-		DefaultBackend:         "local",
+		DefaultBackend:         AutoBackend,
 		DefaultUser:            "user",
 		DefaultWorkdir:         "/home/user",
 		DefaultTimeoutSec:      3600,
@@ -216,6 +226,7 @@ func defaults(getenv func(string) string, euid int, home string) Config {
 		MaxBodyMB:              16,
 		MaxUploadMB:            0,
 		ScannerMode:            api.ScannerWarn,
+		KernelStartTimeoutSec:  60,
 	}
 }
 

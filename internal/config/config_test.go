@@ -38,13 +38,16 @@ func TestDefaultsValidate(t *testing.T) {
 		{"dataset_registry_dir", c.DatasetRegistryDir, "/home/u/.local/share/ds-sandbox/datasets"},
 		{"audit_log_path", c.AuditLogPath, "/home/u/.local/share/ds-sandbox/audit.jsonl"},
 		{"templates", strings.Join(c.TemplateDirs(), ","), "/home/u/.local/share/ds-sandbox/templates,/etc/ds-sandbox/templates"},
-		{"backend", c.DefaultBackend, "local"},
+		{"backend", c.DefaultBackend, "auto"},
 		{"listen", c.Listen, "127.0.0.1:8000"},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
 			t.Errorf("%s = %q, want %q", ch.name, ch.got, ch.want)
 		}
+	}
+	if c.KernelStartTimeoutSec != 60 {
+		t.Errorf("kernel_start_timeout_sec = %d, want 60", c.KernelStartTimeoutSec)
 	}
 	if c.DefaultTimeoutSec != 3600 || c.SandboxTimeoutSec != 3600 || c.DefaultMemoryMB != 0 || !c.AllowInternet {
 		t.Errorf("numeric defaults = %+v", c)

@@ -54,6 +54,7 @@ var envVars = []envVar{
 	{"SANDBOX_NETWORK_DNS", str(func(c *Config) *string { return &c.NetworkDNS })},
 	{"SANDBOX_LISTEN", str(func(c *Config) *string { return &c.Listen })},
 	{"SANDBOX_SCANNER_MODE", str(func(c *Config) *string { return &c.ScannerMode })},
+	{"SANDBOX_KERNEL_START_TIMEOUT", integer(func(c *Config) *int { return &c.KernelStartTimeoutSec })},
 	{"DS_SANDBOX_API_KEY", func(c *Config, v string) error {
 		c.APIKeys = append(c.APIKeys, APIKey{ID: "env", Key: v, Admin: true})
 		return nil
@@ -100,6 +101,7 @@ func EnvVars() []string {
 //	SANDBOX_NETWORK_DNS       network_dns
 //	SANDBOX_LISTEN            listen
 //	SANDBOX_SCANNER_MODE      scanner_mode (off, warn, block)
+//	SANDBOX_KERNEL_START_TIMEOUT kernel_start_timeout_sec
 //	DS_SANDBOX_API_KEY        an admin API key with id "env"
 //
 // Values that cannot be parsed are errors naming the variable and the value

@@ -70,6 +70,7 @@ func (c Config) Validate() error {
 		inRange("default_memory_mb", c.DefaultMemoryMB, 512, 65536)
 	}
 	inRange("max_sandbox_timeout_sec", c.MaxSandboxTimeoutSec, 1, 86400)
+	inRange("kernel_start_timeout_sec", c.KernelStartTimeoutSec, 5, 3600)
 	if c.SandboxTimeoutSec > c.MaxSandboxTimeoutSec {
 		fail("sandbox_timeout_sec", "%d is longer than max_sandbox_timeout_sec %d", c.SandboxTimeoutSec, c.MaxSandboxTimeoutSec)
 	}

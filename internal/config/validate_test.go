@@ -44,7 +44,7 @@ func TestApplyEnv(t *testing.T) {
 		{"python", map[string]string{"SANDBOX_PYTHON": "python3.12"}, func(c Config) bool { return c.Python == "python3.12" }},
 		{"agent", map[string]string{"SANDBOX_AGENT_PATH": "/bin/agent"}, func(c Config) bool { return c.AgentPath == "/bin/agent" }},
 		{"listen", map[string]string{"SANDBOX_LISTEN": ":9000"}, func(c Config) bool { return c.Listen == ":9000" }},
-		{"empty means unset", map[string]string{"SANDBOX_DEFAULT_BACKEND": ""}, func(c Config) bool { return c.DefaultBackend == "local" }},
+		{"empty means unset", map[string]string{"SANDBOX_DEFAULT_BACKEND": ""}, func(c Config) bool { return c.DefaultBackend == "auto" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -108,7 +108,8 @@ func TestValidate(t *testing.T) {
 		}, nil},
 		{"no internet empty whitelist", func(c *Config) { c.AllowInternet = false; c.DefaultNetworkPolicy = "whitelist" }, nil},
 		{"bare python", func(c *Config) { c.Python = "python3" }, nil},
-		{"backend", func(c *Config) { c.DefaultBackend = "auto" }, []string{`default_backend: "auto" is not one of local, oci, docker, kubernetes`}},
+		{"backend", func(c *Config) { c.DefaultBackend = "best" }, []string{`default_backend: "best" is not one of auto, local, oci, docker, kubernetes`}},
+		{"kernel start timeout", func(c *Config) { c.KernelStartTimeoutSec = 2 }, []string{`kernel_start_timeout_sec: 2 is out of range 5..3600`}},
 		{"user", func(c *Config) { c.DefaultUser = "Root User" }, []string{"default_user"}},
 		{"workdir", func(c *Config) { c.DefaultWorkdir = "home" }, []string{"default_workdir"}},
 		{"timeout low", func(c *Config) { c.DefaultTimeoutSec = 0 }, []string{"default_timeout_sec: 0 is out of range 1..86400"}},

@@ -23,7 +23,8 @@ type backendStatus struct {
 	Enforces []string `json:"enforces"`
 }
 
-// readyz reports each backend's availability; 503 when one is unusable.
+// readyz reports each backend's availability (503 when one is unusable)
+// and which backend serves requests that name none, and why.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
@@ -42,7 +43,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	if !ready {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, map[string]any{"ready": ready, "backends": out})
+	writeJSON(w, status, map[string]any{"ready": ready, "backends": out, "default_backend": s.m.DefaultChoice()})
 	return nil
 }
 

@@ -56,6 +56,7 @@ type env struct {
 func newServer(t *testing.T, edit func(*config.Config)) *env {
 	t.Helper()
 	cfg := config.Default()
+	cfg.DefaultBackend = "local"
 	cfg.StateDir = t.TempDir()
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Resolve()
@@ -220,6 +221,7 @@ func TestAuthAndOwnership(t *testing.T) {
 func TestRefusesOpenNonLoopback(t *testing.T) {
 	t.Parallel()
 	cfg := config.Default()
+	cfg.DefaultBackend = "local"
 	cfg.StateDir = t.TempDir()
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Resolve()
@@ -556,9 +558,18 @@ func TestCORSAndReadiness(t *testing.T) {
 			Ready    bool     `json:"ready"`
 			Enforces []string `json:"enforces"`
 		} `json:"backends"`
+		Default struct {
+			Name     string `json:"name"`
+			Auto     bool   `json:"auto"`
+			Isolated bool   `json:"isolated"`
+			Reason   string `json:"reason"`
+		} `json:"default_backend"`
 	}
 	if err := json.Unmarshal(rr.body, &ready); err != nil || rr.status != 200 || !ready.Ready || !ready.Backends["local"].Ready || len(ready.Backends["local"].Enforces) == 0 {
 		t.Fatalf("readyz: %d %s", rr.status, rr.body)
+	}
+	if d := ready.Default; d.Name != "local" || d.Auto || d.Isolated || !strings.Contains(d.Reason, "default_backend is local") {
+		t.Errorf("readyz default_backend: %+v", d)
 	}
 	// Every limit is either listed as enforced or as refused.
 	enf := strings.Join(ready.Backends["local"].Enforces, "\n")
@@ -583,6 +594,7 @@ func TestReadyzReportsAnUnusableBackend(t *testing.T) {
 func TestE2BRequestsAreDispatchedAndAudited(t *testing.T) {
 	t.Parallel()
 	cfg := config.Default()
+	cfg.DefaultBackend = "local"
 	cfg.StateDir = t.TempDir()
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Resolve()

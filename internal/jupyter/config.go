@@ -62,9 +62,12 @@ type Config struct {
 	Reaped func(pid int)
 }
 
+// DefaultStartTimeout is Config.StartTimeout when it is zero.
+const DefaultStartTimeout = 60 * time.Second
+
 const (
 	defaultPython         = "/usr/bin/python3"
-	defaultStartTimeout   = 60 * time.Second
+	defaultStartTimeout   = DefaultStartTimeout
 	defaultInterruptGrace = 5 * time.Second
 
 	// maxSocketPath keeps the ipc socket paths (<dir>/k-5) well under the

@@ -25,6 +25,10 @@ import "errors"
 // cannot be used again; Close it and Start a new one.
 var ErrDead = errors.New("kernel died")
 
+// ErrStartTimeout reports that the kernel did not become ready within
+// Config.StartTimeout (a loaded machine starts kernels slowly).
+var ErrStartTimeout = errors.New("kernel start timeout (Config.StartTimeout) passed")
+
 // ErrInterrupted reports that Execute's context ended before the cell finished
 // and the cell was interrupted. The error returned alongside it also matches
 // the context's error (context.DeadlineExceeded or context.Canceled).

@@ -238,7 +238,7 @@ var errExited = errors.New("kernel process exited before it was ready")
 // connect dials the kernel's sockets and waits until it is ready.
 func (k *Kernel) connect(ctx context.Context, ci connectionInfo) error {
 	ctx, cancelTimeout := context.WithTimeoutCause(ctx, k.cfg.StartTimeout,
-		fmt.Errorf("kernel not ready after %v (Config.StartTimeout)", k.cfg.StartTimeout))
+		fmt.Errorf("kernel not ready after %v: %w", k.cfg.StartTimeout, ErrStartTimeout))
 	defer cancelTimeout()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)

@@ -93,6 +93,7 @@ func TestStartErrors(t *testing.T) {
 				return Config{Env: fakeLauncher(t, "import time\ntime.sleep(600)\n"), StartTimeout: time.Second}
 			},
 			want:     []string{"not ready after 1s", "StartTimeout"},
+			wantIs:   ErrStartTimeout,
 			maxDelay: 12 * time.Second,
 		},
 		{

@@ -65,6 +65,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 		DefaultTimeout: time.Duration(m.cfg.DefaultTimeoutSec) * time.Second,
 		Image:          plan.tmpl.Image, MemoryMB: plan.limits.MemoryMB, CPUCount: plan.limits.CPUCount,
 		PidsLimit: plan.limits.PidsLimit, MaxOpenFiles: plan.limits.MaxOpenFiles, MaxOutputBytes: plan.limits.MaxOutputBytes,
+		KernelStartTimeout: time.Duration(m.cfg.KernelStartTimeoutSec) * time.Second,
 	}
 	inst, err := plan.backend.Create(ctx, spec)
 	if err != nil {
@@ -229,7 +230,16 @@ func (m *Manager) plan(req api.CreateSandboxRequest) (plan, error) {
 	if err := scanner.ValidateMode(req.ScannerMode); err != nil {
 		return p, err
 	}
-	p.scannerMode = scanner.Stricter(scanner.Stricter(m.cfg.ScannerMode, p.tmpl.ScannerMode), req.ScannerMode)
+	// A template can only make the configured mode stricter (it is
+	// configuration too); a request asking for a looser one is refused
+	// rather than silently ignored.
+	p.scannerMode = scanner.Stricter(m.cfg.ScannerMode, p.tmpl.ScannerMode)
+	if req.ScannerMode != "" && scanner.Stricter(req.ScannerMode, p.scannerMode) != req.ScannerMode {
+		return p, api.Errorf(api.ErrPermission,
+			"scanner_mode %q is looser than the configured %q (scanner_mode of the configuration or the template): a request may only make the code scanner stricter (off < warn < block)",
+			req.ScannerMode, p.scannerMode)
+	}
+	p.scannerMode = scanner.Stricter(p.scannerMode, req.ScannerMode)
 
 	if err := checkMap("envs", req.Envs, maxEnvs, true); err != nil {
 		return p, err

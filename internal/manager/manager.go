@@ -51,6 +51,7 @@ type Manager struct {
 	cfg        config.Config
 	log        *slog.Logger
 	backends   map[string]backend.Backend
+	choice     backend.Choice // how cfg.DefaultBackend was chosen
 	workspaces *workspace.Store
 	datasets   *dataset.Registry
 
@@ -68,7 +69,10 @@ type Manager struct {
 	wsUsers map[string]int // running sandboxes per workspace id (see workspaces.go)
 }
 
-// New returns a manager over the given backends (keyed by their names).
+// New returns a manager over the given backends (keyed by their names). A
+// DefaultBackend of auto is resolved here, once, to the strongest backend
+// available (backend.Choose), so Config().DefaultBackend is always a real
+// name; DefaultChoice says which and why.
 func New(cfg config.Config, log *slog.Logger, backends ...backend.Backend) (*Manager, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -93,8 +97,48 @@ func New(cfg config.Config, log *slog.Logger, backends ...backend.Backend) (*Man
 	for _, b := range backends {
 		m.backends[b.Name()] = b
 	}
+	m.choose(backends)
+	if w := m.choice.Warning(); w != "" {
+		m.log.Warn(w, "backend", m.choice.Name)
+	}
 	return m, nil
 }
+
+// chooseTimeout bounds the availability probes of default_backend auto (a
+// docker ping, a rootless namespace probe).
+const chooseTimeout = 20 * time.Second
+
+// choose resolves the default backend (see New).
+func (m *Manager) choose(bs []backend.Backend) {
+	if m.cfg.DefaultBackend != config.AutoBackend {
+		m.choice = backend.Choice{Name: m.cfg.DefaultBackend, Isolated: true,
+			Reason: "default_backend is " + m.cfg.DefaultBackend + " in the configuration"}
+		if b, ok := m.backends[m.cfg.DefaultBackend]; ok {
+			m.choice.Isolated = backend.Isolates(b)
+		}
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), chooseTimeout)
+	defer cancel()
+	m.choice = backend.Choose(ctx, bs, m.cfg.Network().Policy)
+	if m.choice.Name == "" {
+		// Nothing qualifies: keep a real name so creates fail with that
+		// backend's own reason rather than with "auto".
+		m.choice.Name = "local"
+		if _, ok := m.backends["local"]; !ok && len(bs) > 0 {
+			m.choice.Name = bs[0].Name()
+		}
+		m.choice.Isolated = false
+		if b, ok := m.backends[m.choice.Name]; ok {
+			m.choice.Isolated = backend.Isolates(b)
+		}
+	}
+	m.cfg.DefaultBackend = m.choice.Name
+	m.log.Debug("default backend chosen", "backend", m.choice.Name, "reason", m.choice.Reason)
+}
+
+// DefaultChoice says which backend serves requests that name none, and why.
+func (m *Manager) DefaultChoice() backend.Choice { return m.choice }
 
 // Config returns the manager's configuration.
 func (m *Manager) Config() config.Config { return m.cfg }

@@ -69,6 +69,7 @@ func ociManagerIn(t *testing.T, dir string) *manager.Manager {
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Python = "/usr/bin/python3"
 	cfg.AgentPath = agentBin
+	cfg.DefaultBackend = "local"
 	cfg.Resolve()
 	b := oci.New(oci.Config{AgentPath: agentBin, StateDir: filepath.Join(dir, "oci"), Resolver: nettest.Resolver})
 	if err := b.Available(t.Context()); err != nil {

@@ -29,6 +29,7 @@ func newManager(t *testing.T, mode string) (*manager.Manager, func() []api.Event
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Resolve()
 	cfg.ScannerMode = mode
+	cfg.DefaultBackend = "local"
 	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
 	if err != nil {
 		t.Fatal(err)
@@ -183,9 +184,10 @@ func TestScannerModeFloor(t *testing.T) {
 		req  api.CreateSandboxRequest
 		want string
 	}{
-		{api.CreateSandboxRequest{ScannerMode: api.ScannerOff}, api.ScannerWarn},
+		{api.CreateSandboxRequest{ScannerMode: api.ScannerWarn}, api.ScannerWarn},
+		{api.CreateSandboxRequest{ScannerMode: api.ScannerBlock}, api.ScannerBlock},
 		{api.CreateSandboxRequest{TemplateSpec: &api.Template{ID: "t", ScannerMode: api.ScannerOff}}, api.ScannerWarn},
-		{api.CreateSandboxRequest{TemplateSpec: &api.Template{ID: "t", ScannerMode: api.ScannerBlock}, ScannerMode: api.ScannerWarn}, api.ScannerBlock},
+		{api.CreateSandboxRequest{TemplateSpec: &api.Template{ID: "t", ScannerMode: api.ScannerBlock}}, api.ScannerBlock},
 	} {
 		s, err := m.Create(t.Context(), tt.req)
 		if err != nil {
@@ -196,6 +198,16 @@ func TestScannerModeFloor(t *testing.T) {
 		}
 		if err := m.Kill(t.Context(), s.ID()); err != nil {
 			t.Fatal(err)
+		}
+	}
+	// A looser request is refused, naming the key and the mode in force.
+	for _, req := range []api.CreateSandboxRequest{
+		{ScannerMode: api.ScannerOff},
+		{TemplateSpec: &api.Template{ID: "t", ScannerMode: api.ScannerBlock}, ScannerMode: api.ScannerWarn},
+	} {
+		_, err := m.Create(t.Context(), req)
+		if !errors.Is(err, api.ErrPermission) || !strings.Contains(err.Error(), `scanner_mode "`+req.ScannerMode+`" is looser than the configured`) {
+			t.Errorf("create %+v: %v, want a permission error naming scanner_mode", req, err)
 		}
 	}
 	if _, err := m.Create(t.Context(), api.CreateSandboxRequest{ScannerMode: "paranoid"}); !errors.Is(err, api.ErrInvalid) {

@@ -78,6 +78,50 @@ func TestToolsStdio(t *testing.T) {
 	assertNoAnonymousWorkspaces(t, stateDir)
 }
 
+// TestToolTextsPerBackend: the tool texts and instructions call sandboxes
+// isolated only when the default backend isolates code, and never promise
+// that packages can be installed.
+func TestToolTextsPerBackend(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		backend, want, not string
+	}{
+		{"local", "which does NOT isolate code", "isolated"},
+		{"oci", "isolated Python sandbox (oci backend)", "NOT isolate"},
+	} {
+		cfg, err := config.Load("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.StateDir = t.TempDir()
+		cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
+		cfg.Resolve()
+		cfg.DefaultBackend = tt.backend
+		m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Close(context.Background()) })
+		srv := mcpserver.New(m, mcpserver.Options{})
+		cs := connectInMemory(t, t.Context(), srv)
+		res, err := cs.ListTools(t.Context(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tl := range res.Tools {
+			switch {
+			case tl.Name == "create_sandbox" && (!strings.Contains(tl.Description, tt.want) || strings.Contains(tl.Description, tt.not)):
+				t.Errorf("%s: create_sandbox says %q, want %q and not %q", tt.backend, tl.Description, tt.want, tt.not)
+			case strings.Contains(tl.Description, "pip install"):
+				t.Errorf("%s: %s suggests pip install: %q", tt.backend, tl.Name, tl.Description)
+			}
+		}
+		if ins := cs.InitializeResult().Instructions; strings.Contains(ins, tt.not) || !strings.Contains(ins, tt.backend+" backend") {
+			t.Errorf("%s: instructions %q", tt.backend, ins)
+		}
+	}
+}
+
 func TestToolsHTTP(t *testing.T) {
 	t.Parallel()
 	srv, _ := newServer(t)
@@ -456,6 +500,7 @@ func newServer(t *testing.T) (*mcpserver.Server, *manager.Manager) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.DefaultBackend = "local"
 	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
 	if err != nil {
 		t.Fatal(err)
@@ -529,7 +574,7 @@ func startCLI(t *testing.T, stateDir string) (*mcp.ClientSession, *exec.Cmd, *sy
 		t.Fatal(err)
 	}
 	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), cliEnv+"=1", "SANDBOX_STATE_DIR="+stateDir)
+	cmd.Env = append(os.Environ(), cliEnv+"=1", "SANDBOX_STATE_DIR="+stateDir, "SANDBOX_DEFAULT_BACKEND=local")
 	stderr := &syncBuffer{}
 	cmd.Stderr = stderr
 	cs, err := newClient().Connect(t.Context(), &mcp.CommandTransport{Command: cmd, TerminateDuration: 30 * time.Second}, nil)

@@ -229,7 +229,7 @@ func (s *Server) Close() error {
 // identityOf(the session's context).
 func (s *Server) newMCPServer(identityOf func(context.Context) auth.Identity) *mcp.Server {
 	srv := mcp.NewServer(&mcp.Implementation{Name: "ds-sandbox", Title: "ds-sandbox", Version: s.opts.Version}, &mcp.ServerOptions{
-		Instructions: instructions,
+		Instructions: instructions(s.m),
 		Logger:       slog.New(minLevel{s.log.Handler(), slog.LevelWarn}), // it logs every connection at Info
 		SchemaCache:  s.schemas,
 		Capabilities: &mcp.ServerCapabilities{},
@@ -239,8 +239,19 @@ func (s *Server) newMCPServer(identityOf func(context.Context) auth.Identity) *m
 	return srv
 }
 
-const instructions = `ds-sandbox runs Python and shell commands in isolated sandboxes on the user's machine.
-Call run_code to run Python (state persists between calls); run_command for shell commands; read_file, write_file and list_files for files.
+// instructions tells the client what the tools do; "isolated" only when
+// the default backend isolates code.
+func instructions(m *manager.Manager) string {
+	ch := m.DefaultChoice()
+	first := "ds-sandbox runs Python and shell commands in isolated sandboxes (the " + ch.Name + " backend) on the user's machine.\n"
+	if !ch.Isolated {
+		first = "ds-sandbox runs Python and shell commands in sandboxes of the " + ch.Name + " backend, which does NOT isolate code: " +
+			"it runs on the user's machine as the server's user.\n"
+	}
+	return first + instructionsRest
+}
+
+const instructionsRest = `Call run_code to run Python (state persists between calls); run_command for shell commands; read_file, write_file and list_files for files.
 Without sandbox_id every tool uses this session's default sandbox, created on first use and killed when the session ends.
 Use create_sandbox only for a separate environment (another template, environment variables or a named workspace).`
 

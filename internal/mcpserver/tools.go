@@ -113,6 +113,16 @@ type killSandboxOut struct {
 	SandboxID string `json:"sandbox_id"`
 }
 
+// sandboxKind describes the default backend's sandboxes truthfully: only a
+// backend that isolates its code is called isolated.
+func sandboxKind(m *manager.Manager) string {
+	ch := m.DefaultChoice()
+	if ch.Isolated {
+		return "isolated Python sandbox (" + ch.Name + " backend)"
+	}
+	return "Python sandbox on the " + ch.Name + " backend, which does NOT isolate code: it runs on the host as the server's user"
+}
+
 // addTools registers every tool on srv.
 func (s *Server) addTools(srv *mcp.Server) {
 	for _, add := range s.tools {
@@ -124,11 +134,12 @@ func (s *Server) addTools(srv *mcp.Server) {
 // reuse them, so their schemas are inferred and resolved once.
 func (s *Server) defineTools() []func(*mcp.Server) {
 	destructive := true
+	kind := sandboxKind(s.m)
 	return []func(*mcp.Server){
 		tool(s, &mcp.Tool{
 			Name:  "create_sandbox",
 			Title: "Create a sandbox",
-			Description: "Start a new isolated Python sandbox and return its id. Usually unnecessary: every other tool starts this session's default sandbox on first use. " +
+			Description: "Start a new " + kind + " and return its id. Usually unnecessary: every other tool starts this session's default sandbox on first use. " +
 				"Create one for a separate environment: a template, environment variables, a longer or shorter lifetime, a named workspace whose files persist, a network policy, or resource limits. " +
 				"The first sandbox created becomes the session's default if it has none. Sandboxes are killed when the MCP session ends.",
 			InputSchema: schemaFor[createSandboxIn](bound("timeout_seconds", 1, manager.MaxTimeout.Seconds()), enum("network_policy", "allow", "deny", "whitelist"),
@@ -142,7 +153,7 @@ func (s *Server) defineTools() []func(*mcp.Server) {
 			Name:  "run_code",
 			Title: "Run Python code",
 			Description: "Run Python code in a sandbox's Jupyter kernel and return what it printed (stdout, stderr), the value of the last expression, rich outputs (images as image content, HTML as text) and, if it raised, the exception with its traceback (the result is then marked as an error). " +
-				"State persists between calls in the same sandbox, like notebook cells. pandas, numpy and matplotlib are typically available; install more with run_command (pip install).",
+				"State persists between calls in the same sandbox, like notebook cells. pandas, numpy and matplotlib are typically available; check for other packages with run_command (pip list) rather than assuming they can be installed.",
 			InputSchema: schemaFor[runCodeIn](bound("timeout_seconds", 1, maxToolTimeout)),
 		}, s.runCode),
 		tool(s, &mcp.Tool{

@@ -119,8 +119,9 @@ type Backend struct {
 }
 
 var (
-	_ backend.Backend   = (*Backend)(nil)
-	_ backend.Recoverer = (*Backend)(nil)
+	_ backend.Backend        = (*Backend)(nil)
+	_ backend.Recoverer      = (*Backend)(nil)
+	_ backend.NetworkChecker = (*Backend)(nil)
 )
 
 // New returns a docker backend. It does not contact the daemon.
@@ -164,6 +165,26 @@ func (b *Backend) networkAvailable(c *client.Client) error {
 
 // Name implements backend.Backend.
 func (b *Backend) Name() string { return "docker" }
+
+// CheckNetwork implements backend.NetworkChecker: deny and allow always
+// (allow falls back to Docker's bridge), whitelist only with a network of
+// ours (see networkAvailable).
+func (b *Backend) CheckNetwork(policy string) error {
+	switch policy {
+	case "", api.NetworkAllow, api.NetworkDeny:
+		return nil
+	case api.NetworkWhitelist:
+		c, err := b.client()
+		if err == nil {
+			err = b.networkAvailable(c)
+		}
+		if err != nil {
+			return api.Errorf(api.ErrUnsupported, "the docker backend cannot enforce network policy %q here: %v; use deny or allow", policy, err)
+		}
+		return nil
+	}
+	return api.Errorf(api.ErrUnsupported, "the docker backend does not know network policy %q", policy)
+}
 
 // Enforces implements backend.Enforcer.
 func (b *Backend) Enforces() []string {

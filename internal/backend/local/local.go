@@ -50,6 +50,8 @@ var (
 	_ backend.Backend          = (*Backend)(nil)
 	_ backend.Enforcer         = (*Backend)(nil)
 	_ backend.DaemonUserSharer = (*Backend)(nil)
+	_ backend.NetworkChecker   = (*Backend)(nil)
+	_ backend.Isolator         = (*Backend)(nil)
 )
 
 // New returns a local backend.
@@ -66,6 +68,18 @@ func (b *Backend) Name() string { return "local" }
 // SharesDaemonUser implements backend.DaemonUserSharer: sandbox code runs
 // as the daemon's user.
 func (b *Backend) SharesDaemonUser() bool { return true }
+
+// Isolates implements backend.Isolator: local isolates nothing.
+func (b *Backend) Isolates() bool { return false }
+
+// CheckNetwork implements backend.NetworkChecker: allow only.
+func (b *Backend) CheckNetwork(policy string) error {
+	if policy != "" && policy != api.NetworkAllow {
+		return api.Errorf(api.ErrUnsupported,
+			"the local backend cannot enforce network policy %q (its processes share the host's network); use an isolating backend such as oci", policy)
+	}
+	return nil
+}
 
 // Enforces implements backend.Enforcer.
 func (b *Backend) Enforces() []string {
@@ -88,9 +102,8 @@ func (b *Backend) Available(context.Context) error {
 
 // Create implements backend.Backend.
 func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instance, error) {
-	if p := spec.Network.Policy; p != "" && p != api.NetworkAllow {
-		return nil, api.Errorf(api.ErrUnsupported,
-			"the local backend cannot enforce network policy %q (its processes share the host's network); use an isolating backend such as oci", p)
+	if err := b.CheckNetwork(spec.Network.Policy); err != nil {
+		return nil, err
 	}
 	switch {
 	case spec.Image != "":

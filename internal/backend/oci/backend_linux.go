@@ -75,6 +75,24 @@ func (b *Backend) Available(ctx context.Context) error {
 	return nil
 }
 
+// CheckNetwork implements backend.NetworkChecker: deny always; allow and
+// whitelist need root and the host's network tools (see networkAvailable).
+func (b *Backend) CheckNetwork(policy string) error {
+	switch policy {
+	case api.NetworkDeny:
+		return nil
+	case api.NetworkAllow, api.NetworkWhitelist:
+		if b.rootless {
+			return b.checkRootless(backend.Spec{Network: api.NetworkPolicy{Policy: policy}})
+		}
+		if err := b.networkAvailable(); err != nil {
+			return api.Errorf(api.ErrUnsupported, "the oci backend cannot enforce network policy %q here: %v; use network policy deny", policy, err)
+		}
+		return nil
+	}
+	return api.Errorf(api.ErrInvalid, "oci backend: network policy %q is not one of allow, deny, whitelist", policy)
+}
+
 // hybridWithV2Controllers reports a hybrid cgroup hierarchy (v1 controllers
 // plus a v2 mount) whose v2 side holds controllers, which crun refuses.
 func hybridWithV2Controllers() bool {
@@ -138,14 +156,8 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 			return nil, err
 		}
 	}
-	switch spec.Network.Policy {
-	case api.NetworkDeny:
-	case api.NetworkAllow, api.NetworkWhitelist:
-		if err := b.networkAvailable(); err != nil {
-			return nil, api.Errorf(api.ErrUnsupported, "the oci backend cannot enforce network policy %q here: %v; use network policy deny", spec.Network.Policy, err)
-		}
-	default:
-		return nil, api.Errorf(api.ErrInvalid, "oci backend: network policy %q is not one of allow, deny, whitelist", spec.Network.Policy)
+	if err := b.CheckNetwork(spec.Network.Policy); err != nil {
+		return nil, err
 	}
 	if spec.Image != "" {
 		return nil, api.Errorf(api.ErrUnsupported, "the oci backend runs the host's system read-only, not images (template image %q); use the docker backend", spec.Image)

@@ -21,3 +21,8 @@ func (b *Backend) Create(context.Context, backend.Spec) (backend.Instance, error
 }
 
 func (b *Backend) rootlessEnforces() []string { return nil }
+
+// CheckNetwork implements backend.NetworkChecker.
+func (b *Backend) CheckNetwork(string) error {
+	return fmt.Errorf("the oci backend needs Linux: %w", errors.ErrUnsupported)
+}

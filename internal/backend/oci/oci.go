@@ -111,7 +111,10 @@ type Backend struct {
 	netErr error
 }
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend        = (*Backend)(nil)
+	_ backend.NetworkChecker = (*Backend)(nil)
+)
 
 // The sandbox user's ids inside the container.
 const (
