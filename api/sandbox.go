@@ -141,6 +141,10 @@ type SandboxInfo struct {
 	EndAt time.Time `json:"end_at"`
 	// Limits are the resource limits in force.
 	Limits Limits `json:"limits"`
+	// Warnings say what this sandbox lacks on this host that sandboxes
+	// usually have (local without a private mount namespace: code finds
+	// its workspace at WorkspacePath, not at Workdir).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // SetTimeoutRequest moves a sandbox's deadline to now + TimeoutSeconds.

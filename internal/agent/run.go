@@ -105,6 +105,7 @@ func Main(args []string, stderr io.Writer) int {
 		nofile  = fl.Int("max-open-files", 0, "RLIMIT_NOFILE of the processes the agent starts (0 = inherited)")
 		output  = fl.Int64("max-output-bytes", DefaultMaxOutputBytes, "stdout/stderr bound of one execution")
 		kstart  = fl.Duration("kernel-start-timeout", 0, "how long a kernel may take to start (0 = 60s)")
+		bindDir = fl.String("bind-workdir", "", "HOST_DIR: bind it at --workdir first (the agent runs in a private mount namespace the backend made); give it as --bind-workdir=HOST_DIR")
 		verbose = fl.Bool("v", false, "log diagnostics to stderr")
 		mounts  mountFlags
 	)
@@ -114,7 +115,19 @@ func Main(args []string, stderr io.Writer) int {
 	}
 	// Our own marker must not reach the sandbox's code: a program using the
 	// SDK started inside the sandbox would run as an agent.
+	marker := os.Getenv(ReexecEnv)
 	os.Unsetenv(ReexecEnv)
+	if *bindDir != "" {
+		if err := bindWorkdir(*workdir, *bindDir); err != nil {
+			fmt.Fprintln(stderr, "agent: bind workdir:", err)
+			return 1
+		}
+		if os.Geteuid() != 0 {
+			err := dropPrivilegeAndReexec(marker)
+			fmt.Fprintln(stderr, "agent: bind workdir: drop privileges:", err)
+			return 1
+		}
+	}
 	if *socket == "" {
 		fmt.Fprintln(stderr, "agent: --socket is required")
 		return 2

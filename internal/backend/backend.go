@@ -172,6 +172,14 @@ type Enforcer interface {
 	Enforces() []string
 }
 
+// Warner is an Instance that lacks something on this host that sandboxes
+// usually have (local without a private mount namespace: code does not see
+// its workspace at the workdir). The manager puts the warnings in the
+// sandbox's info and its created event.
+type Warner interface {
+	Warnings() []string
+}
+
 // DaemonUserSharer is a Backend whose sandbox code may run as the daemon's
 // own host user (local; oci without root). Hard links to the daemon's files
 // (linked datasets) would then be writable by sandbox code, so the manager

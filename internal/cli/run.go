@@ -168,6 +168,9 @@ func run(ctx context.Context, f runFlags, code string, stdout, stderr io.Writer)
 		return 0, err
 	}
 	info := s.Info()
+	for _, w := range info.Warnings {
+		fmt.Fprintf(stderr, "[ds-sandbox: %s]\n", w)
+	}
 	files := s.Agent()
 	p := &printer{stdout: stdout, stderr: stderr, quiet: f.json, verbose: f.verbose, ctx: ctx, sbx: info, outDir: f.outputDir, save: func(ctx context.Context, p string, data []byte) error {
 		_, err := files.WriteFile(ctx, p, bytes.NewReader(data))

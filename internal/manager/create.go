@@ -85,6 +85,9 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 			Network: plan.network, ScannerMode: plan.scannerMode, StartedAt: now, EndAt: now.Add(plan.timeout), Limits: plan.limits,
 		},
 	}
+	if w, ok := inst.(backend.Warner); ok {
+		s.info.Warnings = w.Warnings()
+	}
 	if err := m.applyTemplate(ctx, s, plan.tmpl); err != nil {
 		s.timer = time.NewTimer(0)
 		_ = m.destroy(context.Background(), s, "template failed")
@@ -106,9 +109,14 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 	m.watchNetwork(s)
 	go m.watch(s)
 	m.log.Info("sandbox created", "sandbox_id", id, "backend", plan.backend.Name(), "workspace_id", ws.ID)
-	m.emit(api.EventSandboxCreated, id, s.info.Owner, map[string]string{
+	data := map[string]string{
 		"backend": plan.backend.Name(), "template_id": plan.tmpl.ID, "workspace_id": ws.ID, "network": plan.network.Policy,
-	})
+	}
+	if len(s.info.Warnings) > 0 {
+		data["warning"] = strings.Join(s.info.Warnings, "; ")
+		m.log.Warn("sandbox created with a warning", "sandbox_id", id, "warning", data["warning"])
+	}
+	m.emit(api.EventSandboxCreated, id, s.info.Owner, data)
 	return s, nil
 }
 

@@ -318,6 +318,10 @@ class SandboxInfo:
     #: the resource limits in force (memory_mb, cpu_count, pids_limit,
     #: max_open_files, max_output_bytes, disk_quota_mb; absent = none)
     limits: dict[str, int] = field(default_factory=dict)
+    #: what this sandbox lacks on this host (the local backend without a
+    #: private mount namespace: code finds its workspace at workspace_path,
+    #: not at workdir)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -334,7 +338,7 @@ class SandboxInfo:
             workspace_path=d.get("workspace_path", ""), network=NetworkPolicy._from_wire(d.get("network")),
             started_at=parse_time(d.get("started_at")), end_at=parse_time(d.get("end_at")),
             owner=d.get("owner") or None, scanner_mode=d.get("scanner_mode", ""),
-            limits=dict(d.get("limits") or {}))
+            limits=dict(d.get("limits") or {}), warnings=list(d.get("warnings") or []))
 
 
 @dataclass

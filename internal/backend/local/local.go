@@ -8,6 +8,7 @@ package local
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"runtime"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -52,6 +54,7 @@ var (
 	_ backend.DaemonUserSharer = (*Backend)(nil)
 	_ backend.NetworkChecker   = (*Backend)(nil)
 	_ backend.Isolator         = (*Backend)(nil)
+	_ backend.Warner           = (*instance)(nil)
 )
 
 // New returns a local backend.
@@ -86,6 +89,7 @@ func (b *Backend) Enforces() []string {
 	return []string{
 		"no isolation: code runs as the daemon's user on the host (development and trusted code only)",
 		"files API confined to the workspace",
+		"code sees the workspace at the workdir through a private mount namespace where the host allows one (else a warning on the sandbox); not isolation",
 		"all processes killed with the sandbox",
 		"clean environment",
 		"network: allow only (deny and whitelist refused)",
@@ -116,6 +120,36 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	if err := checkOpenFiles(spec.MaxOpenFiles); err != nil {
 		return nil, err
 	}
+	if spec.WorkspaceDir == spec.Workdir {
+		return b.start(ctx, spec, false)
+	}
+	// Code sees its workspace at the workdir (as on the isolating backends
+	// and in the files API) where the host lets the agent have a private
+	// mount namespace; elsewhere it finds it at its host path, and the
+	// sandbox carries a warning saying so. (Each create tries: whether it
+	// works can depend on the workdir. Where namespaces are refused the
+	// attempt fails at once.)
+	in, why := b.start(ctx, spec, true)
+	if !errors.Is(why, errBind) {
+		return in, why
+	}
+	in, err := b.start(ctx, spec, false)
+	if err != nil {
+		return nil, err
+	}
+	in.warnings = []string{fmt.Sprintf("the local backend cannot show the workspace at %s to code on this host (%v): "+
+		"code finds it at %s (its working directory; relative paths and $WORKSPACE work), while the files API also accepts %s",
+		spec.Workdir, why, spec.WorkspaceDir, spec.Workdir)}
+	return in, nil
+}
+
+// errBind marks a failure to give the agent a private mount namespace
+// with the workspace at the workdir.
+var errBind = errors.New("no private mount namespace for the workdir")
+
+// start starts the agent; bound puts it in a private mount namespace where
+// it binds the workspace at the workdir first.
+func (b *Backend) start(ctx context.Context, spec backend.Spec, bound bool) (*instance, error) {
 	argv, extraEnv, err := agent.Command(b.cfg.AgentPath)
 	if err != nil {
 		return nil, fmt.Errorf("local backend: %w", err)
@@ -134,9 +168,15 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		"--socket", sock,
 		"--workdir", spec.Workdir,
 		"--user", spec.User,
-		"--mount", spec.Workdir+"="+spec.WorkspaceDir,
 		"--python", spec.Python,
 	)
+	if bound {
+		// The files API sees what the code sees: the workdir is the
+		// workspace itself inside the namespace.
+		args = append(args, "--bind-workdir="+spec.WorkspaceDir, "--mount", spec.Workdir+"="+spec.Workdir)
+	} else {
+		args = append(args, "--mount", spec.Workdir+"="+spec.WorkspaceDir)
+	}
 	if spec.DefaultTimeout > 0 {
 		args = append(args, "--default-timeout", spec.DefaultTimeout.String())
 	}
@@ -163,8 +203,14 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	} else {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	}
+	if bound {
+		mountNamespace(cmd.SysProcAttr)
+	}
 	if err := startLocked(cmd); err != nil {
 		os.RemoveAll(dir)
+		if bound {
+			return nil, fmt.Errorf("%w: %v", errBind, err)
+		}
 		return nil, fmt.Errorf("local backend: start agent: %w", err)
 	}
 	in := &instance{pid: cmd.Process.Pid, dir: dir, sock: sock, done: make(chan struct{})}
@@ -173,8 +219,12 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		close(in.done)
 	}()
 	if err := backend.WaitReady(ctx, sock, in.done, b.cfg.StartTimeout); err != nil {
+		out := tail(filepath.Join(dir, "agent.log"), 4<<10)
 		_ = in.Destroy(context.Background())
-		return nil, fmt.Errorf("local backend: agent did not start: %w; agent output: %s", err, tail(filepath.Join(dir, "agent.log"), 4<<10))
+		if bound && errors.Is(err, backend.ErrExited) && strings.Contains(out, "agent: bind workdir:") {
+			return nil, fmt.Errorf("%w: %s", errBind, strings.TrimPrefix(out, "agent: bind workdir: "))
+		}
+		return nil, fmt.Errorf("local backend: agent did not start: %w; agent output: %s", err, out)
 	}
 	return in, nil
 }
@@ -238,15 +288,18 @@ func (b *Backend) environ(spec backend.Spec, tmp string) []string {
 }
 
 type instance struct {
-	pid  int
-	dir  string
-	sock string
-	done chan struct{}
-	once sync.Once
-	err  error
+	// warnings are what the sandbox lacks here (see backend.Warner).
+	warnings []string
+	pid      int
+	dir      string
+	sock     string
+	done     chan struct{}
+	once     sync.Once
+	err      error
 }
 
 func (in *instance) AgentSocket() string   { return in.sock }
+func (in *instance) Warnings() []string    { return in.warnings }
 func (in *instance) Done() <-chan struct{} { return in.done }
 
 // State implements backend.Recoverable: what Recover needs to find the
