@@ -134,7 +134,7 @@ func bench(ctx context.Context, cfg config.Config, backend string, policy *api.N
 	defer m.Close(context.WithoutCancel(ctx))
 	rep := &benchReport{Backend: backend}
 	if rep.Backend == "" {
-		rep.Backend = cfg.DefaultBackend
+		rep.Backend = m.Config().DefaultBackend
 	}
 	var createDur, execDur []time.Duration
 	for i := range creates {
