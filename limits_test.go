@@ -99,8 +99,16 @@ func TestLifetimeKillsAnIsolatedSandbox(t *testing.T) {
 	if _, err := sbx.Commands.Start(t.Context(), "sleep "+marker); err != nil {
 		t.Fatal(err)
 	}
-	if err := exec.Command("pgrep", "-f", "sleep "+marker).Run(); err != nil {
-		t.Fatalf("the background process is not running on the host: %v", err)
+	// Start returns once the agent started the process; give a busy
+	// machine time to show it (a bound far from the kill it waits for).
+	for wait := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		err := exec.Command("pgrep", "-f", "sleep "+marker).Run()
+		if err == nil {
+			break
+		}
+		if time.Now().After(wait) {
+			t.Fatalf("the background process is not running on the host: %v", err)
+		}
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for sbx.IsRunning(t.Context()) {

@@ -416,7 +416,14 @@ func TestWorkspaces(t *testing.T) {
 	e := run(t, sbx, "import os, json\njson.dumps([os.environ[k] for k in ('WORKSPACE','WORKSPACE_DATA','WORKSPACE_MODELS','WORKSPACE_OUTPUTS')] + [os.getcwd()])")
 	info, _ := sbx.GetInfo(t.Context())
 	ws := info.WorkspacePath
-	want := fmt.Sprintf("'[%q, %q, %q, %q, %q]'", ws, ws+"/data", ws+"/models", ws+"/outputs", ws)
+	// The code sees its workspace at the workdir (/home/user) where the
+	// backend can put it there; local on a host without mount namespaces
+	// says it could not (a warning) and the code sees the host path.
+	seen := info.Workdir
+	if len(info.Warnings) > 0 {
+		seen = ws
+	}
+	want := fmt.Sprintf("'[%q, %q, %q, %q, %q]'", seen, seen+"/data", seen+"/models", seen+"/outputs", seen)
 	if e.Text() != want {
 		t.Fatalf("workspace env = %s, want %s", e.Text(), want)
 	}

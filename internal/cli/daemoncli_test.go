@@ -410,7 +410,7 @@ func TestCLIWorkspace(t *testing.T) {
 	if r := must(t, "workspace", "ls"); !strings.Contains(r.stdout, ws+" ") || !strings.HasPrefix(r.stdout, "ID ") {
 		t.Fatalf("workspace ls:\n%s", r)
 	}
-	if r := bin(t, "", nil, "workspace", "rm", ws); r.code != 1 || !strings.Contains(r.stderr, "kill it first") {
+	if r := bin(t, "", nil, "workspace", "rm", ws); r.code != 1 || !strings.Contains(r.stderr, "kill them first") {
 		t.Fatalf("rm of a workspace in use:\n%s", r)
 	}
 	must(t, "kill", info.SandboxID)

@@ -188,7 +188,13 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec, bound bool) (*in
 	args = append(args, backend.AgentLimitArgs(spec, 0)...)
 	cmd := exec.Command(argv[0], args...)
 	cmd.Dir = spec.WorkspaceDir
-	cmd.Env = append(b.environ(spec, tmp), extraEnv...)
+	// WORKSPACE* name the workspace where the code sees it: the workdir
+	// when it is bound there, else its host path.
+	root := spec.WorkspaceDir
+	if bound {
+		root = spec.Workdir
+	}
+	cmd.Env = append(b.environ(spec, tmp, root), extraEnv...)
 	// The agent logs to a file, not a pipe: a detached agent must not die of
 	// SIGPIPE when the daemon that read the pipe is gone.
 	logf, err := os.OpenFile(filepath.Join(dir, "agent.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -254,7 +260,7 @@ func startLocked(cmd *exec.Cmd) error {
 
 // environ builds the sandbox's clean environment: nothing of the daemon's own
 // environment leaks into user code except PATH and the locale.
-func (b *Backend) environ(spec backend.Spec, tmp string) []string {
+func (b *Backend) environ(spec backend.Spec, tmp, root string) []string {
 	env := map[string]string{
 		"PATH":             os.Getenv("PATH"),
 		"HOME":             spec.WorkspaceDir,
@@ -276,7 +282,7 @@ func (b *Backend) environ(spec backend.Spec, tmp string) []string {
 		env[k] = v
 	}
 	// Code runs on the host, so the workspace is where the host has it.
-	for k, v := range backend.WorkspaceEnv(spec.WorkspaceDir) {
+	for k, v := range backend.WorkspaceEnv(root) {
 		env[k] = v
 	}
 	out := make([]string, 0, len(env))
