@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -170,24 +171,46 @@ func (r *remote) call(ctx context.Context, method, p string, q url.Values, in, o
 	return r.send(ctx, method, p, q, body, "application/json", out)
 }
 
+// maxBusyRetries bounds how often a request the server refused for load
+// (429 with Retry-After: its sandbox start queue is full) is sent again.
+const maxBusyRetries = 8
+
 func (r *remote) send(ctx context.Context, method, p string, q url.Values, body io.Reader, ctype string, out any) error {
 	u := r.base + p
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", ctype)
-	}
-	resp, err := r.hc.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	var resp *http.Response
+	for attempt := 0; ; attempt++ {
+		req, err := http.NewRequestWithContext(ctx, method, u, body)
+		if err != nil {
+			return err
 		}
-		return fmt.Errorf("ds-sandbox server %s: %v: %w", r.base, err, api.ErrUnavailable)
+		if body != nil {
+			req.Header.Set("Content-Type", ctype)
+		}
+		resp, err = r.hc.Do(req)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("ds-sandbox server %s: %v: %w", r.base, err, api.ErrUnavailable)
+		}
+		wait, retry := busyWait(resp, body, attempt)
+		if !retry {
+			break
+		}
+		resp.Body.Close()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		if s, ok := body.(io.Seeker); ok {
+			if _, err := s.Seek(0, io.SeekStart); err != nil {
+				return err
+			}
+		}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -206,6 +229,25 @@ func (r *remote) send(ctx context.Context, method, p string, q url.Values, body 
 		return fmt.Errorf("ds-sandbox server: decode %s %s: %w", method, p, err)
 	}
 	return nil
+}
+
+// busyWait says whether to send a request again after resp: a 429 with
+// Retry-After (a refusal for load, not a quota) of a request whose body can
+// be sent again, within maxBusyRetries; the wait grows with each attempt
+// (Retry-After, then doubled, at most 30 s, with jitter).
+func busyWait(resp *http.Response, body io.Reader, attempt int) (time.Duration, bool) {
+	if resp.StatusCode != http.StatusTooManyRequests || attempt >= maxBusyRetries {
+		return 0, false
+	}
+	secs, err := strconv.Atoi(resp.Header.Get("Retry-After"))
+	if err != nil || secs < 0 {
+		return 0, false
+	}
+	if _, ok := body.(io.Seeker); body != nil && !ok {
+		return 0, false
+	}
+	d := min(time.Duration(secs)*time.Second<<min(attempt, 5), 30*time.Second)
+	return d/2 + rand.N(d/2+1), true
 }
 
 func (r *remote) agentFor(id string) *agent.Client {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
 )
 
@@ -16,8 +17,11 @@ var ErrExited = errors.New("the sandbox exited before its agent answered")
 // WaitReady polls the agent's socket until the agent answers /health, the
 // sandbox stops (done closes), timeout passes or ctx ends. Every backend's
 // Create ends with it.
-func WaitReady(ctx context.Context, sock string, done <-chan struct{}, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+//
+// Its own timeout passing is an api.ErrTimeout (the manager retries such a
+// start once); the caller's ctx ending is ctx's error.
+func WaitReady(parent context.Context, sock string, done <-chan struct{}, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	c := agent.NewClient(sock)
 	defer c.Close()
@@ -36,7 +40,10 @@ func WaitReady(ctx context.Context, sock string, done <-chan struct{}, timeout t
 		case <-done:
 			return ErrExited
 		case <-ctx.Done():
-			return ctx.Err()
+			if parent.Err() == nil {
+				return api.Errorf(api.ErrTimeout, "the sandbox's agent did not answer within %s; the machine may be overloaded", timeout)
+			}
+			return parent.Err()
 		case <-tick.C:
 		}
 	}

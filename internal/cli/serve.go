@@ -121,6 +121,13 @@ func startDaemon(ctx context.Context, cfg config.Config, ephemeral bool, ln net.
 			return out
 		})
 	}
+	if opt.Metrics != nil {
+		opt.Metrics.WatchStarts(func() metrics.Starts {
+			st := m.StartStats()
+			return metrics.Starts{Slots: st.Slots, Running: st.Running, Waiting: st.Waiting,
+				Admitted: st.Admitted, Refused: st.Refused, WaitSeconds: st.WaitSeconds}
+		})
+	}
 	if cfg.EnableAuditLog {
 		d.audit, err = audit.Open(cfg.AuditLogPath, int64(cfg.AuditMaxMB)<<20, cfg.AuditBackups)
 		if err != nil {

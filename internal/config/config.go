@@ -150,6 +150,14 @@ type Config struct {
 	// MaxStreamsPerKey bounds a key's open streams (executions, watches,
 	// command streams, downloads); 0 = no bound.
 	MaxStreamsPerKey int `yaml:"max_streams_per_key" json:"max_streams_per_key"`
+	// MaxConcurrentStarts bounds the sandboxes starting at once (the
+	// backend's create and the default kernel's boot); 0 = the number of
+	// CPUs, at least 2. StartQueueMax bounds the creates waiting for a start
+	// slot (more are refused at once: HTTP 429 with Retry-After), and
+	// StartQueueTimeoutSec how long one waits (then 429 too).
+	MaxConcurrentStarts  int `yaml:"max_concurrent_starts" json:"max_concurrent_starts"`
+	StartQueueMax        int `yaml:"start_queue_max" json:"start_queue_max"`
+	StartQueueTimeoutSec int `yaml:"start_queue_timeout_sec" json:"start_queue_timeout_sec"`
 	// MaxBodyMB bounds JSON request bodies; MaxUploadMB file uploads (0 = no
 	// bound).
 	MaxBodyMB   int `yaml:"max_body_mb" json:"max_body_mb"`
@@ -223,6 +231,8 @@ func defaults(getenv func(string) string, euid int, home string) Config {
 		MaxSandboxesPerKey:     50,
 		CreatesPerMinute:       120,
 		MaxStreamsPerKey:       256,
+		StartQueueMax:          1000,
+		StartQueueTimeoutSec:   120,
 		MaxBodyMB:              16,
 		MaxUploadMB:            0,
 		ScannerMode:            api.ScannerWarn,

@@ -98,6 +98,9 @@ func (c Config) Validate() error {
 	} {
 		inRange(k, v, 0, 1<<30)
 	}
+	inRange("max_concurrent_starts", c.MaxConcurrentStarts, 0, 4096)
+	inRange("start_queue_max", c.StartQueueMax, 0, 1<<20)
+	inRange("start_queue_timeout_sec", c.StartQueueTimeoutSec, 1, 86400)
 	inRange("max_body_mb", c.MaxBodyMB, 1, 1024)
 	inRange("audit_max_mb", c.AuditMaxMB, 1, 1<<20)
 	seenKeys := map[string]bool{}

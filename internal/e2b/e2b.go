@@ -35,6 +35,7 @@ import (
 	"log/slog"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -292,6 +293,10 @@ func (e *httpError) Error() string { return e.msg }
 
 func writeError(w http.ResponseWriter, err error) {
 	st := statusOf(err)
+	var busy interface{ RetryAfter() time.Duration }
+	if errors.As(err, &busy) {
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(busy.RetryAfter().Round(time.Second)/time.Second))))
+	}
 	writeJSON(w, st, errorBody{Code: st, Message: err.Error()})
 }
 

@@ -726,3 +726,24 @@ func TestScannerOverHTTP(t *testing.T) {
 		t.Fatalf("no blocked execute record in the audit log: %s", b)
 	}
 }
+
+// TestBusyStartsAre429: a create the start gate refuses for load is 429
+// limit_exceeded with Retry-After, and /metrics shows the gate.
+func TestBusyStartsAre429(t *testing.T) {
+	t.Parallel()
+	e := newServer(t, func(c *config.Config) { c.MaxConcurrentStarts, c.StartQueueMax = 1, 0 })
+	done := make(chan resp, 1)
+	go func() { done <- e.do(t, aliceKey, "POST", "/v1/sandboxes", api.CreateSandboxRequest{}) }()
+	for end := time.Now().Add(60 * time.Second); e.m.StartStats().Running == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the first create never took the start slot")
+		}
+	}
+	r := e.do(t, aliceKey, "POST", "/v1/sandboxes", api.CreateSandboxRequest{})
+	if r.status != 429 || r.apiError(t).Code != api.CodeLimit || r.header.Get("Retry-After") == "" {
+		t.Fatalf("a create past the start queue: %d %q %s", r.status, r.header.Get("Retry-After"), r.body)
+	}
+	if r := <-done; r.status != 201 {
+		t.Fatalf("the first create: %d %s", r.status, r.body)
+	}
+}

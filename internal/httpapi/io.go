@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 )
@@ -27,6 +29,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if e.Code == api.CodeInternal {
 		s.log.Error("request failed", "request_id", e.RequestID, "path", r.URL.Path, "err", err)
 	}
+	setRetryAfter(w, err)
 	writeJSON(w, api.HTTPStatus(e.Code), e)
 }
 
@@ -49,4 +52,13 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 		return api.Errorf(api.ErrInvalid, "request body: more than one JSON value")
 	}
 	return nil
+}
+
+// setRetryAfter sets Retry-After (seconds) for a refusal for load
+// (manager.BusyError): clients wait that long and try again.
+func setRetryAfter(w http.ResponseWriter, err error) {
+	var busy interface{ RetryAfter() time.Duration }
+	if errors.As(err, &busy) {
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(busy.RetryAfter().Round(time.Second)/time.Second))))
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"path"
@@ -52,6 +53,18 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 		return nil, api.Errorf(api.ErrUnavailable, "the manager is shutting down")
 	}
 
+	// The start's own deadlines (the backend's, the kernel's) count from
+	// here: after its turn came.
+	releaseStart, err := m.starts.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	started := false // the slot passes to warm once the sandbox is registered
+	defer func() {
+		if !started {
+			releaseStart()
+		}
+	}()
 	ws, quota, err := m.attachWorkspace(ctx, req.WorkspaceID, plan.limits.DiskQuotaMB)
 	if err != nil {
 		return nil, err
@@ -68,6 +81,14 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 		KernelStartTimeout: time.Duration(m.cfg.KernelStartTimeoutSec) * time.Second,
 	}
 	inst, err := plan.backend.Create(ctx, spec)
+	if errors.Is(err, api.ErrTimeout) && ctx.Err() == nil {
+		// Its agent did not answer in time: on a loaded machine the next
+		// try usually does. Once, with a fresh id.
+		m.log.Warn("sandbox start timed out; retrying once", "sandbox_id", id, "err", err)
+		id = newID()
+		spec.ID = id
+		inst, err = plan.backend.Create(ctx, spec)
+	}
 	if err != nil {
 		cleanup()
 		return nil, fmt.Errorf("create sandbox: %w", err)
@@ -108,6 +129,8 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 	m.saveRecord(s)
 	m.watchNetwork(s)
 	go m.watch(s)
+	started = true
+	go m.warm(s, releaseStart)
 	m.log.Info("sandbox created", "sandbox_id", id, "backend", plan.backend.Name(), "workspace_id", ws.ID)
 	data := map[string]string{
 		"backend": plan.backend.Name(), "template_id": plan.tmpl.ID, "workspace_id": ws.ID, "network": plan.network.Policy,

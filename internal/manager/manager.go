@@ -57,6 +57,7 @@ type Manager struct {
 
 	events events
 	adm    admission
+	starts *startGate
 
 	mu         sync.Mutex
 	sandboxes  map[string]*Sandbox
@@ -94,6 +95,7 @@ func New(cfg config.Config, log *slog.Logger, backends ...backend.Backend) (*Man
 		pending: map[string]int{},
 	}
 	m.adm.init(cfg)
+	m.starts = newStartGate(cfg.MaxConcurrentStarts, cfg.StartQueueMax, time.Duration(cfg.StartQueueTimeoutSec)*time.Second)
 	for _, b := range backends {
 		m.backends[b.Name()] = b
 	}

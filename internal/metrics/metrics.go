@@ -117,3 +117,39 @@ func (m *Metrics) HTTPRequest(route, method string, status int, d time.Duration)
 	m.httpReqs.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
 	m.httpDur.WithLabelValues(route).Observe(d.Seconds())
 }
+
+// Starts is the start gate's state (see manager.StartStats).
+type Starts struct {
+	Slots, Running, Waiting int
+	Admitted, Refused       uint64
+	WaitSeconds             float64
+}
+
+// WatchStarts reports the sandbox start gate at every scrape: slots, starts
+// running and waiting (the queue's depth), and the totals of admitted and
+// refused starts and of the time admitted ones waited.
+func (m *Metrics) WatchStarts(stats func() Starts) {
+	desc := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, nil, nil) }
+	slots := desc("dssandbox_start_slots", "Sandboxes that may start at once (max_concurrent_starts).")
+	running := desc("dssandbox_starts_running", "Sandboxes starting now (holding a start slot).")
+	waiting := desc("dssandbox_start_queue_depth", "Creates waiting for a start slot.")
+	admitted := desc("dssandbox_starts_admitted_total", "Starts let through the start gate.")
+	refused := desc("dssandbox_starts_refused_total", "Creates refused for load (HTTP 429 with Retry-After).")
+	waited := desc("dssandbox_start_wait_seconds_total", "Total time admitted starts waited for a slot.")
+	for _, d := range []struct {
+		desc *prometheus.Desc
+		typ  prometheus.ValueType
+		val  func(Starts) float64
+	}{
+		{slots, prometheus.GaugeValue, func(s Starts) float64 { return float64(s.Slots) }},
+		{running, prometheus.GaugeValue, func(s Starts) float64 { return float64(s.Running) }},
+		{waiting, prometheus.GaugeValue, func(s Starts) float64 { return float64(s.Waiting) }},
+		{admitted, prometheus.CounterValue, func(s Starts) float64 { return float64(s.Admitted) }},
+		{refused, prometheus.CounterValue, func(s Starts) float64 { return float64(s.Refused) }},
+		{waited, prometheus.CounterValue, func(s Starts) float64 { return s.WaitSeconds }},
+	} {
+		m.reg.MustRegister(collectorFunc{desc: d.desc, collect: func(ch chan<- prometheus.Metric) {
+			ch <- prometheus.MustNewConstMetric(d.desc, d.typ, d.val(stats()))
+		}})
+	}
+}

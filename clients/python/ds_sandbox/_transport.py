@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import random
 import socket
 import threading
+import time
 import urllib.parse
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -25,6 +27,10 @@ MAX_LINE = 256 << 20
 CHUNK = 256 << 10
 
 _NO_TIMEOUT = object()
+# How often a request the server refused for load (429 with Retry-After: its
+# sandbox start queue is full) is sent again, and the longest wait between.
+MAX_BUSY_RETRIES = 8
+MAX_BUSY_WAIT = 30.0
 
 
 def _json_default(o: Any) -> Any:
@@ -101,8 +107,31 @@ class Transport:
         if body is None and method in ("POST", "PUT", "PATCH"):
             body = b""
         t = self.timeout if timeout is _NO_TIMEOUT else timeout
-        conn = self._connect(t)
         url = self.url(path, query)
+        # A body that is bytes can be sent again; a streamed one cannot.
+        resendable = body is None or isinstance(body, (bytes, bytearray, memoryview))
+        for attempt in range(MAX_BUSY_RETRIES + 1):
+            conn, resp = self._send_once(method, url, body, headers, t)
+            wait = resp.getheader("Retry-After") if resp.status == 429 else None
+            if wait is None or not resendable or attempt == MAX_BUSY_RETRIES or not wait.isdigit():
+                break
+            # Refused for load: wait as told, longer each time, with jitter.
+            resp.read()
+            conn.close()
+            d = min(int(wait) * (2 ** min(attempt, 5)), MAX_BUSY_WAIT)
+            time.sleep(d / 2 + random.uniform(0, d / 2))
+        if resp.status >= 300:
+            try:
+                data = resp.read(1 << 20)
+            except Exception:
+                data = b""
+            conn.close()
+            raise error_from_response(resp.status, data, resp.getheader("X-Request-ID"), files=files)
+        return conn, resp
+
+    def _send_once(self, method: str, url: str, body, headers: dict, t: Any
+                   ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        conn = self._connect(t)
         try:
             if body is not None and not isinstance(body, (bytes, bytearray, memoryview)):
                 conn.request(method, url, body=body, headers=headers, encode_chunked=True)
@@ -117,13 +146,6 @@ class Transport:
             if isinstance(e, SandboxError):
                 raise
             raise UnavailableError("unavailable", f"{method} {url}: cannot reach the ds-sandbox server at {self.base_url}: {e}") from e
-        if resp.status >= 300:
-            try:
-                data = resp.read(1 << 20)
-            except Exception:
-                data = b""
-            conn.close()
-            raise error_from_response(resp.status, data, resp.getheader("X-Request-ID"), files=files)
         return conn, resp
 
     # -- public ------------------------------------------------------------

@@ -740,3 +740,50 @@ def test_register_dataset(tmp_path):
     assert ds_sandbox.list_datasets(name_contains=name) == []
     with pytest.raises(NotFoundError):
         ds_sandbox.remove_dataset(name)
+
+
+def test_busy_daemon_is_retried(tmp_path):
+    """A daemon whose start queue is full answers 429 with Retry-After; the
+    client waits and sends the create again, so every caller gets its
+    sandbox (four creates at once against one start slot and no queue)."""
+    import socket
+    from ds_sandbox._transport import Transport
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "busy.yaml"
+    cfg.write_text("default_backend: local\nmax_concurrent_starts: 1\nstart_queue_max: 0\n")
+    env = {**os.environ, "SANDBOX_STATE_DIR": str(tmp_path / "state")}
+    proc = subprocess.Popen([os.environ["DS_SANDBOX_BIN"], "serve", "--ephemeral", "--config", str(cfg),
+                             "--listen", f"127.0.0.1:{port}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        t = Transport(f"http://127.0.0.1:{port}")
+        for _ in range(600):
+            try:
+                t.call("GET", "/healthz")
+                break
+            except ds_sandbox.SandboxError:
+                time.sleep(0.1)
+        results, errors = [], []
+
+        def create():
+            try:
+                results.append(t.call("POST", "/v1/sandboxes", json_body={}))
+            except Exception as e:  # noqa: BLE001 - collected and asserted below
+                errors.append(e)
+
+        threads = [threading.Thread(target=create) for _ in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        assert not errors, errors
+        assert len({r["sandbox_id"] for r in results}) == 4
+        metrics = t.open("GET", "/metrics", accept="text/plain").read().decode()
+        refused = [ln for ln in metrics.splitlines() if ln.startswith("dssandbox_starts_refused_total")]
+        assert refused and float(refused[0].split()[-1]) > 0, refused
+    finally:
+        proc.terminate()
+        proc.wait(30)
