@@ -24,6 +24,7 @@ Usage:
   ds-sandbox mcp [--config FILE]                   serve the MCP tools on stdio (for LLM clients)
   ds-sandbox template build|ls|rm|export …         build and manage template images
   ds-sandbox bench [flags]                         measure create and run_code latency beside jupyter_client
+  ds-sandbox bench load [flags]                    the load and fault suite: clients × cells, kill -9 of kernels and the daemon, leftovers
 
 Against a running daemon (DS_SANDBOX_URL, default http://127.0.0.1:8000; key in DS_SANDBOX_API_KEY):
   ds-sandbox ps [-q] [--json]                      list sandboxes
@@ -49,6 +50,9 @@ var commands = map[string]func(ctx context.Context, args []string, stdin io.Read
 		return serveCmd(ctx, args, stdout, stderr)
 	},
 	"bench": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
+		if len(args) > 0 && args[0] == "load" {
+			return loadCmd(ctx, args[1:], stdout, stderr)
+		}
 		return benchCmd(ctx, args, stdout, stderr)
 	},
 	"template": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {

@@ -182,10 +182,13 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	if err != nil {
 		return nil, fmt.Errorf("oci backend: %w", err)
 	}
-	if err := mkdirSearchable(b.cfg.BundleDir, b.rootless); err != nil {
-		return nil, fmt.Errorf("oci backend: %w", err)
+	bundleDirs.RLock()
+	err = mkdirSearchable(b.cfg.BundleDir, b.rootless)
+	var dir string
+	if err == nil {
+		dir, err = os.MkdirTemp(b.cfg.BundleDir, "s-")
 	}
-	dir, err := os.MkdirTemp(b.cfg.BundleDir, "s-")
+	bundleDirs.RUnlock()
 	if err != nil {
 		return nil, fmt.Errorf("oci backend: %w", err)
 	}
@@ -295,7 +298,15 @@ func (r runtimeCLI) seal(ctx context.Context, dir string) error {
 // removeBundle removes a bundle directory; rootless, from inside the outer
 // namespace, where its sealed socket directory (a subordinate id's) is
 // root's to remove.
+// The directory of the bundles goes too when it is left empty (an empty
+// /run/ds-sandbox/oci-<hash> was left behind after every sandbox ended);
+// bundleDirs keeps that from racing with a Create making a bundle in it.
 func (r runtimeCLI) removeBundle(dir string) {
+	defer func() {
+		bundleDirs.Lock()
+		_ = os.Remove(filepath.Dir(dir)) // only when empty
+		bundleDirs.Unlock()
+	}()
 	if err := os.RemoveAll(dir); err == nil || len(r.wrap) == 0 {
 		return
 	}
@@ -303,6 +314,10 @@ func (r runtimeCLI) removeBundle(dir string) {
 	defer cancel()
 	_ = r.inOuter(ctx, "rm", "-rf", "--", dir)
 }
+
+// bundleDirs is held shared while a Create makes its bundle's directory and
+// exclusively while an emptied directory of bundles is removed.
+var bundleDirs sync.RWMutex
 
 // inOuter runs a command in the outer namespaces (rootless only).
 func (r runtimeCLI) inOuter(ctx context.Context, argv ...string) error {
