@@ -43,10 +43,7 @@ func (s *Server) putTemplate(w http.ResponseWriter, r *http.Request) error {
 	if t.ID != id {
 		return api.Errorf(api.ErrInvalid, "template id %q in the body differs from %q in the path", t.ID, id)
 	}
-	if err := template.Validate(t); err != nil {
-		return err
-	}
-	if err := template.Save(filepath.Join(s.cfg.StateDir, "templates"), t); err != nil {
+	if err := s.m.SaveTemplate(r.Context(), t); err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, t)
@@ -54,19 +51,8 @@ func (s *Server) putTemplate(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) deleteTemplate(w http.ResponseWriter, r *http.Request) error {
-	id := r.PathValue("id")
-	if err := template.ValidateID(id); err != nil {
+	if err := s.m.DeleteTemplate(r.Context(), r.PathValue("id")); err != nil {
 		return err
-	}
-	dir := filepath.Join(s.cfg.StateDir, "templates")
-	removed := false
-	for _, ext := range []string{".yaml", ".yml"} {
-		if err := os.Remove(filepath.Join(dir, id+ext)); err == nil {
-			removed = true
-		}
-	}
-	if !removed {
-		return api.Errorf(api.ErrNotFound, "template %s in %s (templates in %s are read-only)", id, dir, s.cfg.TemplatesDir)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -201,7 +187,7 @@ func (s *Server) uploadDataset(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return api.Errorf(api.ErrInvalid, "upload: %v", err)
 	}
-	d, err := s.m.RegisterDataset(r.Context(), p, name, q.Get("description"), q["tag"])
+	d, err := s.m.RegisterUpload(r.Context(), p, name, q.Get("description"), q["tag"])
 	if err != nil {
 		return err
 	}

@@ -43,12 +43,22 @@ func (m *Manager) GetDataset(ctx context.Context, name string) (api.Dataset, err
 	return d, err
 }
 
-// RegisterDataset copies source (a path on the daemon's host) into the
-// registry as dataset name, owned by the caller. Reading host paths is the
-// faces' decision to allow (the REST API lets only admins name one; uploads
-// go through a staging file of the daemon's own).
+// RegisterDataset copies source, a path on the daemon's host, into the
+// registry as dataset name, owned by the caller. It reads any file the
+// daemon can: admin keys (and in-process callers) only.
 func (m *Manager) RegisterDataset(ctx context.Context, source, name, description string, tags []string) (api.Dataset, error) {
-	return m.datasets.RegisterAs(auth.FromContext(ctx).KeyID, source, name, description, tags)
+	who := auth.FromContext(ctx)
+	if !who.Admin {
+		return api.Dataset{}, api.Errorf(api.ErrPermission, "registering a path on the daemon's host needs an admin key; upload the file instead (PUT /v1/datasets/{name})")
+	}
+	return m.datasets.RegisterAs(who.KeyID, source, name, description, tags)
+}
+
+// RegisterUpload registers staged, a file the face wrote the caller's
+// uploaded bytes into (a staging file of the daemon's own, never a path the
+// caller named), as dataset name owned by the caller.
+func (m *Manager) RegisterUpload(ctx context.Context, staged, name, description string, tags []string) (api.Dataset, error) {
+	return m.datasets.RegisterAs(auth.FromContext(ctx).KeyID, staged, name, description, tags)
 }
 
 // RemoveDataset deletes dataset name: its owner or an admin only.

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -160,6 +161,41 @@ func (m *Manager) Backend(name string) (backend.Backend, error) {
 
 // BackendNames lists the configured backends, sorted.
 func (m *Manager) BackendNames() []string { return slices.Sorted(maps.Keys(m.backends)) }
+
+// SaveTemplate stores t as YAML in the state directory's templates/:
+// admin keys (and in-process callers) only, since every key creates from
+// the stored templates.
+func (m *Manager) SaveTemplate(ctx context.Context, t api.Template) error {
+	if !auth.FromContext(ctx).Admin {
+		return api.Errorf(api.ErrPermission, "saving templates needs an admin key")
+	}
+	if err := template.Validate(t); err != nil {
+		return err
+	}
+	return template.Save(filepath.Join(m.cfg.StateDir, "templates"), t)
+}
+
+// DeleteTemplate removes a template stored in the state directory (those
+// in templates_dir are read-only): admin keys only.
+func (m *Manager) DeleteTemplate(ctx context.Context, id string) error {
+	if !auth.FromContext(ctx).Admin {
+		return api.Errorf(api.ErrPermission, "deleting templates needs an admin key")
+	}
+	if err := template.ValidateID(id); err != nil {
+		return err
+	}
+	dir := filepath.Join(m.cfg.StateDir, "templates")
+	removed := false
+	for _, ext := range []string{".yaml", ".yml"} {
+		if err := os.Remove(filepath.Join(dir, id+ext)); err == nil {
+			removed = true
+		}
+	}
+	if !removed {
+		return api.Errorf(api.ErrNotFound, "template %s in %s (templates in %s are read-only)", id, dir, m.cfg.TemplatesDir)
+	}
+	return nil
+}
 
 // LoadTemplate loads a stored template by id from the template directories.
 func (m *Manager) LoadTemplate(id string) (api.Template, error) {
