@@ -4,7 +4,10 @@
 # network policies iproute2 (ip) and nftables (nft) (iptables is used when
 # present: a host firewall whose FORWARD policy is DROP gets ACCEPT rules
 # for the sandboxes' veths), and for rootless mode (a daemon that is not
-# root) newuidmap/newgidmap (uidmap). Run as root (or through sudo).
+# root) newuidmap/newgidmap (uidmap) and, for its allow and whitelist
+# policies, slirp4netns, with /dev/net/tun usable by every user (mode 0666,
+# what udev gives it; minimal hosts without udev leave it 0600). Run as
+# root (or through sudo).
 set -eu
 
 missing=""
@@ -15,14 +18,23 @@ done
 have ip || missing="$missing iproute2"
 have nft || missing="$missing nftables"
 have newuidmap || missing="$missing uidmap"
-if [ -z "$missing" ]; then
-	echo "oci-setup: runc, crun, ip, nft and newuidmap are installed"
+have slirp4netns || missing="$missing slirp4netns"
+tun_ok() { [ ! -e /dev/net/tun ] || [ "$(stat -c %a /dev/net/tun)" = 666 ]; }
+if [ -z "$missing" ] && tun_ok; then
+	echo "oci-setup: runc, crun, ip, nft, newuidmap and slirp4netns are installed"
 	exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
 	echo "oci-setup: installing$missing needs root: sudo $0" >&2
 	exit 1
 fi
+if ! tun_ok; then
+	# Opening the device creates nothing: a tap device still needs
+	# CAP_NET_ADMIN over the network namespace it is made in.
+	chmod 0666 /dev/net/tun
+	echo "oci-setup: /dev/net/tun is now mode 0666 (as udev makes it)"
+fi
+[ -n "$missing" ] || exit 0
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 # shellcheck disable=SC2086 # one word per package

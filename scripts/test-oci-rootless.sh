@@ -5,7 +5,11 @@
 # $DSS_ROOTLESS_USER (default dssrootless) with a subordinate id range,
 # builds the test binary and a static agent as root, and runs them as that
 # user with a HOME and a state of its own; a backend that is not available
-# there fails the tests (DSS_OCI_REQUIRE) rather than skipping them.
+# there fails the tests (DSS_OCI_REQUIRE) rather than skipping them. The
+# network tests' stand-in internet (internal/sandboxnet/nettest: a namespace
+# of documentation addresses, nothing leaves the machine) needs root to
+# build: the test binary serves it as root meanwhile (TestServeInternet)
+# and the user's tests reach it (DSS_NETTEST_EXTERNAL).
 # Idempotent; nothing is cleaned up
 # (the next run reuses the user). Extra arguments go to the test binary
 # (e.g. -test.run Rootless -test.v).
@@ -33,7 +37,13 @@ grep -q "^$user:" /etc/subgid || usermod --add-subgids "$first-$((first + 65535)
 # Built as root (the user needs no Go toolchain or module cache): the test
 # binary, and the static agent the tests would otherwise build (DSS_OCI_AGENT).
 bin=$(mktemp -d /tmp/dss-rootless-XXXXXX)
-trap 'rm -rf "$bin"' EXIT
+serving=""
+cleanup() {
+  rm -f "$bin/internet.ready"
+  [ -z "$serving" ] || wait "$serving" || true
+  rm -rf "$bin"
+}
+trap cleanup EXIT
 chmod 755 "$bin"
 CGO_ENABLED=0 go build -o "$bin/ds-sandbox" ./cmd/ds-sandbox
 go test -c -o "$bin/oci.test" ./internal/backend/oci/
@@ -44,9 +54,21 @@ chmod 755 "$bin"/*
 uid=$(id -u "$user")
 rundir=/tmp/dss-rootless-run-$uid
 mkdir -p "$rundir" && chown "$user:" "$rundir" && chmod 700 "$rundir"
+# The stand-in internet, served as root until internet.ready is removed.
+# It holds nettest's host-wide lock meanwhile, as a root test run would.
+DSS_NETTEST_SERVE="$bin/internet.ready" DSS_OCI_AGENT="$bin/ds-sandbox" "$bin/oci.test" -test.run '^TestServeInternet$' -test.timeout=30m >"$bin/internet.log" 2>&1 &
+serving=$!
+for _ in $(seq 3000); do # nettest waits for its lock
+  [ -s "$bin/internet.ready" ] && break
+  kill -0 "$serving" 2>/dev/null || { cat "$bin/internet.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -s "$bin/internet.ready" ] || { echo "test-oci-rootless: the stand-in internet did not start" >&2; exit 1; }
+inet=$(cat "$bin/internet.ready")
+
 cd "$home"
 echo "test-oci-rootless: running the oci tests as $user (uid $uid)"
 runuser -u "$user" -- env -i HOME="$home" USER="$user" LOGNAME="$user" \
   PATH=/usr/local/bin:/usr/bin:/bin XDG_RUNTIME_DIR="$rundir" TMPDIR=/tmp \
-  DSS_OCI_AGENT="$bin/ds-sandbox" DSS_OCI_REQUIRE=1 ${DSS_OCI_RUNTIME:+DSS_OCI_RUNTIME="$DSS_OCI_RUNTIME"} \
+  DSS_OCI_AGENT="$bin/ds-sandbox" DSS_OCI_REQUIRE=1 DSS_NETTEST_EXTERNAL="$inet" ${DSS_OCI_RUNTIME:+DSS_OCI_RUNTIME="$DSS_OCI_RUNTIME"} \
   "$bin/oci.test" -test.count=1 -test.timeout=15m "$@"

@@ -89,10 +89,24 @@ func (m *mountFlags) Set(v string) error {
 	return nil
 }
 
+// NetSocketsArg, as the agent's first argument, makes it the network
+// sockets helper instead: a rootless backend starts it (through nsenter)
+// inside a sandbox's user and network namespaces, where the daemon itself
+// cannot go (a multi-threaded process cannot join a user namespace), to make
+// there the sockets the daemon then serves: the listeners of the sandbox's
+// DNS server and egress proxy and a netfilter netlink socket for its
+// packet log. The arguments after it are the unix socket's descriptor the
+// sockets are sent over (SCM_RIGHTS, in order) and one spec per socket:
+// tcp:ADDR:PORT, udp:ADDR:PORT or netfilter. It exits once they are sent.
+const NetSocketsArg = "net-sockets"
+
 // Main is `ds-sandbox agent`: it parses args, serves on the socket until
 // SIGTERM or SIGINT, then kills everything the sandbox started. It returns the
 // process exit status.
 func Main(args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == NetSocketsArg {
+		return netSocketsMain(args[1:], stderr)
+	}
 	fl := flag.NewFlagSet("agent", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	var (

@@ -45,6 +45,11 @@ type Net struct {
 	onDeny   atomic.Pointer[func(api.NetworkDenial)]
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+
+	// user is set for the network of a rootless runtime's sandbox (see
+	// rootless.go): no veth, host or sandbox addresses on loopback and
+	// slirp4netns's network.
+	user *userNet
 }
 
 // NetnsPath is the path of the sandbox's network namespace, for the runtime
@@ -68,8 +73,14 @@ func (n *Net) ResolvConf() string {
 	return "# ds-sandbox: the host answers, under the sandbox's network policy\nnameserver " + n.host.String() + "\noptions edns0\n"
 }
 
-// State is what Recover needs to find the network again.
+// State is what Recover (RecoverRootless for a rootless network) needs to
+// find the network again.
 func (n *Net) State() map[string]string {
+	if n.user != nil {
+		n.user.mu.Lock()
+		defer n.user.mu.Unlock()
+		return map[string]string{"net_key": n.key, "net_mode": "rootless", "net_slirp": strconv.Itoa(n.user.slirpPid)}
+	}
 	return map[string]string{"net_key": n.key, "net_addr": n.sbx.String()}
 }
 
@@ -313,9 +324,31 @@ func (n *Net) iptablesRules() [][]string {
 	}
 }
 
-// start applies the rules of pol and starts the DNS server, the proxy and
-// the reader of the packets the rules refuse.
-func (n *Net) start(ctx context.Context, pol *netpolicy.Policy) (err error) {
+// sockets are what a network's servers serve on.
+type sockets struct {
+	proxy, dnsTCP net.Listener
+	dnsUDP        net.PacketConn
+	plog          *packetLog // nil: refused packets are not reported
+	group         uint16     // plog's group
+}
+
+func (s *sockets) close() {
+	if s.proxy != nil {
+		s.proxy.Close()
+	}
+	if s.dnsTCP != nil {
+		s.dnsTCP.Close()
+	}
+	if s.dnsUDP != nil {
+		s.dnsUDP.Close()
+	}
+	if s.plog != nil {
+		s.plog.close()
+	}
+}
+
+// openHost opens the packet log and listens on the host end of the veth.
+func (n *Net) openHost(ctx context.Context, s *sockets) error {
 	if err := n.m.enableForwarding(); err != nil {
 		return err
 	}
@@ -326,15 +359,62 @@ func (n *Net) start(ctx context.Context, pol *netpolicy.Policy) (err error) {
 		// The packets are still rejected; only their reports are lost.
 		n.m.log.Warn("sandboxnet: packets the rules refuse will not be reported", "netns", n.ns, "err", perr)
 	} else {
-		defer func() {
-			if err != nil {
-				pl.close()
-			}
-		}()
+		s.plog, s.group = pl, group
 	}
-	n.group = group
-	if err := run(ctx, ruleset(n.table, n.veth, n.host, n.sbx, pol.Mode(), n.group), "nft", "-f", "-"); err != nil {
+	var lc net.ListenConfig
+	var err error
+	if s.proxy, err = lc.Listen(ctx, "tcp4", netip.AddrPortFrom(n.host, ProxyPort).String()); err != nil {
+		return fmt.Errorf("egress proxy: %w", err)
+	}
+	if s.dnsTCP, err = lc.Listen(ctx, "tcp4", netip.AddrPortFrom(n.host, DNSPort).String()); err != nil {
+		return fmt.Errorf("dns server: %w", err)
+	}
+	if s.dnsUDP, err = lc.ListenPacket(ctx, "udp4", netip.AddrPortFrom(n.host, DNSPort).String()); err != nil {
+		return fmt.Errorf("dns server: %w", err)
+	}
+	return nil
+}
+
+// applyRules replaces the network's rules with those of mode: on the host,
+// or inside a rootless sandbox's namespace.
+func (n *Net) applyRules(ctx context.Context, mode string) error {
+	if n.user != nil {
+		host, err := hostAddrs()
+		if err != nil {
+			return fmt.Errorf("list the host's addresses: %w", err)
+		}
+		return n.user.nft(ctx, userRuleset(host, mode, n.group))
+	}
+	return run(ctx, ruleset(n.table, n.veth, n.host, n.sbx, mode, n.group), "nft", "-f", "-")
+}
+
+// start opens the servers' sockets, applies the rules of pol, starts the
+// DNS server, the proxy and the reader of the packets the rules refuse and,
+// for a rootless network, slirp4netns (after the rules: nothing leaves
+// unjudged).
+func (n *Net) start(ctx context.Context, pol *netpolicy.Policy) (err error) {
+	var s sockets
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if n.user != nil {
+		err = n.user.open(ctx, &s, func(msg string, args ...any) { n.m.log.Warn(msg, append(args, "net_key", n.key)...) })
+	} else {
+		err = n.openHost(ctx, &s)
+	}
+	if err != nil {
 		return err
+	}
+	n.group = s.group
+	if err := n.applyRules(ctx, pol.Mode()); err != nil {
+		return err
+	}
+	if n.user != nil {
+		if err := n.user.startSlirp(ctx, n.key); err != nil {
+			return err
+		}
 	}
 	n.policy.Store(pol)
 	n.mode = pol.Mode()
@@ -347,25 +427,9 @@ func (n *Net) start(ctx context.Context, pol *netpolicy.Policy) (err error) {
 		},
 		Logger: n.m.log,
 	})
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp4", netip.AddrPortFrom(n.host, ProxyPort).String())
-	if err != nil {
-		return fmt.Errorf("egress proxy: %w", err)
-	}
-	dnsTCP, err := lc.Listen(ctx, "tcp4", netip.AddrPortFrom(n.host, DNSPort).String())
-	if err != nil {
-		ln.Close()
-		return fmt.Errorf("dns server: %w", err)
-	}
-	dnsUDP, err := lc.ListenPacket(ctx, "udp4", netip.AddrPortFrom(n.host, DNSPort).String())
-	if err != nil {
-		ln.Close()
-		dnsTCP.Close()
-		return fmt.Errorf("dns server: %w", err)
-	}
 	sctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	if pl != nil {
+	if pl := s.plog; pl != nil {
 		pl.report = n.deny
 		n.plog.Store(pl)
 		n.wg.Add(2)
@@ -375,12 +439,12 @@ func (n *Net) start(ctx context.Context, pol *netpolicy.Policy) (err error) {
 	n.wg.Add(3)
 	go func() {
 		defer n.wg.Done()
-		if err := n.proxy.Serve(sctx, ln); err != nil {
+		if err := n.proxy.Serve(sctx, s.proxy); err != nil {
 			n.m.log.Error("sandboxnet: egress proxy stopped", "netns", n.ns, "err", err)
 		}
 	}()
-	go func() { defer n.wg.Done(); n.serveDNSTCP(sctx, dnsTCP) }()
-	go func() { defer n.wg.Done(); n.serveDNSUDP(sctx, dnsUDP) }()
+	go func() { defer n.wg.Done(); n.serveDNSTCP(sctx, s.dnsTCP) }()
+	go func() { defer n.wg.Done(); n.serveDNSUDP(sctx, s.dnsUDP) }()
 	return nil
 }
 
@@ -464,7 +528,7 @@ func (n *Net) SetPolicy(ctx context.Context, pol api.NetworkPolicy) error {
 		n.policy.Store(compiled)
 		n.proxy.SetPolicy(compiled)
 	}
-	if err := run(context.WithoutCancel(ctx), ruleset(n.table, n.veth, n.host, n.sbx, compiled.Mode(), n.group), "nft", "-f", "-"); err != nil {
+	if err := n.applyRules(context.WithoutCancel(ctx), compiled.Mode()); err != nil {
 		if narrowing {
 			n.policy.Store(old)
 			n.proxy.SetPolicy(old)
@@ -493,25 +557,35 @@ func (n *Net) Close(ctx context.Context) error {
 	return n.teardown(ctx)
 }
 
-// Detach stops the DNS server and the proxy but leaves the namespace and
-// the rules (which keep everything else shut) for the next daemon's
+// Detach stops the DNS server and the proxy (and a rootless network's
+// slirp4netns, which exits with the daemon anyway) but leaves the namespace
+// and the rules (which keep everything else shut) for the next daemon's
 // Recover. Close still removes them.
 func (n *Net) Detach() { n.stop() }
 
-// stop stops the listeners, once.
+// stop stops the listeners and slirp4netns, once.
 func (n *Net) stop() {
 	n.mu.Lock()
 	cancel := n.cancel
 	n.cancel = nil
 	n.mu.Unlock()
+	if n.user != nil {
+		n.user.stopSlirp()
+	}
 	if cancel != nil {
 		cancel()
 		n.wg.Wait()
 	}
 }
 
-// teardown removes what plumb and start made, ignoring what is missing.
+// teardown removes what plumb and start made, ignoring what is missing. A
+// rootless network's namespace and rules are the container's, gone with
+// it: only our hold on them is released.
 func (n *Net) teardown(ctx context.Context) error {
+	if n.user != nil {
+		n.user.close()
+		return nil
+	}
 	var errs []error
 	if _, err := lookSbin("iptables"); err == nil {
 		for _, r := range n.iptablesRules() {
@@ -679,5 +753,8 @@ func (c *cache) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
 
 // String describes the network for logs.
 func (n *Net) String() string {
+	if n.user != nil {
+		return "rootless " + n.key + " " + n.sbx.String() + " (" + strconv.Quote(n.Mode()) + ")"
+	}
 	return n.ns + " " + n.veth + " " + n.sbx.String() + " via " + n.host.String() + " (" + strconv.Quote(n.Mode()) + ")"
 }

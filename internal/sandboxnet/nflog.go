@@ -109,6 +109,17 @@ func openPacketLog(group uint16) (*packetLog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink socket: %w", err)
 	}
+	return bindPacketLog(fd, group)
+}
+
+// bindPacketLog binds group on fd, a NETLINK_NETFILTER socket not yet
+// bound (made in the namespace whose packets it is to receive), which it
+// takes over, closing it on error.
+func bindPacketLog(fd int, group uint16) (*packetLog, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("netlink socket: %w", err)
+	}
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("netlink bind: %w", err)

@@ -33,8 +33,10 @@
 // rules. Denials — the DNS server's, the proxy's and the packets the rules
 // reject (see nflog.go) — are reported to the handler set with OnDenial.
 //
-// Everything here needs root (CAP_NET_ADMIN in the host's namespace) and the
-// ip (iproute2) and nft (nftables) commands; iptables, when installed, gets
+// A daemon that is not root gets rootless networks instead (see
+// rootless.go): slirp4netns on the container's own namespace, the rules
+// and servers inside it. Everything else here needs root (CAP_NET_ADMIN in
+// the host's namespace) and the ip (iproute2) and nft (nftables) commands; iptables, when installed, gets
 // ACCEPT rules for the veth in its FORWARD chain so a host firewall whose
 // policy is DROP (Docker sets one) does not swallow allowed traffic — the
 // decision stays with our table, whose drops win.

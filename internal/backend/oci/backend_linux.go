@@ -76,17 +76,19 @@ func (b *Backend) Available(ctx context.Context) error {
 }
 
 // CheckNetwork implements backend.NetworkChecker: deny always; allow and
-// whitelist need root and the host's network tools (see networkAvailable).
+// whitelist need the host's network tools (see networkAvailable): as root
+// ip and nft, rootless slirp4netns, nft and nsenter.
 func (b *Backend) CheckNetwork(policy string) error {
 	switch policy {
 	case api.NetworkDeny:
 		return nil
 	case api.NetworkAllow, api.NetworkWhitelist:
-		if b.rootless {
-			return b.checkRootless(backend.Spec{Network: api.NetworkPolicy{Policy: policy}})
-		}
 		if err := b.networkAvailable(); err != nil {
-			return api.Errorf(api.ErrUnsupported, "the oci backend cannot enforce network policy %q here: %v; use network policy deny", policy, err)
+			mode := ""
+			if b.rootless {
+				mode = " (rootless: the daemon is not root)"
+			}
+			return api.Errorf(api.ErrUnsupported, "the oci backend%s cannot enforce network policy %q here: %v; use network policy deny", mode, policy, err)
 		}
 		return nil
 	}
@@ -214,7 +216,12 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		rt.removeBundle(dir)
 		return nil, err
 	}
-	if spec.Network.Policy != api.NetworkDeny {
+	if spec.Network.Policy != api.NetworkDeny && b.rootless {
+		// Made once the container (and with it its namespace) exists.
+		if sn, err = b.nets.NewRootless(sandboxnet.KeyFor(cid), netHelper(argv), agentEnv); err != nil {
+			return fail(fmt.Errorf("oci backend: network: %w", err))
+		}
+	} else if spec.Network.Policy != api.NetworkDeny {
 		if sn, err = b.nets.Create(ctx, sandboxnet.KeyFor(cid), spec.Network); err != nil {
 			return fail(fmt.Errorf("oci backend: network: %w", err))
 		}
@@ -254,7 +261,12 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		if err != nil {
 			return fail(fmt.Errorf("oci backend: %w", err))
 		}
-		if err := sn.Join(ctx, pid); err != nil {
+		if b.rootless {
+			err = sn.Attach(ctx, pid, spec.Network)
+		} else {
+			err = sn.Join(ctx, pid)
+		}
+		if err != nil {
 			return fail(fmt.Errorf("oci backend: network: %w", err))
 		}
 	}
@@ -326,6 +338,12 @@ func (r runtimeCLI) inOuter(ctx context.Context, argv ...string) error {
 		return fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// netHelper is the command of the agent's network sockets helper (see
+// agent.NetSocketsArg) for the agent command argv.
+func netHelper(argv []string) []string {
+	return append(argv[:len(argv):len(argv)], agent.NetSocketsArg)
 }
 
 // readPid reads the runtime's pid file of a created container.
@@ -415,7 +433,17 @@ func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend
 			_ = in.Destroy(context.Background())
 			return nil, api.Errorf(api.ErrNotFound, "oci backend: container %s: unusable network state: %v", cid, err)
 		}
-		sn, err := b.nets.Recover(ctx, state, pol)
+		var sn *sandboxnet.Net
+		if b.rootless {
+			argv, env, aerr := agent.Command(b.cfg.AgentPath)
+			if aerr != nil {
+				_ = in.Destroy(context.Background())
+				return nil, fmt.Errorf("oci backend: %w", aerr)
+			}
+			sn, err = b.nets.RecoverRootless(ctx, state, pol, in.pid, netHelper(argv), env)
+		} else {
+			sn, err = b.nets.Recover(ctx, state, pol)
+		}
 		if err != nil {
 			// Without its network's enforcement the sandbox must not run on.
 			_ = in.Destroy(context.Background())

@@ -5,17 +5,14 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet"
 )
 
 var _ backend.Enforcer = (*Backend)(nil)
 
 // checkRootless refuses what a rootless runtime cannot enforce here: cgroup
-// limits and the policies that need host networking.
+// limits (the network policies are CheckNetwork's).
 func (b *Backend) checkRootless(s backend.Spec) error {
-	switch s.Network.Policy {
-	case api.NetworkAllow, api.NetworkWhitelist:
-		return api.Errorf(api.ErrUnsupported, "the oci backend runs rootless (the daemon is not root) and cannot enforce network policy %q: it needs a veth and nftables rules on the host, which need root; use network policy deny, or run the daemon as root", s.Network.Policy)
-	}
 	if s.MemoryMB > 0 || s.CPUCount > 0 {
 		why := "this host gives an unprivileged user no cgroup to set limits in"
 		if d := delegatedCgroupV2(); d != "" {
@@ -38,11 +35,16 @@ func (b *Backend) rootlessEnforces() []string {
 	if d := delegatedCgroupV2(); d != "" {
 		cg = fmt.Sprintf("memory_mb, cpu_count: refused (rootless; cgroup v2 delegation present at %s could enforce them, not used yet)", d)
 	}
-	return append(common,
+	out := append(common,
 		fmt.Sprintf("rootless: user namespace made with the daemon user's subordinate ids; sandbox user is the daemon's own host uid %d (workspace files are the daemon user's)", b.HostUID()),
 		fmt.Sprintf("processes: RLIMIT_NPROC %d (rootless: no pids cgroup)", b.cfg.PidsLimit),
 		cg,
 		"/tmp bounded (1 GiB)",
-		"network: deny only (rootless: allow and whitelist need root and are refused)",
-		"linked datasets refused (the sandbox user is the daemon's)")
+		"network deny: loopback only")
+	if err := b.rootlessNetworkAvailable(); err != nil {
+		out = append(out, "network allow and whitelist: refused here (rootless: "+err.Error()+")")
+	} else {
+		out = append(out, sandboxnet.RootlessEnforces()...)
+	}
+	return append(out, "linked datasets refused (the sandbox user is the daemon's)")
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -17,8 +18,22 @@ import (
 )
 
 // The network attacks of the security suite, from inside containers on the
-// runtime under test (runc, or gVisor's netstack on the same veth). The
-// "internet" is nettest's namespace; nothing leaves the machine.
+// runtime under test (runc, or gVisor's netstack on the same veth; rootless,
+// runc behind slirp4netns with the rules inside the container's namespace).
+// The "internet" is nettest's namespace; nothing leaves the machine (run
+// rootless, scripts/test-oci-rootless.sh serves it as root, see
+// TestServeInternet).
+
+// TestServeInternet is not a test: run as root with DSS_NETTEST_SERVE=FILE
+// it serves nettest's Internet for tests run as another user until FILE is
+// removed (see nettest.ExternalEnv).
+func TestServeInternet(t *testing.T) {
+	ready := os.Getenv("DSS_NETTEST_SERVE")
+	if ready == "" {
+		t.Skip("serves the stand-in internet for scripts/test-oci-rootless.sh")
+	}
+	nettest.Serve(t, ready)
+}
 
 // netSandbox starts a sandbox under pol and collects its denials.
 func netSandbox(t *testing.T, b *oci.Backend, pol api.NetworkPolicy) (backend.Instance, *agent.Client, *nettest.Denials) {
@@ -78,18 +93,25 @@ func TestNetworkAllow(t *testing.T) {
 	d.WaitPacket(t, "tcp", nettest.Private, 80, "")
 	refused(t, probe(t, c, "dns", "meta.test"))   // a name for the metadata address
 	refused(t, probe(t, c, "dns", "rebind.test")) // a name for loopback
-	// The host's services: on its loopback (the sandbox's is its own) and
-	// on the host end of the veth.
+	// The host's services: on its loopback (the sandbox's is its own), on
+	// the host end of the veth (root), on an address of the host that is
+	// not special (nettest's end of its veth), and on the address that
+	// leads slirp4netns to the host's loopback (rootless: disabled).
 	refused(t, probe(t, c, "tcp", "127.0.0.1", port))
-	hostEnd := netip.MustParseAddr(inst.(backend.Recoverable).State()["net_addr"]).Prev()
-	refused(t, probe(t, c, "tcp", hostEnd, port))
+	if !rootless() {
+		hostEnd := netip.MustParseAddr(inst.(backend.Recoverable).State()["net_addr"]).Prev()
+		refused(t, probe(t, c, "tcp", hostEnd, port))
+	}
+	refused(t, probe(t, c, "tcp", nettest.HostEnd, port))
+	d.WaitPacket(t, "tcp", nettest.HostEnd, port, "")
+	refused(t, probe(t, c, "tcp", "10.0.2.2", port))
 	// Another sandbox: a server in it, reachable from itself, not from here.
 	_, other, _ := netSandbox(t, b, api.NetworkPolicy{Policy: api.NetworkAllow})
 	if _, err := other.StartProcess(t.Context(), api.ProcessRequest{Cmd: "python3 -m http.server 8000 --bind 0.0.0.0"}); err != nil {
 		t.Fatal(err)
 	}
 	addr := strings.TrimSpace(mustSh(t, other, "python3 -c \"import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(('203.0.113.10', 9)); print(s.getsockname()[0])\""))
-	waitFor(t, func() bool { return strings.HasPrefix(probe(t, other, "tcp", addr, 8000), "OK") })
+	waitFor(t, func() bool { return strings.HasPrefix(probe(t, other, "tcp", "127.0.0.1", 8000), "OK") })
 	refused(t, probe(t, c, "tcp", addr, 8000))
 }
 

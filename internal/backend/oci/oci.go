@@ -17,14 +17,17 @@
 // (a veth to the host, the policy enforced by host-side nftables rules, a
 // DNS server and, for whitelist, the egress proxy on the host end), which
 // the container joins; the policy can change while the sandbox runs
-// (backend.NetworkController). Those need root and iproute2 and nftables;
-// without them allow and whitelist are refused.
+// (backend.NetworkController). Those need iproute2 and nftables as root
+// (slirp4netns, nftables and nsenter rootless); without them allow and
+// whitelist are refused.
 //
 // Rootless: a daemon that is not root runs the runtime in a user namespace
 // of its own with the user's subordinate ids (see rootless_linux.go); the
-// sandbox user is the daemon's user on the host, cgroup limits and the
-// allow and whitelist policies are refused, and the pids limit becomes
-// RLIMIT_NPROC.
+// sandbox user is the daemon's user on the host, cgroup limits are refused,
+// and the pids limit becomes RLIMIT_NPROC. allow and whitelist get
+// sandboxnet's rootless networks instead: slirp4netns (as the daemon's
+// user) on the container's own namespace, the rules inside that namespace,
+// the DNS server and proxy listening there.
 package oci
 
 import (
@@ -172,7 +175,20 @@ func (b *Backend) networkAvailable() error {
 	if b.netErr != nil {
 		return b.netErr
 	}
+	if b.rootless {
+		return b.rootlessNetworkAvailable()
+	}
 	return b.nets.Available()
+}
+
+// rootlessNetworkAvailable is networkAvailable in rootless mode (see
+// sandboxnet's rootless.go): slirp4netns, nft and nsenter, and the
+// runtime is not runsc (refused rootless anyway).
+func (b *Backend) rootlessNetworkAvailable() error {
+	if b.netErr != nil {
+		return b.netErr
+	}
+	return b.nets.AvailableRootless()
 }
 
 // Config returns the backend's configuration, defaults filled in.

@@ -72,8 +72,10 @@ func (b *Backend) ReapOrphans(ctx context.Context, live func(sandboxID string) b
 		n++
 	}
 	// Networks whose container is gone (reaped above, or a Create that
-	// died between making the network and the bundle's config).
-	if b.networkAvailable() == nil {
+	// died between making the network and the bundle's config). A rootless
+	// network leaves nothing on the host: its rules die with the
+	// container's namespace, its slirp4netns with the daemon.
+	if !b.rootless && b.networkAvailable() == nil {
 		if _, err := b.nets.Reap(ctx, func(key string) bool { return liveNets[key] }); err != nil {
 			errs = append(errs, err)
 		}

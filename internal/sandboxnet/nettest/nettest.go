@@ -57,12 +57,25 @@ type Internet struct {
 	NS string // the namespace's name (ip netns)
 }
 
+// ExternalEnv, when set in a test that is not root, names the namespace of
+// an Internet that a root process (Serve) runs for it: New then returns that
+// one, with the same addresses and servers. scripts/test-oci-rootless.sh
+// serves one so the rootless tests can reach it.
+const ExternalEnv = "DSS_NETTEST_EXTERNAL"
+
 // New builds an Internet for t, or skips t when the host cannot (not root,
-// no ip command). It is torn down when t ends.
+// no ip command). It is torn down when t ends. Not root, it returns the
+// Internet ExternalEnv names, if any.
 func New(t testing.TB) *Internet {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("nettest: needs root")
+		if ns := os.Getenv(ExternalEnv); ns != "" {
+			if _, err := os.Stat("/run/netns/" + ns); err != nil {
+				t.Fatalf("nettest: the Internet %s=%s is not served: %v", ExternalEnv, ns, err)
+			}
+			return &Internet{NS: ns}
+		}
+		t.Skip("nettest: needs root (or " + ExternalEnv + ")")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("nettest: needs the ip command (iproute2)")
@@ -121,6 +134,25 @@ func New(t testing.TB) *Internet {
 	}()
 	t.Cleanup(func() { pc.Close() })
 	return in
+}
+
+// Serve builds an Internet for t, writes its namespace's name to the file
+// ready, and keeps it up until that file is removed (or t's deadline
+// nears): a root process serving tests that run as another user (see
+// ExternalEnv).
+func Serve(t *testing.T, ready string) {
+	in := New(t)
+	if err := os.WriteFile(ready, []byte(in.NS), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline, ok := t.Deadline()
+	for !ok || time.Until(deadline) > 10*time.Second {
+		if _, err := os.Stat(ready); err != nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Log("nettest: serving until the test deadline")
 }
 
 func hello(a netip.Addr) http.Handler {
