@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -130,25 +131,76 @@ func (c *Client) do(ctx context.Context, method, p string, q url.Values, body, o
 }
 
 // stream performs a request whose response is NDJSON and calls fn for each line
-// until the stream ends, fn returns an error, or ctx is done.
+// until the stream ends, fn returns an error, or ctx is done. Only whole lines
+// reach fn: a stream cut inside a line (the connection broke, or the agent
+// cut us for reading too slowly) is an error wrapping api.ErrUnavailable,
+// never a torn event.
 func (c *Client) stream(ctx context.Context, method, p string, q url.Values, body any, fn func(line []byte) error) error {
 	resp, err := c.send(ctx, method, p, q, body)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), maxStreamLine)
-	for sc.Scan() {
-		if err := fn(sc.Bytes()); err != nil {
-			return err
-		}
+	var fnErr error
+	err = ReadLines(resp.Body, maxStreamLine, func(line []byte) error {
+		fnErr = fn(line)
+		return fnErr
+	})
+	switch {
+	case err == nil:
+		return nil
+	case fnErr != nil:
+		return fnErr
+	case ctx.Err() != nil:
+		return ctx.Err()
 	}
-	if err := sc.Err(); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	return fmt.Errorf("agent: stream %s: %v: %w", p, err, api.ErrUnavailable)
+}
+
+var (
+	errTorn        = errors.New("the stream was cut inside an event")
+	errLineTooLong = errors.New("a stream line is too long")
+)
+
+// ReadLines calls fn for every newline-terminated line of r (without the
+// newline) until r ends or fn returns an error, which it returns. A line
+// longer than max, and data after the last newline (a stream cut inside a
+// line), are errors: a torn line never reaches fn. A read error other than
+// io.EOF is returned after the lines before it.
+func ReadLines(r io.Reader, max int, fn func(line []byte) error) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var long []byte // a line longer than the buffer, being assembled
+	for {
+		frag, err := br.ReadSlice('\n')
+		switch {
+		case err == nil:
+			line := frag[:len(frag)-1]
+			if long != nil {
+				if len(long)+len(line) > max {
+					return errLineTooLong
+				}
+				line = append(long, line...)
+				long = nil
+			}
+			if err := fn(line); err != nil {
+				return err
+			}
+			continue
+		case errors.Is(err, bufio.ErrBufferFull):
+			if len(long)+len(frag) > max {
+				return errLineTooLong
+			}
+			long = append(long, frag...)
+			continue
+		case errors.Is(err, io.EOF):
+			if len(frag) > 0 || long != nil {
+				return errTorn
+			}
+			return nil
 		}
-		return fmt.Errorf("agent: stream %s: %v: %w", p, err, api.ErrUnavailable)
+		if len(frag) > 0 || long != nil {
+			return fmt.Errorf("%w: %v", errTorn, err)
+		}
+		return err
 	}
-	return nil
 }

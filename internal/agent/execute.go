@@ -9,10 +9,10 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/eventstream"
 	"github.com/ds-sandbox/ds-sandbox/internal/jupyter"
 )
 
@@ -37,16 +37,14 @@ const DefaultMaxOutputBytes = 16 << 20
 // Output bounds of one execution. Past Config.MaxOutputBytes the cell's stdout
 // and stderr are dropped (a marker says how much); a result larger than
 // maxResultSize is replaced by a notice; and when the client reads slower than
-// the cell produces, at most maxQueued bytes wait for it before events are
-// dropped. Together they keep the agent's (and every client's) memory bounded
-// whatever a cell prints, and the cell's timeout runs regardless of the reader.
+// the cell produces, at most eventstream.ExecMaxQueued bytes wait for it
+// before events are dropped (a client that stops reading for
+// eventstream.ExecWriteTimeout is cut and the cell interrupted). Together they
+// keep the agent's (and every client's) memory bounded whatever a cell
+// prints, and the cell's timeout runs regardless of the reader.
 const (
 	maxResultSize   = 32 << 20
 	maxResultsTotal = 128 << 20
-	maxQueued       = 64 << 20
-	// writeTimeout is how long one event may take to reach a client that
-	// stopped reading before the client is given up (and the cell interrupted).
-	writeTimeout = 30 * time.Second
 	// maxTimeout bounds timeout_ms.
 	maxTimeout = 24 * time.Hour
 )
@@ -84,35 +82,19 @@ func (s *Server) handleExecute(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	out := newNDJSON(w)
-	rc := http.NewResponseController(w)
-	q := newEventQueue(maxQueued)
-	writerDone := make(chan struct{})
-	go func() { // owned by this handler: ends when q is closed and drained
-		defer close(writerDone)
-		broken := false
-		for ev := range q.out {
-			if broken {
-				continue
-			}
-			_ = rc.SetWriteDeadline(time.Now().Add(writeTimeout))
-			if out.Send(ev) != nil {
-				// The client is gone or stalled: stop the cell as if it hung up.
-				broken = true
-				cancel()
-			}
-		}
-	}()
-	b := &outputBounds{q: q, maxStream: s.cfg.MaxOutputBytes}
+	newNDJSON(w)
+	// The client is gone or stalled past eventstream.ExecWriteTimeout: stop
+	// the cell as if it hung up.
+	out := eventstream.New(w, eventstream.ExecOptions(func(error) { cancel() }))
+	b := &outputBounds{q: out, maxStream: s.cfg.MaxOutputBytes}
 	count, failure := s.ctxs.execute(ctx, c, req, timeout, b.send)
 	b.finish()
 	if failure != nil {
-		q.push(api.ExecEvent{Type: api.EventFailure, Error: &api.ExecutionError{Name: api.CodeOf(failure), Value: failure.Error()}})
+		out.Send(api.ExecEvent{Type: api.EventFailure, Error: &api.ExecutionError{Name: api.CodeOf(failure), Value: failure.Error()}})
 	} else {
-		q.push(api.ExecEvent{Type: api.EventEnd, ExecutionCount: count})
+		out.Send(api.ExecEvent{Type: api.EventEnd, ExecutionCount: count})
 	}
-	q.close()
-	<-writerDone
+	_ = out.Close()
 }
 
 // execute runs req in c, sending every event through send, and returns the
@@ -191,7 +173,7 @@ func (t *contextTable) execute(ctx context.Context, c *codeContext, req api.Exec
 // outputBounds applies the per-execution output limits to events on their
 // way to the queue.
 type outputBounds struct {
-	q             *eventQueue
+	q             *eventstream.Writer[api.ExecEvent]
 	maxStream     int64
 	streamBytes   int64
 	droppedStream int64
@@ -213,22 +195,22 @@ func (b *outputBounds) send(ev api.ExecEvent) {
 	case api.EventResult:
 		n := resultSize(ev.Result)
 		if n > maxResultSize || b.resultBytes+n > maxResultsTotal {
-			b.q.push(api.ExecEvent{Type: api.EventNotice, Truncated: true, Text: fmt.Sprintf("a %s result of %d bytes was dropped: results are limited to %d MiB each and %d MiB per execution",
+			b.q.Send(api.ExecEvent{Type: api.EventNotice, Truncated: true, Text: fmt.Sprintf("a %s result of %d bytes was dropped: results are limited to %d MiB each and %d MiB per execution",
 				strings.Join(ev.Result.Formats(), "/"), n, maxResultSize>>20, maxResultsTotal>>20)})
 			return
 		}
 		b.resultBytes += n
 	}
-	b.q.push(ev)
+	b.q.Send(ev)
 }
 
 // finish reports what the bounds dropped.
 func (b *outputBounds) finish() {
 	if b.droppedStream > 0 {
-		b.q.push(api.ExecEvent{Type: api.EventNotice, Truncated: true, Text: fmt.Sprintf("output truncated: %d bytes of stdout/stderr beyond the limit of %s per execution (max_output_bytes) were dropped", b.droppedStream, byteSize(b.maxStream))})
+		b.q.Send(api.ExecEvent{Type: api.EventNotice, Truncated: true, Text: fmt.Sprintf("output truncated: %d bytes of stdout/stderr beyond the limit of %s per execution (max_output_bytes) were dropped", b.droppedStream, byteSize(b.maxStream))})
 	}
-	if d := b.q.dropped(); d > 0 {
-		b.q.push(api.ExecEvent{Type: api.EventNotice, Truncated: true, Text: fmt.Sprintf("%d events were dropped because the client read them slower than the cell produced them", d)})
+	if d := b.q.Dropped(); d > 0 {
+		b.q.Send(api.ExecEvent{Type: api.EventNotice, Truncated: true, Text: fmt.Sprintf("%d events were dropped because the client read them slower than the cell produced them", d)})
 	}
 }
 
@@ -241,78 +223,6 @@ func resultSize(r *api.Result) int {
 		n += len(v)
 	}
 	return n
-}
-
-// eventQueue hands events from the cell to the writer goroutine without ever
-// blocking the cell: past max queued bytes it drops events (and counts them);
-// notices and the final events are always kept.
-type eventQueue struct {
-	mu     sync.Mutex
-	cond   *sync.Cond
-	items  []api.ExecEvent
-	bytes  int
-	max    int
-	drops  int
-	closed bool
-	out    chan api.ExecEvent
-}
-
-func newEventQueue(max int) *eventQueue {
-	q := &eventQueue{max: max, out: make(chan api.ExecEvent)}
-	q.cond = sync.NewCond(&q.mu)
-	go q.pump()
-	return q
-}
-
-func eventSize(ev api.ExecEvent) int { return len(ev.Text) + resultSize(ev.Result) + 64 }
-
-func (q *eventQueue) push(ev api.ExecEvent) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	n := eventSize(ev)
-	essential := ev.Type == api.EventNotice || ev.Type == api.EventEnd || ev.Type == api.EventFailure || ev.Type == api.EventError
-	if !essential && q.bytes+n > q.max {
-		q.drops++
-		return
-	}
-	q.items = append(q.items, ev)
-	q.bytes += n
-	q.cond.Signal()
-}
-
-func (q *eventQueue) dropped() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.drops
-}
-
-// close lets the pump end once the queue is drained.
-func (q *eventQueue) close() {
-	q.mu.Lock()
-	q.closed = true
-	q.cond.Signal()
-	q.mu.Unlock()
-}
-
-// pump moves queued events to out, then closes out.
-func (q *eventQueue) pump() {
-	defer close(q.out)
-	for {
-		q.mu.Lock()
-		for len(q.items) == 0 && !q.closed {
-			q.cond.Wait()
-		}
-		if len(q.items) == 0 {
-			q.mu.Unlock()
-			return
-		}
-		ev := q.items[0]
-		q.items[0] = api.ExecEvent{}
-		q.items = q.items[1:]
-		q.bytes -= eventSize(ev)
-		q.mu.Unlock()
-		q.out <- ev
-	}
 }
 
 func errorEvent(name, value string) api.ExecEvent {
