@@ -19,8 +19,16 @@ var (
 	// ErrUnsupported: the backend or platform cannot honour the request. Returned
 	// instead of silently accepting a setting that would not be enforced.
 	ErrUnsupported = errors.New("unsupported")
-	// ErrLimit: a size, count or rate bound was hit.
+	// ErrLimit: a count or rate bound was hit (retry later, or free one).
 	ErrLimit = errors.New("limit exceeded")
+	// ErrTooLarge: a request body, upload or answer is larger than its bound
+	// (it wraps ErrLimit).
+	ErrTooLarge = fmt.Errorf("too large: %w", ErrLimit)
+	// ErrNoSpace: a disk or a workspace's disk quota is full (it wraps
+	// ErrLimit).
+	ErrNoSpace = fmt.Errorf("insufficient storage: %w", ErrLimit)
+	// ErrCancelled: the client went away (or cancelled) before the answer.
+	ErrCancelled = errors.New("cancelled")
 	// ErrPermission: the caller may not do this (a path outside the sandbox, a bad key).
 	ErrPermission = errors.New("permission denied")
 	// ErrUnavailable: the sandbox or backend is not (or no longer) running.
@@ -38,6 +46,9 @@ const (
 	CodeExists      = "already_exists"
 	CodeUnsupported = "unsupported"
 	CodeLimit       = "limit_exceeded"
+	CodeTooLarge    = "too_large"
+	CodeNoSpace     = "insufficient_storage"
+	CodeCancelled   = "cancelled"
 	CodePermission  = "permission_denied"
 	CodeUnavailable = "unavailable"
 	CodeTimeout     = "timeout"
@@ -45,11 +56,15 @@ const (
 	CodeInternal    = "internal"
 )
 
-// codeTable is the one mapping between sentinels and wire codes.
+// codeTable is the one mapping between sentinels and wire codes. A sentinel
+// that wraps another (ErrTooLarge wraps ErrLimit) comes before it.
 var codeTable = []struct {
 	err  error
 	code string
 }{
+	{ErrCancelled, CodeCancelled},
+	{ErrTooLarge, CodeTooLarge},
+	{ErrNoSpace, CodeNoSpace},
 	{ErrNotFound, CodeNotFound},
 	{ErrInvalid, CodeInvalid},
 	{ErrExists, CodeExists},
@@ -97,7 +112,15 @@ func CodeOf(err error) string {
 	return CodeInternal
 }
 
+// StatusClientClosed is the status recorded (in metrics and the audit log)
+// for a request whose client went away before the answer: nginx's 499. No
+// client ever receives it.
+const StatusClientClosed = 499
+
 // HTTPStatus is the HTTP status of every ds-sandbox interface for a code.
+// Every client mistake is a 4xx: unsupported (a setting this server or
+// backend cannot honour) is 422, so 5xx means a failure of ours or of the
+// sandbox (internal 500, unavailable 503, timeout 504).
 func HTTPStatus(code string) int {
 	switch code {
 	case CodeNotFound:
@@ -107,9 +130,15 @@ func HTTPStatus(code string) int {
 	case CodeExists:
 		return 409
 	case CodeUnsupported:
-		return 501
+		return 422
 	case CodeLimit:
 		return 429
+	case CodeTooLarge:
+		return 413
+	case CodeNoSpace:
+		return 507
+	case CodeCancelled:
+		return StatusClientClosed
 	case CodePermission:
 		return 403
 	case CodeUnavailable:

@@ -232,7 +232,7 @@ func fileError(p string, err error) error {
 		case syscall.EROFS:
 			return api.Errorf(api.ErrPermission, "file %s: read-only filesystem", p)
 		case syscall.ENOSPC, syscall.EDQUOT:
-			return api.Errorf(api.ErrLimit, "file %s: no space left (disk or quota full)", p)
+			return api.Errorf(api.ErrNoSpace, "file %s: no space left (disk or the workspace's disk quota is full); remove files or ask for a larger disk_quota_mb", p)
 		case syscall.EXDEV:
 			return api.Errorf(api.ErrUnsupported, "file %s: cannot move across filesystems", p)
 		case syscall.EINVAL:

@@ -317,7 +317,7 @@ func (f *FS) listInto(loc location, depth int, out *[]api.EntryInfo) error {
 		}
 	}
 	if len(*out)+len(children) > maxListEntries {
-		return api.Errorf(api.ErrLimit, "listing %s has more than %d entries; list a subdirectory or with a smaller depth", loc.path, maxListEntries)
+		return api.Errorf(api.ErrTooLarge, "listing %s has more than %d entries; list a subdirectory or with a smaller depth", loc.path, maxListEntries)
 	}
 	for _, e := range children {
 		*out = append(*out, e)

@@ -72,8 +72,8 @@ func (t *processTable) start(req api.ProcessRequest, attach bool) (*process, *su
 	if strings.TrimSpace(req.Cmd) == "" {
 		return nil, nil, api.Errorf(api.ErrInvalid, "process: cmd is empty")
 	}
-	if req.TimeoutMs < 0 {
-		return nil, nil, api.Errorf(api.ErrInvalid, "process: timeout_ms %d is negative", req.TimeoutMs)
+	if req.TimeoutMs < 0 || req.TimeoutMs > maxTimeout.Milliseconds() {
+		return nil, nil, api.Errorf(api.ErrInvalid, "process: timeout_ms %d must be between 0 (none) and %d", req.TimeoutMs, maxTimeout.Milliseconds())
 	}
 	cwd, hostCwd, err := t.cwd(req.Cwd)
 	if err != nil {

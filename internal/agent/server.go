@@ -136,7 +136,7 @@ func readBodyFirst(h http.Handler) http.Handler {
 				return
 			}
 			if len(b) > maxJSONBody {
-				writeError(w, api.Errorf(api.ErrLimit, "request body is larger than %d MiB", maxJSONBody>>20))
+				writeError(w, api.Errorf(api.ErrTooLarge, "request body is larger than %d MiB", maxJSONBody>>20))
 				return
 			}
 			r.Body = io.NopCloser(bytes.NewReader(b))

@@ -29,6 +29,9 @@ const (
 	OOM = "oom"
 	// Timeout: the cell ran past its timeout and was interrupted.
 	Timeout = "timeout"
+	// Cancelled: the client went away (or stopped reading a stream and was
+	// cut) before the answer; recorded with status 499.
+	Cancelled = "cancelled"
 )
 
 // Record is one audit line.

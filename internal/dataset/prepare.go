@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/workspace"
@@ -45,7 +46,8 @@ const (
 // All writes into the workspace go through an os.Root, so symbolic links that
 // sandbox code planted there (data -> /etc) are never followed out of it.
 // Errors: api.ErrInvalid (bad name or strategy), api.ErrNotFound (no such
-// dataset or workspace directory).
+// dataset or workspace directory), api.ErrPermission (a symbolic link in the
+// way), api.ErrNoSpace (the workspace's disk or quota is full).
 func (r *Registry) Prepare(name, workspaceDir, strategy string) (string, error) {
 	switch strategy {
 	case "":
@@ -74,11 +76,11 @@ func (r *Registry) Prepare(name, workspaceDir, strategy string) (string, error) 
 	}
 	defer ws.Close()
 	if err := ws.MkdirAll(workspace.Data, 0o755); err != nil {
-		return "", fmt.Errorf("prepare dataset %s: %s/: %w", name, workspace.Data, err)
+		return "", placeError(ws, workspace.Data, fmt.Errorf("prepare dataset %s: %s/: %w", name, workspace.Data, err))
 	}
 	data, err := ws.OpenRoot(workspace.Data)
 	if err != nil {
-		return "", fmt.Errorf("prepare dataset %s: %s/: %w", name, workspace.Data, err)
+		return "", placeError(ws, workspace.Data, fmt.Errorf("prepare dataset %s: %s/: %w", name, workspace.Data, err))
 	}
 	defer data.Close()
 
@@ -97,9 +99,27 @@ func (r *Registry) Prepare(name, workspaceDir, strategy string) (string, error) 
 	}
 	if err != nil {
 		data.RemoveAll(stage)
-		return "", fmt.Errorf("prepare dataset %s in %s: %w", name, workspaceDir, err)
+		return "", placeError(data, dest, fmt.Errorf("prepare dataset %s in %s: %w", name, workspaceDir, err))
 	}
 	return filepath.Join(workspaceDir, workspace.Data, dest), nil
+}
+
+// placeError classifies a failure to place a dataset at rel inside root: a
+// symbolic link there (sandbox code may plant one; os.Root never follows it
+// out of the workspace) is api.ErrPermission, a full disk or quota
+// api.ErrNoSpace, a file where a directory belongs api.ErrInvalid. Anything
+// else is a failure of ours.
+func placeError(root *os.Root, rel string, err error) error {
+	if fi, lerr := root.Lstat(rel); lerr == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		return fmt.Errorf("%v: %s in the workspace is a symbolic link, and datasets are only placed inside the workspace; remove the link: %w", err, rel, api.ErrPermission)
+	}
+	switch {
+	case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
+		return fmt.Errorf("%v: the workspace's disk (or disk quota) is full: %w", err, api.ErrNoSpace)
+	case errors.Is(err, syscall.ENOTDIR):
+		return fmt.Errorf("%v: a file in the workspace is in the way of the dataset's directory: %w", err, api.ErrInvalid)
+	}
+	return err
 }
 
 // placeTree recreates the registry directory src as rel inside root.

@@ -176,7 +176,10 @@ func TestPrepareDoesNotFollowPlantedLinks(t *testing.T) {
 			}
 			for _, ds := range []string{"iris", "images"} {
 				for _, s := range []string{"copy", "link"} {
-					_, _ = r.Prepare(ds, ws, s) // an error is fine; escaping is not
+					_, err := r.Prepare(ds, ws, s) // an error is fine; escaping is not
+					if tt.link == "data" && !errors.Is(err, api.ErrPermission) {
+						t.Errorf("Prepare(%s, %s) with data/ a link out of the workspace: %v, want ErrPermission", ds, s, err)
+					}
 				}
 			}
 			if entries, _ := os.ReadDir(outside); len(entries) != 0 {

@@ -32,6 +32,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 )
@@ -133,6 +135,32 @@ func ValidateName(name string) error {
 	for _, c := range name {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
 			return api.Errorf(api.ErrInvalid, "dataset name %q: only letters, digits, '.', '_' and '-' are allowed", name)
+		}
+	}
+	return nil
+}
+
+// MaxFileNameLen bounds a dataset file's name (the usual NAME_MAX).
+const MaxFileNameLen = 255
+
+// ValidateFileName reports whether name is a valid name for a one-file
+// dataset's file: a plain file name (no '/'), 1 to 255 bytes of valid UTF-8
+// without control characters, not starting with '.'. The error wraps
+// api.ErrInvalid.
+func ValidateFileName(name string) error {
+	switch {
+	case name == "":
+		return api.Errorf(api.ErrInvalid, "file name is empty")
+	case len(name) > MaxFileNameLen:
+		return api.Errorf(api.ErrInvalid, "file name %.20q…: longer than %d bytes", name, MaxFileNameLen)
+	case !utf8.ValidString(name):
+		return api.Errorf(api.ErrInvalid, "file name %q is not valid UTF-8", name)
+	case strings.ContainsAny(name, "/\\") || name[0] == '.':
+		return api.Errorf(api.ErrInvalid, "file name %q must be a plain file name (no '/' or backslash, not starting with '.')", name)
+	}
+	for _, c := range name {
+		if unicode.IsControl(c) {
+			return api.Errorf(api.ErrInvalid, "file name %q contains a control character", name)
 		}
 	}
 	return nil

@@ -44,8 +44,10 @@ func connectCode(err error) string {
 		return "already_exists"
 	case api.CodeUnsupported:
 		return "unimplemented"
-	case api.CodeLimit:
+	case api.CodeLimit, api.CodeTooLarge, api.CodeNoSpace:
 		return "resource_exhausted"
+	case api.CodeCancelled:
+		return "canceled"
 	case api.CodePermission:
 		return "permission_denied"
 	case api.CodeUnavailable:

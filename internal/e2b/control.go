@@ -2,6 +2,7 @@ package e2b
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -26,7 +27,10 @@ func (s *Server) controlRoutes() {
 	h := func(pattern string, fn func(w http.ResponseWriter, r *http.Request) error) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			if err := fn(w, r); err != nil {
-				if statusOf(err) >= 500 && statusOf(err) != http.StatusNotImplemented {
+				if r.Context().Err() != nil && !errors.Is(err, api.ErrCancelled) {
+					err = api.Errorf(api.ErrCancelled, "the client went away before the answer (%v)", err)
+				}
+				if statusOf(err) >= 500 {
 					s.log.Error("e2b request failed", "path", r.URL.Path, "err", err)
 				}
 				writeError(w, err)
@@ -64,7 +68,8 @@ func unsupported(msg string) func(http.ResponseWriter, *http.Request) error {
 }
 
 // unsupportedFor answers 404 for a sandbox that does not exist (the SDKs turn
-// that into SandboxNotFoundError) and 501 with msg for one that does.
+// that into SandboxNotFoundError) and 422 (unsupported) with msg for one that
+// does.
 func (s *Server) unsupportedFor(msg string) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		if _, err := s.m.Get(r.Context(), r.PathValue("id")); err != nil {
@@ -231,7 +236,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 	if req.Timeout != nil {
 		timeout = *req.Timeout
 	}
-	if timeout <= 0 || time.Duration(timeout)*time.Second > manager.MaxTimeout {
+	if timeout <= 0 || manager.Seconds(int64(timeout)) > manager.MaxTimeout {
 		return api.Errorf(api.ErrInvalid, "timeout %d s must be between 1 and %d seconds", timeout, int(manager.MaxTimeout/time.Second))
 	}
 	templateID := req.TemplateID
@@ -431,7 +436,7 @@ func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request) error {
 	if req.Timeout == nil {
 		return api.Errorf(api.ErrInvalid, "timeout (seconds) is required")
 	}
-	if _, err := s.m.SetTimeout(r.Context(), r.PathValue("id"), time.Duration(*req.Timeout)*time.Second); err != nil {
+	if _, err := s.m.SetTimeout(r.Context(), r.PathValue("id"), manager.Seconds(int64(*req.Timeout))); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -449,9 +454,9 @@ func (s *Server) extend(r *http.Request, id string, secs int) (api.SandboxInfo, 
 	if secs <= 0 {
 		return info, nil
 	}
-	d := time.Duration(secs) * time.Second
+	d := min(manager.Seconds(int64(secs)), manager.MaxTimeout)
 	if time.Now().Add(d).After(info.EndAt) {
-		return s.m.SetTimeout(r.Context(), id, min(d, manager.MaxTimeout))
+		return s.m.SetTimeout(r.Context(), id, d)
 	}
 	return info, nil
 }

@@ -308,11 +308,20 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// maxBody bounds a JSON request body of E2B's protocol.
+const maxBody = 4 << 20
+
 // decodeBody reads an optional JSON body (unknown fields are ignored, as the
 // SDKs of newer versions may send more).
 func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 4<<20))
-	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody))
+	err := dec.Decode(v)
+	var mbe *http.MaxBytesError
+	switch {
+	case err == nil || errors.Is(err, io.EOF):
+	case errors.As(err, &mbe):
+		return api.Errorf(api.ErrTooLarge, "request body is larger than %d MiB", maxBody>>20)
+	default:
 		return api.Errorf(api.ErrInvalid, "request body: %v", err)
 	}
 	return nil

@@ -47,6 +47,7 @@ const (
 
 type env struct {
 	url     string
+	handler http.Handler
 	cfg     config.Config
 	m       *manager.Manager
 	auditLn string
@@ -54,6 +55,13 @@ type env struct {
 
 // newServer starts the API over a real manager and the local backend.
 func newServer(t *testing.T, edit func(*config.Config)) *env {
+	t.Helper()
+	return newServerWith(t, edit, httpapi.Options{})
+}
+
+// newServerWith is newServer with API options (Loopback, Metrics, Audit and
+// Logger are set here).
+func newServerWith(t testing.TB, edit func(*config.Config), opt httpapi.Options) *env {
 	t.Helper()
 	cfg := config.Default()
 	cfg.DefaultBackend = "local"
@@ -80,7 +88,8 @@ func newServer(t *testing.T, edit func(*config.Config)) *env {
 			met.SandboxCreated(ev.Data["backend"])
 		}
 	})
-	s, err := httpapi.New(m, httpapi.Options{Loopback: true, Metrics: met, Audit: al, Logger: slog.New(slog.DiscardHandler)})
+	opt.Loopback, opt.Metrics, opt.Audit, opt.Logger = true, met, al, slog.New(slog.DiscardHandler)
+	s, err := httpapi.New(m, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +99,7 @@ func newServer(t *testing.T, edit func(*config.Config)) *env {
 		_ = m.Close(context.Background())
 		al.Close()
 	})
-	return &env{url: ts.URL, cfg: cfg, m: m, auditLn: cfg.AuditLogPath}
+	return &env{url: ts.URL, handler: s.Handler(), cfg: cfg, m: m, auditLn: cfg.AuditLogPath}
 }
 
 type resp struct {
@@ -99,7 +108,7 @@ type resp struct {
 	body   []byte
 }
 
-func (e *env) do(t *testing.T, key, method, path string, body any) resp {
+func (e *env) do(t testing.TB, key, method, path string, body any) resp {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -132,7 +141,7 @@ func (r resp) apiError(t *testing.T) api.Error {
 	return e
 }
 
-func (e *env) create(t *testing.T, key string, req api.CreateSandboxRequest) api.SandboxInfo {
+func (e *env) create(t testing.TB, key string, req api.CreateSandboxRequest) api.SandboxInfo {
 	t.Helper()
 	r := e.do(t, key, "POST", "/v1/sandboxes", req)
 	if r.status != 201 {
@@ -242,7 +251,7 @@ func TestLimits(t *testing.T) {
 		c.MaxSandboxesPerKey = 2
 		c.MaxStreamsPerKey = 1
 	})
-	if r := e.do(t, aliceKey, "POST", "/v1/sandboxes", `{"metadata": {"x": "`+strings.Repeat("a", 2<<20)+`"}}`); r.status != 429 || !strings.Contains(r.apiError(t).Message, "larger than 1 MiB") {
+	if r := e.do(t, aliceKey, "POST", "/v1/sandboxes", `{"metadata": {"x": "`+strings.Repeat("a", 2<<20)+`"}}`); r.status != 413 || r.apiError(t).Code != api.CodeTooLarge || !strings.Contains(r.apiError(t).Message, "larger than 1 MiB") {
 		t.Fatalf("oversized body: %d %s", r.status, r.body)
 	}
 	a := e.create(t, aliceKey, api.CreateSandboxRequest{})
@@ -296,13 +305,21 @@ func TestErrorsAndRequestIDs(t *testing.T) {
 		{"unknown field", "POST", "/v1/sandboxes", `{"timeuot": 5}`, 400, api.CodeInvalid, "timeuot"},
 		{"two values", "POST", "/v1/sandboxes", `{} {}`, 400, api.CodeInvalid, "more than one"},
 		{"empty code", "POST", "/v1/sandboxes/" + sbx.SandboxID + "/execute", api.ExecuteRequest{Code: " "}, 400, api.CodeInvalid, "code is empty"},
-		{"per-run deny on local", "POST", "/v1/sandboxes/" + sbx.SandboxID + "/execute", api.ExecuteRequest{Code: "1", Network: &api.NetworkPolicy{Policy: "deny"}}, 501, api.CodeUnsupported, "cannot change it"},
+		{"per-run deny on local", "POST", "/v1/sandboxes/" + sbx.SandboxID + "/execute", api.ExecuteRequest{Code: "1", Network: &api.NetworkPolicy{Policy: "deny"}}, 422, api.CodeUnsupported, "cannot change it"},
 		{"bad per-run policy", "POST", "/v1/sandboxes/" + sbx.SandboxID + "/execute", api.ExecuteRequest{Code: "1", Network: &api.NetworkPolicy{Policy: "often"}}, 400, api.CodeInvalid, "often"},
 		{"escape via proxy", "GET", "/v1/sandboxes/" + sbx.SandboxID + "/files?path=/etc/shadow", nil, 403, api.CodePermission, "outside"},
 		{"unknown pid", "POST", "/v1/sandboxes/" + sbx.SandboxID + "/processes/999999/signal", api.SignalRequest{Signal: "SIGKILL"}, 404, api.CodeNotFound, ""},
 		{"bad limit", "GET", "/v1/events?limit=0", nil, 400, api.CodeInvalid, "limit"},
 		{"missing template", "GET", "/v1/templates/none", nil, 404, api.CodeNotFound, "none"},
 		{"bad timeout", "POST", "/v1/sandboxes/" + sbx.SandboxID + "/timeout", api.SetTimeoutRequest{TimeoutSeconds: -1}, 400, api.CodeInvalid, "timeout"},
+		{"overflowing timeout", "POST", "/v1/sandboxes/" + sbx.SandboxID + "/timeout", `{"timeout": 9223372037}`, 400, api.CodeInvalid, "timeout"},
+		{"max int timeout", "POST", "/v1/sandboxes/" + sbx.SandboxID + "/timeout", `{"timeout": 9223372036854775807}`, 400, api.CodeInvalid, "timeout"},
+		{"overflowing create timeout", "POST", "/v1/sandboxes", `{"timeout": 9223372037}`, 400, api.CodeInvalid, "timeout"},
+		{"max int create timeout", "POST", "/v1/sandboxes", `{"timeout": 9223372036854775807}`, 400, api.CodeInvalid, "timeout"},
+		{"overflowing timeout_ms", "POST", "/v1/sandboxes/" + sbx.SandboxID + "/execute", `{"code": "1", "timeout_ms": 9223372036854775807}`, 400, api.CodeInvalid, "timeout_ms"},
+		{"overflowing command timeout", "POST", "/v1/sandboxes/" + sbx.SandboxID + "/processes", `{"cmd": "true", "timeout_ms": 9223372036854775807}`, 400, api.CodeInvalid, "timeout_ms"},
+		{"NUL dataset filename", "PUT", "/v1/datasets/d1?filename=%00", "x", 400, api.CodeInvalid, "filename"},
+		{"long dataset filename", "PUT", "/v1/datasets/d1?filename=" + strings.Repeat("a", 10000), "x", 400, api.CodeInvalid, "filename"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

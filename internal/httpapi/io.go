@@ -42,7 +42,7 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 		var mbe *http.MaxBytesError
 		switch {
 		case errors.As(err, &mbe):
-			return api.Errorf(api.ErrLimit, "request body is larger than %d MiB", s.cfg.MaxBodyMB)
+			return api.Errorf(api.ErrTooLarge, "request body is larger than %d MiB", s.cfg.MaxBodyMB)
 		case errors.Is(err, io.EOF):
 			return api.Errorf(api.ErrInvalid, "request body is empty")
 		}

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -19,6 +21,11 @@ import (
 // /v1/sandboxes/{id} is the agent's path. Bodies and NDJSON streams pass
 // through without buffering (uploads bounded by max_upload_mb).
 func (s *Server) proxy(w http.ResponseWriter, r *http.Request) error {
+	// The query is forwarded as it came: one the agent's server would refuse
+	// (it closes the connection on a bad request line) is the client's mistake.
+	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+		return api.Errorf(api.ErrInvalid, "query: %v", err)
+	}
 	sbx, err := s.m.Get(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
@@ -38,8 +45,12 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) error {
 		// reading a body, and a body still being written then breaks the pipe
 		// and hides the agent's answer.
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxBodyMB)<<20))
-		if err != nil {
-			return api.Errorf(api.ErrLimit, "request body: %v", err)
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			return api.Errorf(api.ErrTooLarge, "request body is larger than %d MiB (max_body_mb)", s.cfg.MaxBodyMB)
+		case err != nil:
+			return api.Errorf(api.ErrInvalid, "request body: %v", err)
 		}
 		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/processes") {
 			// Audit the command line.
@@ -97,7 +108,12 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if r.Context().Err() != nil {
+			var mbe *http.MaxBytesError
+			switch {
+			case errors.As(err, &mbe):
+				proxyErr = api.Errorf(api.ErrTooLarge, "upload is larger than %d MiB (max_upload_mb)", s.cfg.MaxUploadMB)
+				return
+			case r.Context().Err() != nil:
 				proxyErr = r.Context().Err()
 				return
 			}

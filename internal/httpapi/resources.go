@@ -1,11 +1,13 @@
 package httpapi
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
+	"syscall"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/dataset"
@@ -161,11 +163,11 @@ func (s *Server) uploadDataset(w http.ResponseWriter, r *http.Request) error {
 	if filename == "" {
 		filename = name
 	}
-	if filename != filepath.Base(filename) || strings.HasPrefix(filename, ".") {
-		return api.Errorf(api.ErrInvalid, "filename %q must be a plain file name", filename)
-	}
 	if err := dataset.ValidateName(name); err != nil {
 		return err
+	}
+	if err := dataset.ValidateFileName(filename); err != nil {
+		return fmt.Errorf("filename: %w", err)
 	}
 	if s.cfg.MaxUploadMB > 0 {
 		r.Body = http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxUploadMB)<<20)
@@ -184,8 +186,16 @@ func (s *Server) uploadDataset(w http.ResponseWriter, r *http.Request) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return api.Errorf(api.ErrInvalid, "upload: %v", err)
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return api.Errorf(api.ErrTooLarge, "upload is larger than %d MiB (max_upload_mb)", s.cfg.MaxUploadMB)
+	case errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT):
+		return api.Errorf(api.ErrNoSpace, "upload: the server's disk is full: %v", err)
+	case err != nil && r.Context().Err() == nil && errors.Is(err, io.ErrUnexpectedEOF):
+		return api.Errorf(api.ErrInvalid, "upload: the body ended early: %v", err)
+	case err != nil:
+		return fmt.Errorf("upload: %w", err)
 	}
 	d, err := s.m.RegisterUpload(r.Context(), p, name, q.Get("description"), q["tag"])
 	if err != nil {

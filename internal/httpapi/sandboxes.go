@@ -4,9 +4,9 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 )
 
 func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) error {
@@ -63,7 +63,7 @@ func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request) error {
 	if err := s.decode(w, r, &req); err != nil {
 		return err
 	}
-	info, err := s.m.SetTimeout(r.Context(), r.PathValue("id"), time.Duration(req.TimeoutSeconds)*time.Second)
+	info, err := s.m.SetTimeout(r.Context(), r.PathValue("id"), manager.Seconds(int64(req.TimeoutSeconds)))
 	if err != nil {
 		return err
 	}

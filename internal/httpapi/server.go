@@ -23,6 +23,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 	"github.com/ds-sandbox/ds-sandbox/internal/auth"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/eventstream"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 	"github.com/ds-sandbox/ds-sandbox/internal/metrics"
 )
@@ -42,6 +43,10 @@ type Options struct {
 	// and E2B's control-plane paths (/sandboxes, /v2/sandboxes, /templates).
 	// It does its own authentication (E2B's headers and tokens).
 	E2B http.Handler
+	// StallTimeout is how long a client may stop reading an execution's
+	// stream before it is cut and the cell interrupted; 0 means
+	// eventstream.ExecWriteTimeout (the documented 30 s).
+	StallTimeout time.Duration
 }
 
 // Server is the REST API.
@@ -71,6 +76,9 @@ func New(m *manager.Manager, opt Options) (*Server, error) {
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opt.StallTimeout <= 0 {
+		opt.StallTimeout = eventstream.ExecWriteTimeout
 	}
 	s := &Server{
 		m: m, cfg: cfg, opt: opt, log: opt.Logger, mux: http.NewServeMux(),
@@ -134,8 +142,10 @@ func (s *Server) serveE2B(rw http.ResponseWriter, r *http.Request) {
 		switch w.status {
 		case http.StatusUnauthorized, http.StatusForbidden:
 			err = fmt.Errorf("HTTP %d: %w", w.status, api.ErrUnauthenticated)
-		case http.StatusTooManyRequests:
+		case http.StatusTooManyRequests, http.StatusRequestEntityTooLarge, http.StatusInsufficientStorage:
 			err = fmt.Errorf("HTTP %d: %w", w.status, api.ErrLimit)
+		case api.StatusClientClosed:
+			err = fmt.Errorf("HTTP %d: %w", w.status, api.ErrCancelled)
 		}
 	}
 	s.audit(rec, w.status, err)
@@ -253,10 +263,14 @@ func (s *Server) handle(pattern string, o routeOpts, h func(w http.ResponseWrite
 		rec := &audit.Record{Action: o.action, RequestID: requestID(r.Context()), Remote: r.RemoteAddr, SandboxID: r.PathValue("id")}
 		r = r.WithContext(audit.WithRecord(r.Context(), rec))
 		err := s.serve(w, r, o, rec, h)
+		err = s.clientGone(r, err)
 		if err != nil {
-			if w.status == 0 {
+			switch {
+			case w.status == 0:
 				s.writeError(w, r, err)
-			} else {
+			case errors.Is(err, api.ErrCancelled):
+				s.log.Info("stream cut", "request_id", rec.RequestID, "err", err)
+			default:
 				s.log.Warn("stream ended with an error", "request_id", rec.RequestID, "err", err)
 			}
 		}
@@ -270,6 +284,16 @@ func (s *Server) handle(pattern string, o routeOpts, h func(w http.ResponseWrite
 			s.audit(rec, w.status, err)
 		}
 	})
+}
+
+// clientGone turns the error of a request whose client went away (its
+// context ended while the daemon is not shutting down) into ErrCancelled:
+// recorded as status 499 and outcome cancelled, not as a failure of ours.
+func (s *Server) clientGone(r *http.Request, err error) error {
+	if err == nil || r.Context().Err() == nil || errors.Is(err, api.ErrCancelled) || s.isShuttingDown() {
+		return err
+	}
+	return api.Errorf(api.ErrCancelled, "the client went away before the answer (%v)", err)
 }
 
 // auditRecord returns the request's audit record, for handlers to add detail.
@@ -310,6 +334,8 @@ func (s *Server) audit(rec *audit.Record, status int, err error) {
 		// the handler said how the execution ended (blocked, oom, timeout)
 	case err == nil && status < 400:
 		rec.Outcome = audit.OK
+	case errors.Is(err, api.ErrCancelled):
+		rec.Outcome = audit.Cancelled
 	case errors.Is(err, api.ErrUnauthenticated) || errors.Is(err, api.ErrPermission) || errors.Is(err, api.ErrLimit):
 		rec.Outcome = audit.Denied
 	default:

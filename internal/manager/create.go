@@ -245,7 +245,7 @@ func (m *Manager) plan(req api.CreateSandboxRequest) (plan, error) {
 	case req.TimeoutSeconds == 0:
 		p.timeout = time.Duration(m.cfg.SandboxTimeoutSec) * time.Second
 	default:
-		p.timeout = time.Duration(req.TimeoutSeconds) * time.Second
+		p.timeout = Seconds(int64(req.TimeoutSeconds))
 	}
 	if max := m.maxTimeout(); p.timeout > max {
 		return p, api.Errorf(api.ErrInvalid, "timeout %s is longer than the maximum %s (max_sandbox_timeout_sec)", p.timeout, max)
@@ -363,7 +363,7 @@ func firstOf(vals ...string) string {
 
 func checkMap(what string, m map[string]string, max int, envKeys bool) error {
 	if len(m) > max {
-		return api.Errorf(api.ErrLimit, "%s: %d entries, at most %d", what, len(m), max)
+		return api.Errorf(api.ErrInvalid, "%s: %d entries, at most %d", what, len(m), max)
 	}
 	for k, v := range m {
 		if k == "" || len(k) > 256 || len(v) > maxValueLen {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -272,6 +273,21 @@ func (m *Manager) List(ctx context.Context, match map[string]string) []api.Sandb
 	}
 	slices.SortFunc(out, func(a, b api.SandboxInfo) int { return a.StartedAt.Compare(b.StartedAt) })
 	return out
+}
+
+// Seconds converts a count of seconds from a request to a Duration without
+// overflow: a count beyond any Duration saturates (at the longest positive or
+// negative one), so range checks on the result refuse it instead of seeing a
+// wrapped-around value.
+func Seconds(n int64) time.Duration {
+	const max = int64(math.MaxInt64 / int64(time.Second))
+	switch {
+	case n > max:
+		return math.MaxInt64
+	case n < -max:
+		return math.MinInt64
+	}
+	return time.Duration(n) * time.Second
 }
 
 // SetTimeout moves the sandbox's deadline to now + d.

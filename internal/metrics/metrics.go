@@ -44,7 +44,7 @@ func New(sandboxes func() []SandboxCount) *Metrics {
 			Name: "dssandbox_sandbox_kills_total", Help: "Sandboxes stopped, by reason (killed, timeout, sandbox exited, reaped).",
 		}, []string{"reason"}),
 		execs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dssandbox_executions_total", Help: "Code executions, by outcome (ok, error, timeout, dead_kernel, blocked, failed).",
+			Name: "dssandbox_executions_total", Help: "Code executions, by outcome (ok, error, timeout, oom, dead_kernel, blocked, failed, cancelled).",
 		}, []string{"outcome"}),
 		execDur: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "dssandbox_execution_duration_seconds", Help: "Duration of code executions.",

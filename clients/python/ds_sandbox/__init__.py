@@ -16,6 +16,7 @@ PATH) and stops it when the interpreter exits. Standard library only.
 
 from ._errors import (
     AlreadyExistsError,
+    InsufficientStorageError,
     InternalError,
     InvalidArgumentError,
     LimitExceededError,
@@ -25,6 +26,7 @@ from ._errors import (
     SandboxFileNotFoundError,
     SandboxTimeoutError,
     ServerStartError,
+    TooLargeError,
     UnavailableError,
     UnsupportedError,
 )
@@ -65,5 +67,6 @@ __all__ = [
     "SandboxError", "NotFoundError", "SandboxFileNotFoundError", "InvalidArgumentError",
     "AlreadyExistsError", "UnsupportedError", "LimitExceededError", "PermissionDeniedError",
     "UnavailableError", "ServerStartError", "SandboxTimeoutError", "InternalError",
+    "TooLargeError", "InsufficientStorageError",
     "private_server_url", "shutdown_private_server", "__version__",
 ]

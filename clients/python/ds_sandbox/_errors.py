@@ -80,6 +80,16 @@ class LimitExceededError(SandboxError):
     default_code = "limit_exceeded"
 
 
+class TooLargeError(LimitExceededError):
+    """A request body or upload is larger than the server accepts (HTTP 413)."""
+    default_code = "too_large"
+
+
+class InsufficientStorageError(LimitExceededError):
+    """The disk, or the workspace's disk quota, is full (HTTP 507)."""
+    default_code = "insufficient_storage"
+
+
 class PermissionDeniedError(SandboxError, PermissionError):
     """The caller may not do this: a bad API key, a path outside the sandbox (also a PermissionError)."""
     default_code = "permission_denied"
@@ -110,6 +120,8 @@ _BY_CODE: dict[str, type[SandboxError]] = {
     "already_exists": AlreadyExistsError,
     "unsupported": UnsupportedError,
     "limit_exceeded": LimitExceededError,
+    "too_large": TooLargeError,
+    "insufficient_storage": InsufficientStorageError,
     "permission_denied": PermissionDeniedError,
     "unauthenticated": PermissionDeniedError,
     "unavailable": UnavailableError,
@@ -119,8 +131,9 @@ _BY_CODE: dict[str, type[SandboxError]] = {
 
 _BY_STATUS: dict[int, str] = {
     400: "invalid_argument", 401: "permission_denied", 403: "permission_denied",
-    404: "not_found", 408: "timeout", 409: "already_exists", 413: "limit_exceeded",
-    429: "limit_exceeded", 501: "unsupported", 503: "unavailable", 504: "timeout",
+    404: "not_found", 408: "timeout", 409: "already_exists", 413: "too_large",
+    422: "unsupported", 429: "limit_exceeded", 501: "unsupported", 503: "unavailable",
+    504: "timeout", 507: "insufficient_storage",
 }
 
 
