@@ -1,7 +1,9 @@
 package e2b
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/audit"
+	"github.com/ds-sandbox/ds-sandbox/internal/eventstream"
 )
 
 // The code interpreter (port 49999): /execute streams NDJSON in E2B's format
@@ -32,8 +35,8 @@ func (s *Server) interpreterRoutes() {
 // textError answers the interpreter's plain-text errors.
 func textError(w http.ResponseWriter, err error) {
 	st := statusOf(err)
-	if st == http.StatusNotImplemented {
-		st = http.StatusBadRequest
+	if api.CodeOf(err) == api.CodeUnsupported {
+		st = http.StatusBadRequest // as E2B's interpreter answers a request it cannot serve
 	}
 	http.Error(w, err.Error(), st)
 }
@@ -119,23 +122,26 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ctx := r.Context()
-	rec := audit.FromContext(ctx)
+	rec := audit.FromContext(r.Context())
 	rec.SetCode(req.Code, s.m.Config().AuditLogCode)
+	// The lines go through a bounded queue (see eventstream): a slow client
+	// never holds back the agent's stream, and one that stops reading for
+	// eventstream.ExecWriteTimeout is cut and its cell interrupted.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
 	w.Header().Set("Content-Type", "application/x-ndjson")
-	var mu sync.Mutex
+	out := eventstream.New(w, eventstream.Options[line]{
+		MaxQueued: eventstream.ExecMaxQueued, WriteTimeout: eventstream.ExecWriteTimeout,
+		Size: line.size, Droppable: line.droppable,
+		OnBroken: func(error) { cancel() },
+	})
+	var mu sync.Mutex // orders the first line against an error answer
 	started := false
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	send := func(v any) {
+	send := func(l line) {
 		mu.Lock()
 		defer mu.Unlock()
-		if !started {
-			w.WriteHeader(http.StatusOK)
-			started = true
-		}
-		_ = enc.Encode(v)
-		http.NewResponseController(w).Flush()
+		started = true
+		out.Send(l)
 	}
 	stop, stopped := make(chan struct{}), make(chan struct{})
 	go func() { // keepalive every 5 s, as E2B's server sends
@@ -147,7 +153,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 			case <-stop:
 				return
 			case <-t.C:
-				send(map[string]any{"type": "keepalive"})
+				send(line{"type": "keepalive"})
 			}
 		}
 	}()
@@ -156,14 +162,14 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	exec, err := sandboxFrom(ctx).Execute(ctx, api.ExecuteRequest{Code: req.Code, ContextID: req.ContextID, Envs: req.EnvVars}, func(ev api.ExecEvent) {
 		switch ev.Type {
 		case api.EventStdout, api.EventStderr:
-			send(map[string]any{"type": ev.Type, "text": ev.Text, "timestamp": now()})
+			send(line{"type": ev.Type, "text": ev.Text, "timestamp": now()})
 		case api.EventResult:
 			if ev.Result != nil {
-				send(resultLine(ev.Result))
+				send(line(resultLine(ev.Result)))
 			}
 		case api.EventError:
 			if ev.Error != nil {
-				send(map[string]any{"type": "error", "name": ev.Error.Name, "value": ev.Error.Value, "traceback": ev.Error.Traceback})
+				send(line{"type": "error", "name": ev.Error.Name, "value": ev.Error.Value, "traceback": ev.Error.Traceback})
 			}
 		case api.EventEnd:
 			count = ev.ExecutionCount
@@ -172,9 +178,8 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	close(stop)
 	<-stopped
 	rec.SetExecution(exec)
-	mu.Lock()
 	if err != nil && !started {
-		mu.Unlock()
+		_ = out.Close()
 		if api.CodeOf(err) == api.CodeNotFound && req.ContextID != "" {
 			http.Error(w, "Context "+req.ContextID+" not found", http.StatusNotFound)
 			return
@@ -182,17 +187,54 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 		textError(w, err)
 		return
 	}
-	mu.Unlock()
+	if d := out.Dropped(); d > 0 {
+		send(line{"type": "stderr", "text": fmt.Sprintf("[ds-sandbox: %d output lines were dropped because the client read them slower than the cell produced them]\n", d), "timestamp": now()})
+	}
 	if err != nil {
-		send(map[string]any{"type": "error", "name": "UnexpectedEndOfExecution", "value": err.Error(), "traceback": ""})
+		send(line{"type": "error", "name": "UnexpectedEndOfExecution", "value": err.Error(), "traceback": ""})
 	}
 	if exec != nil && count == 0 {
 		count = exec.ExecutionCount
 	}
 	if count > 0 {
-		send(map[string]any{"type": "number_of_executions", "execution_count": count})
+		send(line{"type": "number_of_executions", "execution_count": count})
 	}
-	send(map[string]any{"type": "end_of_execution"})
+	send(line{"type": "end_of_execution"})
+	if werr := out.Close(); werr != nil {
+		rec.Error = "the client stopped reading the stream and was cut: " + werr.Error()
+	}
+}
+
+// line is one line of E2B's execution stream.
+type line map[string]any
+
+// size estimates the encoded size of l.
+func (l line) size() int {
+	n := 64
+	for k, v := range l {
+		n += len(k) + 8
+		switch v := v.(type) {
+		case string:
+			n += len(v)
+		case json.RawMessage:
+			n += len(v)
+		case map[string]json.RawMessage:
+			for k, e := range v {
+				n += len(k) + len(e)
+			}
+		}
+	}
+	return n
+}
+
+// droppable reports whether l may be dropped for a slow client: output and
+// results may, errors and the final lines never.
+func (l line) droppable() bool {
+	switch l["type"] {
+	case api.EventStdout, api.EventStderr, "result", "keepalive":
+		return true
+	}
+	return false
 }
 
 func (s *Server) createContext(w http.ResponseWriter, r *http.Request) {

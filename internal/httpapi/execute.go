@@ -1,13 +1,15 @@
 package httpapi
 
 import (
-	"encoding/json"
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/eventstream"
 )
 
 // execute runs a cell. By default the response is the NDJSON event stream of
@@ -40,30 +42,49 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusOK, exec)
 		return nil
 	}
-	rc := http.NewResponseController(w)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	started := false
-	exec, err := sbx.Execute(r.Context(), req, func(ev api.ExecEvent) {
-		if !started {
-			started = true
-			w.Header().Set("Content-Type", "application/x-ndjson")
-			w.WriteHeader(http.StatusOK)
+	// The stream goes through a bounded queue, so a slow client never holds
+	// back the agent's stream (output is dropped for it, with a notice, as
+	// the agent does), and a client that stops reading for
+	// Options.StallTimeout is cut and its cell interrupted.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	opts := eventstream.ExecOptions(func(error) { cancel() })
+	opts.WriteTimeout = s.opt.StallTimeout
+	out := eventstream.New(w, opts)
+	var end *api.ExecEvent // held back so a notice of ours comes before it
+	exec, err := sbx.Execute(ctx, req, func(ev api.ExecEvent) {
+		if ev.Type == api.EventEnd {
+			end = &ev
+			return
 		}
-		if enc.Encode(ev) == nil {
-			_ = rc.Flush()
-		}
+		out.Send(ev)
 	})
+	if d := out.Dropped(); d > 0 {
+		out.Send(api.ExecEvent{Type: api.EventNotice, Truncated: true, Text: fmt.Sprintf("%d events were dropped because the client read them slower than the cell produced them", d)})
+	}
+	switch {
+	case out.Err() != nil:
+		err = api.Errorf(api.ErrCancelled, "the client stopped reading the stream for %s: it was cut and the cell interrupted (%v)", s.opt.StallTimeout, out.Err())
+	case err != nil && r.Context().Err() != nil && s.isShuttingDown():
+		err = api.Errorf(api.ErrUnavailable, "the daemon is shutting down; the execution was interrupted")
+	case err != nil && r.Context().Err() != nil:
+		err = api.Errorf(api.ErrCancelled, "the client went away during the execution (%v)", err)
+	}
+	if err == nil && end != nil {
+		out.Send(*end)
+	}
 	s.observeExecution(exec, err, start)
 	rec.SetExecution(exec)
-	if err != nil && r.Context().Err() != nil && s.isShuttingDown() {
-		err = api.Errorf(api.ErrUnavailable, "the daemon is shutting down; the execution was interrupted")
-	}
-	if err != nil && started {
+	if err != nil && out.Started() {
 		// The stream already began: say what happened in-band, as the agent
 		// does, with the error's stable code.
-		_ = enc.Encode(api.ExecEvent{Type: api.EventFailure, Error: &api.ExecutionError{Name: api.CodeOf(err), Value: err.Error()}})
-		_ = rc.Flush()
+		out.Send(api.ExecEvent{Type: api.EventFailure, Error: &api.ExecutionError{Name: api.CodeOf(err), Value: err.Error()}})
+	}
+	if werr := out.Close(); werr != nil && err == nil {
+		err = api.Errorf(api.ErrCancelled, "the client went away before the end of the stream (%v)", werr)
+	}
+	if err != nil && out.Started() {
 		return fmt.Errorf("execute: %w", err)
 	}
 	return err
@@ -75,6 +96,8 @@ func (s *Server) observeExecution(exec *api.Execution, err error, start time.Tim
 	}
 	outcome := "ok"
 	switch {
+	case errors.Is(err, api.ErrCancelled):
+		outcome = "cancelled"
 	case err != nil:
 		outcome = "failed"
 	case exec.Error == nil:

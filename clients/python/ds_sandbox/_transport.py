@@ -215,6 +215,10 @@ class Stream:
                 return
             if len(line) > max_line:
                 raise SandboxError("limit_exceeded", f"{self._what}: a stream line is longer than {max_line} bytes")
+            if not line.endswith(b"\n"):
+                # The stream ended inside an event: it was cut (a reader that
+                # stalled past the server's bound, or a broken connection).
+                raise UnavailableError("unavailable", f"{self._what}: the stream was cut inside an event")
             line = line.strip()
             if not line:
                 continue
