@@ -142,13 +142,13 @@ type loadOptions struct {
 
 // loadDaemon is the daemon process under load.
 type loadDaemon struct {
-	bin, state, addr, backend string
+	bin, state, conf, addr, backend string
 	log                       io.Writer
 	cmd                       *exec.Cmd
 }
 
 func (d *loadDaemon) start() error {
-	cmd := exec.Command(d.bin, "serve", "--listen", d.addr)
+	cmd := exec.Command(d.bin, "serve", "--listen", d.addr, "--config", d.conf)
 	cmd.Env = append(os.Environ(), "SANDBOX_STATE_DIR="+d.state, "DS_SANDBOX_API_KEY=", "SANDBOX_API_KEYS=")
 	if d.backend != "" {
 		cmd.Env = append(cmd.Env, "SANDBOX_DEFAULT_BACKEND="+d.backend)
@@ -236,7 +236,13 @@ func runLoad(ctx context.Context, o loadOptions) (*LoadReport, error) {
 	if log == nil {
 		log = io.Discard
 	}
-	d := &loadDaemon{bin: bin, state: state, addr: addr, backend: o.backend, log: log}
+	// The per-key quotas would refuse the load's own clients (they share
+	// the open daemon's one identity): they are not what is measured here.
+	conf := filepath.Join(state, "load.yaml")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, "max_sandboxes_per_key: %d\ncreates_per_minute: 0\nmax_streams_per_key: 0\n", o.clients+8), 0o600); err != nil {
+		return nil, err
+	}
+	d := &loadDaemon{bin: bin, state: state, conf: conf, addr: addr, backend: o.backend, log: log}
 	if err := d.start(); err != nil {
 		return nil, err
 	}
