@@ -13,6 +13,7 @@ import (
 	"time"
 
 	dssandbox "github.com/ds-sandbox/ds-sandbox"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 	"github.com/ds-sandbox/ds-sandbox/internal/workspace"
 )
 
@@ -28,7 +29,7 @@ func TestDiskQuota(t *testing.T) {
 				t.Fatalf("quota where none can be enforced: %v, want unsupported", cerr)
 			}
 		}
-		t.Skip(err)
+		testenv.RequireNoError(t, "workspace disk quotas", err)
 	}
 	t.Parallel()
 	ws := "quota-" + strings.ToLower(filepath.Base(t.Name()))
@@ -93,7 +94,7 @@ func TestLifetimeKillsAnIsolatedSandbox(t *testing.T) {
 	t.Parallel()
 	sbx, err := dssandbox.Create(t.Context(), dssandbox.Options{Backend: "oci", Network: &dssandbox.NetworkPolicy{Policy: "deny"}, Timeout: 3 * time.Second})
 	if err != nil {
-		t.Skipf("no oci backend here: %v", err)
+		testenv.RequireNoError(t, "the oci backend", err)
 	}
 	marker := fmt.Sprintf("%d.%d", 900+rand.IntN(99), rand.IntN(1000000))
 	if _, err := sbx.Commands.Start(t.Context(), "sleep "+marker); err != nil {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,16 +18,14 @@ import (
 	dssandbox "github.com/ds-sandbox/ds-sandbox"
 	"github.com/ds-sandbox/ds-sandbox/internal/cli"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 var stateDir string
 
 func TestMain(m *testing.M) {
 	dssandbox.ServeAgentIfChild()
-	if _, err := exec.Command("/usr/bin/python3", "-c", "import ipykernel").CombinedOutput(); err != nil {
-		fmt.Fprintln(os.Stderr, "SKIP: /usr/bin/python3 has no ipykernel (run scripts/install-deps.sh)")
-		os.Exit(0)
-	}
+	testenv.MainRequirePython()
 	dir, err := os.MkdirTemp("", "dss-sdk-test-")
 	if err != nil {
 		panic(err)

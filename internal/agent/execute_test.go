@@ -6,22 +6,20 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 // newKernelAgent is newLocalAgent with its default code context started, as
 // Serve does.
 func newKernelAgent(t *testing.T) *testAgent {
 	t.Helper()
-	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel").Run(); err != nil {
-		t.Skip("/usr/bin/python3 has no ipykernel")
-	}
+	testenv.RequirePython(t)
 	a := newLocalAgent(t)
 	a.s.ctxs.startDefault()
 	return a

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 // newLimitedAgent is newLocalAgent with cfg's limits.
@@ -30,9 +31,7 @@ func newLimitedAgent(t *testing.T, limits ProcessLimits, maxOutput int64) *testA
 // agent's own stay as they were.
 func TestProcessLimitsReachCommandsAndKernels(t *testing.T) {
 	t.Parallel()
-	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel").Run(); err != nil {
-		t.Skip("/usr/bin/python3 has no ipykernel")
-	}
+	testenv.RequirePython(t)
 	a := newLimitedAgent(t, ProcessLimits{MaxOpenFiles: 200, MaxProcs: 5000}, 0)
 	r, err := a.c.RunCommand(t.Context(), api.ProcessRequest{Cmd: "ulimit -Sn; ulimit -Hn; sh -c 'ulimit -n'; cat /proc/self/limits | grep -i processes"}, nil)
 	if err != nil || r.ExitCode != 0 {
@@ -75,9 +74,7 @@ func TestProcessLimitsReachCommandsAndKernels(t *testing.T) {
 // the agent's memory stays bounded however much the cell prints.
 func TestOutputLimit(t *testing.T) {
 	t.Parallel()
-	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel").Run(); err != nil {
-		t.Skip("/usr/bin/python3 has no ipykernel")
-	}
+	testenv.RequirePython(t)
 	a := newLimitedAgent(t, ProcessLimits{}, 1<<20)
 	a.s.ctxs.startDefault()
 	// 1 GiB of stdout, in 1 MiB writes and in one print; the race detector

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 func TestRunCommand(t *testing.T) {
@@ -410,12 +411,9 @@ func TestResolveUser(t *testing.T) {
 
 func TestRunAsOtherUser(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		t.Skip("switching users needs root")
-	}
-	if _, err := user.Lookup("nobody"); err != nil {
-		t.Skip("no user nobody")
-	}
+	testenv.Require(t, "root", os.Geteuid() == 0, "switching users needs root")
+	_, err := user.Lookup("nobody")
+	testenv.RequireNoError(t, "a user nobody", err)
 	a := startAgent(t, Config{Workdir: "/", User: "user"})
 	res, err := a.c.RunCommand(t.Context(), api.ProcessRequest{Cmd: "id -un; echo $HOME", User: "nobody"}, nil)
 	if err != nil || res.ExitCode != 0 || !strings.HasPrefix(res.Stdout, "nobody\n") {

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -27,10 +26,7 @@ func TestMain(m *testing.M) {
 		stop()
 		os.Exit(code)
 	}
-	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel").Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "SKIP: /usr/bin/python3 has no ipykernel (run scripts/install-deps.sh)")
-		os.Exit(0)
-	}
+	testenv.MainRequirePython()
 	dir, err := os.MkdirTemp("", "dss-cli-test-")
 	if err != nil {
 		panic(err)

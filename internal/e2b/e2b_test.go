@@ -6,12 +6,10 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -23,14 +21,12 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/e2b"
 	"github.com/ds-sandbox/ds-sandbox/internal/httpapi"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
 	agent.MainIfReexec()
-	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel").Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "SKIP: /usr/bin/python3 has no ipykernel")
-		os.Exit(0)
-	}
+	testenv.MainRequirePython()
 	os.Exit(m.Run())
 }
 

@@ -5,13 +5,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,14 +26,12 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/httpapi"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 	"github.com/ds-sandbox/ds-sandbox/internal/metrics"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
 	agent.MainIfReexec()
-	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel").Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "SKIP: /usr/bin/python3 has no ipykernel")
-		os.Exit(0)
-	}
+	testenv.MainRequirePython()
 	os.Exit(m.Run())
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 func TestUntarStaysInside(t *testing.T) {
@@ -67,13 +68,10 @@ func TestBuildListExportRemove(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	b, err := New(ctx, "")
-	if err != nil {
-		t.Skip(err)
-	}
+	testenv.RequireNoError(t, "a Docker daemon (run scripts/docker-setup.sh)", err)
 	defer b.Close()
-	if _, err := b.c.ImageInspect(ctx, DefaultBase); err != nil {
-		t.Skipf("image %s missing (run scripts/docker-setup.sh): %v", DefaultBase, err)
-	}
+	_, err = b.c.ImageInspect(ctx, DefaultBase)
+	testenv.RequireNoError(t, "the image "+DefaultBase+" (run scripts/docker-setup.sh)", err)
 	id := "imagebuild-test"
 	var out bytes.Buffer
 	tag, err := b.Build(ctx, api.Template{ID: id, RunCmds: []string{"echo marker > /etc/imagebuild-marker"}}, &out)

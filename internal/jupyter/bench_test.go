@@ -2,7 +2,11 @@
 
 package jupyter
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
+)
 
 // BenchmarkExecute measures one "1+1" round trip (execute_request →
 // execute_reply and iopub idle) on a running kernel.
@@ -18,7 +22,7 @@ func BenchmarkExecute(b *testing.B) {
 
 // BenchmarkStart measures process start → kernel ready, plus Close.
 func BenchmarkStart(b *testing.B) {
-	requireKernel(b)
+	testenv.RequirePython(b)
 	cfg := Config{Python: python, Env: kernelEnv(b.TempDir())}
 	for b.Loop() {
 		k, err := Start(b.Context(), cfg)

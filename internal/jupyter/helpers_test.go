@@ -6,21 +6,18 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
-// python is the interpreter with Debian's ipykernel. Never use the python3
-// first on PATH: it may be a pyenv shim without ipykernel.
-const python = "/usr/bin/python3"
+// python is the interpreter with Debian's ipykernel.
+const python = testenv.Python
 
 var (
-	haveKernelOnce sync.Once
-	haveKernelErr  error
-
 	sharedOnce   sync.Once
 	shared       *Kernel
 	sharedErr    error
@@ -36,20 +33,6 @@ func TestMain(m *testing.M) {
 		os.RemoveAll(sharedIPYDir)
 	}
 	os.Exit(code)
-}
-
-// requireKernel skips the test if python lacks ipykernel.
-func requireKernel(tb testing.TB) {
-	tb.Helper()
-	haveKernelOnce.Do(func() {
-		out, err := exec.Command(python, "-c", "import ipykernel").CombinedOutput()
-		if err != nil {
-			haveKernelErr = &exec.Error{Name: python + ": " + strings.TrimSpace(string(out)), Err: err}
-		}
-	})
-	if haveKernelErr != nil {
-		tb.Skipf("needs %s with ipykernel: %v", python, haveKernelErr)
-	}
 }
 
 // kernelEnv is our environment with a private IPYTHONDIR (the history
@@ -69,7 +52,7 @@ func kernelEnv(dir string) []string {
 // startKernel starts a kernel for one test and closes it at the end.
 func startKernel(tb testing.TB, cfg Config) *Kernel {
 	tb.Helper()
-	requireKernel(tb)
+	testenv.RequirePython(tb)
 	if cfg.Python == "" {
 		cfg.Python = python
 	}
@@ -88,7 +71,7 @@ func startKernel(tb testing.TB, cfg Config) *Kernel {
 // state; TestMain closes it.
 func sharedKernel(tb testing.TB) *Kernel {
 	tb.Helper()
-	requireKernel(tb)
+	testenv.RequirePython(tb)
 	sharedOnce.Do(func() {
 		sharedIPYDir, sharedErr = os.MkdirTemp("", "jupyter-test")
 		if sharedErr != nil {

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 // fakeLauncher is a PYTHONPATH directory whose ipykernel_launcher.py runs src.
@@ -45,7 +47,7 @@ sys.exit(5)
 // error promptly and leaves nothing behind.
 func TestStartErrors(t *testing.T) {
 	t.Parallel()
-	requireKernel(t)
+	testenv.RequirePython(t)
 	noSite := filepath.Join(t.TempDir(), "python-no-site")
 	if err := os.WriteFile(noSite, []byte("#!/bin/sh\nexec "+python+" -S \"$@\"\n"), 0o755); err != nil {
 		t.Fatal(err)
@@ -269,7 +271,7 @@ func TestKernelDeath(t *testing.T) {
 // goroutine they started has exited. It is not parallel, so other tests'
 // goroutines are paused and stable.
 func TestNoGoroutineLeak(t *testing.T) {
-	requireKernel(t)
+	testenv.RequirePython(t)
 	before := runtime.NumGoroutine()
 	for range 2 {
 		k, err := Start(t.Context(), Config{Python: python, Env: kernelEnv(t.TempDir())})
@@ -307,7 +309,7 @@ func TestParentDeathKillsKernel(t *testing.T) {
 		os.Exit(0) // no Close
 	}
 	t.Parallel()
-	requireKernel(t)
+	testenv.RequirePython(t)
 	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestParentDeathKillsKernel$")
 	cmd.Env = append(os.Environ(), "JUPYTER_TEST_PARENT=1", "JUPYTER_TEST_DIR="+t.TempDir())
 	out, err := cmd.Output()

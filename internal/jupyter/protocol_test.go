@@ -2,7 +2,11 @@
 
 package jupyter
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
+)
 
 // fakeKernel is an ipykernel_launcher.py that speaks just enough of the
 // protocol to script the cases a real kernel rarely produces.
@@ -61,7 +65,7 @@ while True:
 // types are dropped, and "aborted" is a reply, not an error.
 func TestProtocolEdgeCases(t *testing.T) {
 	t.Parallel()
-	requireKernel(t) // the fake uses the system pyzmq
+	testenv.RequirePython(t) // the fake uses the system pyzmq
 	k := startKernel(t, Config{Env: fakeLauncher(t, fakeKernel)})
 
 	tests := []struct {

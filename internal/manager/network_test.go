@@ -20,6 +20,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet/nettest"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 // agentBin is a static ds-sandbox for the oci backend ("" when the oci
@@ -61,9 +62,7 @@ func ociManager(t *testing.T) *manager.Manager {
 // same directory is a restarted daemon).
 func ociManagerIn(t *testing.T, dir string) *manager.Manager {
 	t.Helper()
-	if agentBin == "" {
-		t.Skip("the oci backend needs root")
-	}
+	testenv.Require(t, "root", agentBin != "", "the oci backend needs root")
 	cfg := config.Default()
 	cfg.StateDir = dir
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
@@ -72,9 +71,7 @@ func ociManagerIn(t *testing.T, dir string) *manager.Manager {
 	cfg.DefaultBackend = "local"
 	cfg.Resolve()
 	b := oci.New(oci.Config{AgentPath: agentBin, StateDir: filepath.Join(dir, "oci"), Resolver: nettest.Resolver})
-	if err := b.Available(t.Context()); err != nil {
-		t.Skip(err)
-	}
+	testenv.RequireNoError(t, "the oci backend", b.Available(t.Context()))
 	m, err := manager.New(cfg, nil, b, local.New(local.Config{CacheDir: filepath.Join(dir, "cache")}))
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,15 +14,14 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/backends"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 // newManager returns a manager over the local backend whose configured
 // scanner mode is mode, and a function returning the events it emitted.
 func newManager(t *testing.T, mode string) (*manager.Manager, func() []api.Event) {
 	t.Helper()
-	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel").Run(); err != nil {
-		t.Skip("/usr/bin/python3 has no ipykernel")
-	}
+	testenv.RequirePython(t)
 	cfg := config.Default()
 	cfg.StateDir = t.TempDir()
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""

@@ -27,6 +27,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 	"github.com/ds-sandbox/ds-sandbox/internal/mcpserver"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 	"github.com/ds-sandbox/ds-sandbox/internal/workspace"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -42,10 +43,7 @@ func TestMain(m *testing.M) {
 		stop()
 		os.Exit(code)
 	}
-	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel").Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "SKIP: /usr/bin/python3 has no ipykernel (run scripts/install-deps.sh)")
-		os.Exit(0)
-	}
+	testenv.MainRequirePython()
 	dir, err := os.MkdirTemp("", "dss-mcp-test-")
 	if err != nil {
 		panic(err)

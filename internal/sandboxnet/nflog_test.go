@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 // logMsg builds an nfnetlink_log packet message as the kernel sends it.
@@ -91,9 +93,7 @@ func FuzzParseLogMessages(f *testing.F) {
 // TestPacketLogGroupsAreExclusive: a group another socket holds (another
 // daemon's network, say) is never shared: the next one is taken.
 func TestPacketLogGroupsAreExclusive(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("binding an nfnetlink_log group needs CAP_NET_ADMIN")
-	}
+	testenv.Require(t, "root", os.Geteuid() == 0, "binding an nfnetlink_log group needs CAP_NET_ADMIN")
 	const first = 0x4000 + 0x3ff0
 	a, ga, err := openPacketLogFrom(first)
 	if err != nil {

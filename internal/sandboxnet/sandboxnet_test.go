@@ -21,6 +21,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet"
 	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet/nettest"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 // These tests attack the host-side enforcement with a plain process in the
@@ -29,9 +30,7 @@ import (
 
 func newManager(t *testing.T) *sandboxnet.Manager {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testenv.RequireRoot(t)
 	m, err := sandboxnet.New(sandboxnet.Config{Tag: fmt.Sprintf("t%d", os.Getpid()%100000), Resolver: nettest.Resolver})
 	if err != nil {
 		t.Fatal(err)

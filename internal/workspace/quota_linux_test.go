@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 func TestQuotaLifecycle(t *testing.T) {
@@ -14,7 +15,7 @@ func TestQuotaLifecycle(t *testing.T) {
 		if !errors.Is(err, api.ErrUnsupported) {
 			t.Fatalf("QuotaSupported: %v, want an unsupported error", err)
 		}
-		t.Skip(err)
+		testenv.RequireNoError(t, "workspace disk quotas", err)
 	}
 	t.Parallel()
 	s, err := New(t.TempDir())

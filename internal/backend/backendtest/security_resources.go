@@ -9,6 +9,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 	"github.com/ds-sandbox/ds-sandbox/internal/workspace"
 )
 
@@ -166,9 +167,7 @@ func (s *suite) diskFillTmp(t *testing.T) {
 // the file makes room again. Without a quota the workspace shares the
 // host's filesystem: the quota is the containment.
 func (s *suite) diskFillWorkspace(t *testing.T) {
-	if err := workspace.QuotaSupported(); err != nil {
-		t.Skip(err)
-	}
+	testenv.RequireNoError(t, "workspace disk quotas", workspace.QuotaSupported())
 	store, err := workspace.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/backendtest"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/docker"
 	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet/nettest"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 var (
@@ -68,9 +69,7 @@ func setup(t testing.TB) docker.Config {
 		agentBin = bin
 		stateDir, _ = os.MkdirTemp("", "dss-docker-state-")
 	})
-	if setupErr != "" {
-		t.Skip(setupErr)
-	}
+	testenv.Require(t, "a Docker daemon with the base image", setupErr == "", setupErr)
 	return docker.Config{AgentPath: agentBin, StateDir: stateDir, Resolver: nettest.Resolver}
 }
 

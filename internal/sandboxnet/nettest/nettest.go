@@ -34,6 +34,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 // Addresses inside the Internet. Public and Other are documentation
@@ -63,9 +64,9 @@ type Internet struct {
 // serves one so the rootless tests can reach it.
 const ExternalEnv = "DSS_NETTEST_EXTERNAL"
 
-// New builds an Internet for t, or skips t when the host cannot (not root,
-// no ip command). It is torn down when t ends. Not root, it returns the
-// Internet ExternalEnv names, if any.
+// New builds an Internet for t, or skips t (fails it under CI: testenv) when
+// the host cannot (not root, no ip command). It is torn down when t ends.
+// Not root, it returns the Internet ExternalEnv names, if any.
 func New(t testing.TB) *Internet {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -75,11 +76,10 @@ func New(t testing.TB) *Internet {
 			}
 			return &Internet{NS: ns}
 		}
-		t.Skip("nettest: needs root (or " + ExternalEnv + ")")
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("nettest: needs the ip command (iproute2)")
-	}
+	testenv.Require(t, "root (or "+ExternalEnv+")", os.Geteuid() == 0, "nettest builds a network namespace")
+	_, err := exec.LookPath("ip")
+	testenv.RequireNoError(t, "the ip command (iproute2; scripts/oci-setup.sh)", err)
 	unlock := lock(t, "/run/ds-sandbox/test-internet.lock")
 	in := &Internet{NS: fmt.Sprintf("dsst-inet-%d", os.Getpid())}
 	veth := fmt.Sprintf("dsti%d", os.Getpid()%100000)
