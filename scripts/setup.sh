@@ -5,9 +5,7 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 command -v go >/dev/null 2>&1 || export PATH="/usr/local/go/bin:$PATH"
 
-mkdir -p bin
-CGO_ENABLED=0 go build -trimpath -o bin/ds-sandbox ./cmd/ds-sandbox
-echo "built $(pwd)/bin/ds-sandbox"
+echo "built $(./scripts/build.sh)"
 export PATH="$(pwd)/bin:$PATH"
 
 echo "== ds-sandbox run -c ... =="
@@ -16,4 +14,5 @@ print("hello from", sys.version.split()[0])
 pd.DataFrame({"x": [1, 2, 3], "y": [1, 4, 9]}).describe().loc["mean"]'
 
 echo "== Go SDK example (examples/quickstart) =="
-go run ./examples/quickstart
+# Static like bin/ds-sandbox: the program is its own agent (ServeAgentIfChild).
+CGO_ENABLED=0 go run ./examples/quickstart

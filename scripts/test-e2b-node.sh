@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Runs E2B's unmodified JS SDKs (e2b@2.51.0, @e2b/code-interpreter@2.8.0,
 # pinned in tests/e2b-node/package-lock.json) against a real ds-sandbox
-# daemon on loopback. Needs Node >= 20.18 and npm reaching its registry.
+# daemon on loopback (bin/ds-sandbox, built by scripts/build.sh). Needs Node
+# >= 20.18.1 and npm reaching its registry (npm ci runs once, and again only
+# when package-lock.json changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
+./scripts/node-check.sh 20.18.1
 
-go build -o bin/ds-sandbox ./cmd/ds-sandbox
-(cd tests/e2b-node && npm ci --no-audit --no-fund --loglevel=error)
+bin=$(./scripts/build.sh)
+(
+	cd tests/e2b-node
+	# node_modules/.package-lock.json is npm's record of what it installed.
+	if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+		npm ci --no-audit --no-fund --loglevel=error
+	fi
+)
 
 state=$(mktemp -d)
 out="$state/daemon.out"
@@ -22,7 +30,7 @@ cleanup() {
 trap cleanup EXIT
 
 SANDBOX_STATE_DIR="$state/state" \
-	"$root/bin/ds-sandbox" serve --ephemeral --listen 127.0.0.1:0 >"$out" 2>"$state/daemon.err" &
+	"$bin" serve --ephemeral --listen 127.0.0.1:0 >"$out" 2>"$state/daemon.err" &
 pid=$!
 
 url=

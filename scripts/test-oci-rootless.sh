@@ -45,7 +45,7 @@ cleanup() {
 }
 trap cleanup EXIT
 chmod 755 "$bin"
-CGO_ENABLED=0 go build -o "$bin/ds-sandbox" ./cmd/ds-sandbox
+cp "$(./scripts/build.sh)" "$bin/ds-sandbox"
 go test -c -o "$bin/oci.test" ./internal/backend/oci/
 chmod 755 "$bin"/*
 

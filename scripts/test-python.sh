@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Tests the Python client (clients/python) against a real daemon:
-#   1. builds bin/ds-sandbox;
+#   1. builds bin/ds-sandbox (scripts/build.sh);
 #   2. proves `pip install ./clients/python` works without a network (--no-index,
 #      with pip's build isolation as a plain install uses it), into a temp --target;
 #   3. runs pytest on that installed copy. The tests start the daemon through
@@ -16,8 +16,7 @@ root=$PWD
 PY=${DS_SANDBOX_PYTHON:-/usr/bin/python3}
 
 if [ -x /usr/local/go/bin/go ] && ! command -v go >/dev/null 2>&1; then export PATH="/usr/local/go/bin:$PATH"; fi
-echo "== building bin/ds-sandbox"
-CGO_ENABLED=0 go build -o bin/ds-sandbox ./cmd/ds-sandbox
+bin=$(./scripts/build.sh)
 
 tmp=$(mktemp -d)
 cleanup() { rm -rf "$tmp" "$root/clients/python/build" "$root/clients/python/ds_sandbox.egg-info"; }
@@ -29,7 +28,7 @@ PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
 test -f "$tmp/site/ds_sandbox/__init__.py"
 
 echo "== pytest clients/python/tests"
-export DS_SANDBOX_BIN="$root/bin/ds-sandbox"
+export DS_SANDBOX_BIN="$bin"
 export PYTHONPATH="$tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 unset DS_SANDBOX_URL DS_SANDBOX_API_KEY
 "$PY" -c 'import ds_sandbox, sys; p = ds_sandbox.__file__; sys.exit(0 if p.startswith(sys.argv[1]) else "testing " + p + ", not the installed copy")' "$tmp/site"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Set-up command 2: run the whole test suite: gofmt and vet, the Go tests with
-# the race detector (against a real ipykernel, runc and a real dockerd), the
-# SDK's behaviour tests again through a real daemon, the oci suites on gVisor and
-# rootless (as an ordinary user), the Python client against the daemon (including the
-# seed README's blocks), the MCP server driven by the official TypeScript SDK,
-# and a short fuzz pass.
+# Set-up command 2: run the whole test suite: gofmt and vet, the Go tests
+# with the race detector (against a real ipykernel, runc and a real dockerd), the SDK's
+# behaviour tests again through a real daemon, the oci suites on gVisor and
+# rootless (as an ordinary user), the Python client against the daemon
+# (including the seed README's blocks), the MCP server driven by the official
+# TypeScript SDK, the E2B JS SDKs, and a short fuzz pass. bin/ds-sandbox is
+# built once, statically (scripts/build.sh), and every script uses it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -12,6 +13,8 @@ command -v go >/dev/null 2>&1 || export PATH="/usr/local/go/bin:$PATH"
 
 test -z "$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 go vet ./...
+DS_SANDBOX_BUILT="$(./scripts/build.sh)"
+export DS_SANDBOX_BUILT
 go test -race -count=1 -timeout 30m ./...
 # The SDK's behaviour tests again, through a real daemon (remote mode).
 DS_SANDBOX_TEST_REMOTE=1 go test -race -count=1 -timeout 15m .
@@ -25,12 +28,5 @@ DSS_OCI_RUNTIME="$(./scripts/gvisor-setup.sh)" go test -count=1 -timeout 15m ./i
 ./scripts/test-mcp-node.sh
 ./scripts/test-e2b-node.sh
 
-# A short pass of every fuzz target over the decoders and the code scanner (the seeds also run
-# above as ordinary tests).
-for target in ./internal/agent:FuzzResolvePath ./internal/agent:FuzzExecuteStream \
-              ./internal/template:FuzzParse ./internal/config:FuzzWhitelistEnv \
-              ./internal/netpolicy:FuzzPolicy ./internal/egress:FuzzParseSNI \
-              ./internal/sandboxnet:FuzzDNSAnswer ./internal/sandboxnet:FuzzParseLogMessages \
-              ./internal/scanner:FuzzScan; do
-  go test -run '^$' -fuzz "^${target#*:}\$" -fuzztime 8s -fuzzminimizetime 5s "${target%%:*}"
-done
+# A short pass of every fuzz target, a fixed number of inputs each.
+./scripts/fuzz.sh
