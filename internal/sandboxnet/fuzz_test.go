@@ -2,12 +2,8 @@ package sandboxnet
 
 import (
 	"context"
-	"net"
 	"net/netip"
-	"syscall"
 	"testing"
-
-	"golang.org/x/sys/unix"
 
 	"golang.org/x/net/dns/dnsmessage"
 
@@ -85,27 +81,6 @@ func FuzzDNSAnswer(f *testing.F) {
 			}
 		}
 	})
-}
-
-// TestPortsFreeSeesStaleListeners: a socket still bound to a pool address
-// (its interface gone) keeps that slot from being handed out again.
-func TestPortsFreeSeesStaleListeners(t *testing.T) {
-	a := netip.MustParseAddr("10.213.254.253")
-	if !portsFree(a) {
-		t.Skip("the probe address is in use here")
-	}
-	var lc net.ListenConfig
-	lc.Control = func(_, _ string, c syscall.RawConn) error {
-		return c.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_FREEBIND, 1) })
-	}
-	ln, err := lc.Listen(context.Background(), "tcp4", netip.AddrPortFrom(a, ProxyPort).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	if portsFree(a) {
-		t.Error("a bound proxy port was taken for free")
-	}
 }
 
 func TestLastHostEnd(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -121,6 +120,9 @@ func (n *Net) deny(d api.NetworkDenial) {
 // gives the sandbox its end. key identifies it (see KeyFor); on error
 // nothing is left.
 func (m *Manager) Create(ctx context.Context, key string, pol api.NetworkPolicy) (*Net, error) {
+	if err := supported(); err != nil {
+		return nil, err
+	}
 	if !keyRe.MatchString(key) {
 		return nil, api.Errorf(api.ErrInvalid, "sandboxnet: bad key %q", key)
 	}
@@ -163,6 +165,9 @@ func (m *Manager) Create(ctx context.Context, key string, pol api.NetworkPolicy)
 // server and proxy are started again under pol. An error wrapping
 // api.ErrNotFound means the network is gone.
 func (m *Manager) Recover(ctx context.Context, state map[string]string, pol api.NetworkPolicy) (*Net, error) {
+	if err := supported(); err != nil {
+		return nil, err
+	}
 	key := state["net_key"]
 	sbx, err := netip.ParseAddr(state["net_addr"])
 	if !keyRe.MatchString(key) || err != nil || !sbx.Is4() || !m.cfg.Pool.Contains(sbx) {
@@ -225,35 +230,6 @@ func (m *Manager) allocate() (host, sbx netip.Addr, err error) {
 		}
 	}
 	return host, sbx, fmt.Errorf("the sandbox address pool %s is exhausted", m.cfg.Pool)
-}
-
-// portsFree reports whether the DNS and proxy ports of host are free: a
-// socket still bound to them (a network whose veth vanished under a live
-// process) would make the new network's servers fail. The address is not
-// on any interface yet, so the probe binds with IP_FREEBIND.
-func portsFree(host netip.Addr) bool {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_FREEBIND, 1) })
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	ctx := context.Background()
-	for _, p := range []uint16{ProxyPort, DNSPort} {
-		ln, err := lc.Listen(ctx, "tcp4", netip.AddrPortFrom(host, p).String())
-		if err != nil {
-			return false
-		}
-		ln.Close()
-	}
-	pc, err := lc.ListenPacket(ctx, "udp4", netip.AddrPortFrom(host, DNSPort).String())
-	if err != nil {
-		return false
-	}
-	pc.Close()
-	return true
 }
 
 // slot is the first address of the /30 holding a.

@@ -137,6 +137,9 @@ func KeyFor(s string) string {
 // Available returns nil when sandbox networks can be made here, or an error
 // saying what is missing.
 func (m *Manager) Available() error {
+	if err := supported(); err != nil {
+		return err
+	}
 	var missing []string
 	if os.Geteuid() != 0 {
 		missing = append(missing, "the daemon must run as root to create network namespaces and host firewall rules")

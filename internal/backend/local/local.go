@@ -100,12 +100,18 @@ func (b *Backend) Enforces() []string {
 
 // Available implements backend.Backend: it needs the agent binary.
 func (b *Backend) Available(context.Context) error {
+	if err := supported(); err != nil {
+		return err
+	}
 	_, _, err := agent.Command(b.cfg.AgentPath)
 	return err
 }
 
 // Create implements backend.Backend.
 func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instance, error) {
+	if err := supported(); err != nil {
+		return nil, err
+	}
 	if err := b.CheckNetwork(spec.Network.Policy); err != nil {
 		return nil, err
 	}
@@ -204,11 +210,7 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec, bound bool) (*in
 	}
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if b.cfg.Detach {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	} else {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	}
+	cmd.SysProcAttr = agentProcAttr(b.cfg.Detach)
 	if bound {
 		mountNamespace(cmd.SysProcAttr)
 	}

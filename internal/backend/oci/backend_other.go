@@ -26,3 +26,12 @@ func (b *Backend) rootlessEnforces() []string { return nil }
 func (b *Backend) CheckNetwork(string) error {
 	return fmt.Errorf("the oci backend needs Linux: %w", errors.ErrUnsupported)
 }
+
+// Recover implements backend.Recoverer: no container can run here.
+func (b *Backend) Recover(context.Context, map[string]string) (backend.Instance, error) {
+	return nil, fmt.Errorf("the oci backend needs Linux: %w", errors.ErrUnsupported)
+}
+
+// ReapOrphans implements backend.Reaper: no bundle can exist here, so there
+// is nothing to reap.
+func (b *Backend) ReapOrphans(context.Context, func(string) bool) (int, error) { return 0, nil }

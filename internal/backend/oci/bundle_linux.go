@@ -394,9 +394,6 @@ func codeProcs(pids int64) int {
 // agentTaskReserve is the least number of tasks a fork bomb leaves the agent.
 const agentTaskReserve = 64
 
-// defaultNofile is the sandbox's RLIMIT_NOFILE when none is asked for.
-const defaultNofile = 4096
-
 // agentNofile is the agent's own RLIMIT_NOFILE: at least the default, so a
 // small limit for the code does not starve the agent of sockets, and at least
 // the code's (which the agent then sets on what it starts).

@@ -268,3 +268,6 @@ func checkLimits(s backend.Spec) error {
 	}
 	return nil
 }
+
+// defaultNofile is the sandbox's RLIMIT_NOFILE when none is asked for.
+const defaultNofile = 4096

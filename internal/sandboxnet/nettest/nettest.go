@@ -24,7 +24,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -187,32 +186,6 @@ func Dialer(path string) func(ctx context.Context, network, addr string) (net.Co
 		}
 		return c, derr
 	}
-}
-
-func inNS(path string, f func()) error {
-	done := make(chan struct{})
-	var ferr error
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		ns, err := os.Open(path)
-		if err != nil {
-			ferr = err
-			return
-		}
-		defer ns.Close()
-		if err := unix.Unshare(unix.CLONE_FS); err != nil {
-			ferr = err
-			return
-		}
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			ferr = err
-			return
-		}
-		f()
-	}()
-	<-done
-	return ferr
 }
 
 // Listen listens inside the Internet.
