@@ -262,7 +262,9 @@ func (b *Backend) agentBinary() (string, error) {
 	defer f.Close()
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
-			return "", fmt.Errorf("docker backend: agent binary %s is dynamically linked; build it with CGO_ENABLED=0", argv[0])
+			return "", fmt.Errorf("docker backend: agent binary %s is dynamically linked (built with cgo), so it cannot run inside the sandbox's image: "+
+				"build it with CGO_ENABLED=0 (ds-sandbox: scripts/build.sh, or CGO_ENABLED=0 go install github.com/ds-sandbox/ds-sandbox/cmd/ds-sandbox@latest), "+
+				"or set SANDBOX_AGENT_PATH to a static ds-sandbox", argv[0])
 		}
 	}
 	return argv[0], nil
