@@ -45,7 +45,7 @@ func Require(tb testing.TB, what string, ok bool, why string) {
 		msg += ": " + why
 	}
 	if CI() {
-		tb.Fatal(msg + " (CI is set, and CI must provide it: scripts/install-deps.sh)")
+		tb.Fatal(msg + " (CI is set: there the set-up must provide it)")
 	}
 	tb.Skip(msg)
 }
@@ -75,7 +75,10 @@ func PythonErr() error {
 	pythonOnce.Do(func() {
 		out, err := exec.Command(Python, "-c", "import ipykernel").CombinedOutput()
 		if err != nil {
-			pythonErr = fmt.Errorf("%s cannot import ipykernel (%v: %s); run scripts/install-deps.sh", Python, err, strings.TrimSpace(string(out)))
+			if s := strings.TrimSpace(string(out)); s != "" {
+				err = fmt.Errorf("%w: %s", err, s)
+			}
+			pythonErr = fmt.Errorf("%s cannot import ipykernel (%v); run scripts/install-deps.sh", Python, err)
 		}
 	})
 	return pythonErr
@@ -95,7 +98,7 @@ func MainRequire(what string, err error) {
 		return
 	}
 	if CI() {
-		fmt.Fprintf(os.Stderr, "FAIL: needs %s: %v (CI is set, and CI must provide it: scripts/install-deps.sh)\n", what, err)
+		fmt.Fprintf(os.Stderr, "FAIL: needs %s: %v (CI is set: there the set-up must provide it)\n", what, err)
 		os.Exit(1)
 	}
 	fmt.Fprintf(os.Stderr, "SKIP: every test here needs %s: %v\n", what, err)
