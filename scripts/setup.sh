@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 command -v go >/dev/null 2>&1 || export PATH="/usr/local/go/bin:$PATH"
 
-echo "built $(./scripts/build.sh)"
+bin=$(./scripts/build.sh)
+echo "built $bin"
 export PATH="$(pwd)/bin:$PATH"
 
 echo "== ds-sandbox run -c ... =="

@@ -45,7 +45,8 @@ cleanup() {
 }
 trap cleanup EXIT
 chmod 755 "$bin"
-cp "$(./scripts/build.sh)" "$bin/ds-sandbox"
+agent=$(./scripts/build.sh)
+cp "$agent" "$bin/ds-sandbox"
 go test -c -o "$bin/oci.test" ./internal/backend/oci/
 chmod 755 "$bin"/*
 
