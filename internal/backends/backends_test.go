@@ -3,7 +3,6 @@ package backends_test
 import (
 	"context"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/backends"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 // TestAutoPicksOCIAsRoot: with nothing configured, as root on a host with
@@ -22,9 +22,7 @@ func TestAutoPicksOCIAsRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("oci is auto's choice as root; rootless oci cannot enforce the default network policy allow")
 	}
-	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel").Run(); err != nil {
-		t.Skip("/usr/bin/python3 has no ipykernel")
-	}
+	testenv.RequirePython(t)
 	bin, cleanup, err := backendtest.BuildStaticAgent()
 	if err != nil {
 		t.Fatal(err)
@@ -48,9 +46,7 @@ func TestAutoPicksOCIAsRoot(t *testing.T) {
 	bs := backends.New(cfg, backends.Embedded)
 	for _, b := range bs {
 		if b.Name() == "oci" {
-			if err := b.Available(t.Context()); err != nil {
-				t.Skip(err)
-			}
+			testenv.RequireNoError(t, "the oci backend", b.Available(t.Context()))
 		}
 	}
 	m, err := manager.New(cfg, nil, bs...)

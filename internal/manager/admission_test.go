@@ -3,7 +3,6 @@ package manager_test
 import (
 	"context"
 	"errors"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/local"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 // TestOOMIsNamed: a cell killed by the sandbox's memory limit ends with a
@@ -97,9 +97,7 @@ func TestQuotaUnderRace(t *testing.T) {
 // changed by mod.
 func localManager(t *testing.T, mod func(*config.Config)) *manager.Manager {
 	t.Helper()
-	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel").Run(); err != nil {
-		t.Skip("/usr/bin/python3 has no ipykernel")
-	}
+	testenv.RequirePython(t)
 	cfg := config.Default()
 	cfg.StateDir = t.TempDir()
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""

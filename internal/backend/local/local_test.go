@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/backendtest"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/local"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 func TestMain(m *testing.M) {
@@ -35,9 +35,7 @@ func TestConformance(t *testing.T) {
 // private mount namespace the sandbox says so instead.
 func TestWorkdirIsTheWorkspace(t *testing.T) {
 	t.Parallel()
-	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel").Run(); err != nil {
-		t.Skip("/usr/bin/python3 has no ipykernel")
-	}
+	testenv.RequirePython(t)
 	const workdir = "/home/dss-test-user"
 	if _, err := os.Lstat(workdir); err == nil {
 		t.Fatalf("%s exists on the host", workdir)
@@ -54,7 +52,7 @@ func TestWorkdirIsTheWorkspace(t *testing.T) {
 		if !strings.Contains(w[0], "cannot show the workspace at "+workdir) {
 			t.Fatalf("warning %q", w)
 		}
-		t.Skipf("no private mount namespace here: %s", w[0])
+		testenv.Require(t, "a private mount namespace", false, w[0])
 	}
 	c := agent.NewClient(inst.AgentSocket())
 	defer c.Close()
@@ -86,9 +84,7 @@ func TestWorkdirIsTheWorkspace(t *testing.T) {
 // workspace.
 func TestWorkdirNotBound(t *testing.T) {
 	t.Parallel()
-	if err := exec.Command("/usr/bin/python3", "-c", "import ipykernel").Run(); err != nil {
-		t.Skip("/usr/bin/python3 has no ipykernel")
-	}
+	testenv.RequirePython(t)
 	const workdir = "/dss-no-such-dir/user"
 	b := local.New(local.Config{CacheDir: t.TempDir()})
 	for range 2 {
