@@ -143,8 +143,8 @@ type loadOptions struct {
 // loadDaemon is the daemon process under load.
 type loadDaemon struct {
 	bin, state, conf, addr, backend string
-	log                       io.Writer
-	cmd                       *exec.Cmd
+	log                             io.Writer
+	cmd                             *exec.Cmd
 }
 
 func (d *loadDaemon) start() error {
