@@ -26,8 +26,9 @@ type Options struct {
 	// EnforcesNetwork lists the network policies the backend enforces; the
 	// others must be refused with api.ErrUnsupported.
 	EnforcesNetwork []string
-	// WorkspaceEnvRoot maps a spec to the WORKSPACE value its code sees.
-	WorkspaceEnvRoot func(backend.Spec) string
+	// WorkspaceEnvRoot maps a spec and its sandbox to the WORKSPACE value
+	// its code sees.
+	WorkspaceEnvRoot func(backend.Spec, backend.Instance) string
 	// Network is the policy of the suite's ordinary sandboxes; default allow.
 	// A backend that enforces only deny passes deny.
 	Network string
@@ -78,12 +79,12 @@ func Run(t *testing.T, b backend.Backend, opts Options) {
 	t.Run("code runs in the workspace with the sandbox env", func(t *testing.T) {
 		t.Parallel()
 		s := spec(t)
-		_, c := start(t, s)
+		inst, c := start(t, s)
 		e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "import os\nopen('outputs/hello.txt','w').write('hi')\nprint(os.environ['CONF_VAR'], os.environ['WORKSPACE'])"}, nil)
 		if err != nil || e.Error != nil {
 			t.Fatalf("execute: %v %+v", err, e.Error)
 		}
-		want := "conf " + opts.WorkspaceEnvRoot(s) + "\n"
+		want := "conf " + opts.WorkspaceEnvRoot(s, inst) + "\n"
 		if strings.Join(e.Logs.Stdout, "") != want {
 			t.Fatalf("env in code = %q, want %q", e.Logs.Stdout, want)
 		}

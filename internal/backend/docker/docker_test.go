@@ -108,7 +108,7 @@ func TestConformance(t *testing.T) {
 	cfg := setup(t)
 	backendtest.Run(t, docker.New(cfg), backendtest.Options{
 		EnforcesNetwork:  []string{api.NetworkAllow, api.NetworkDeny, api.NetworkWhitelist},
-		WorkspaceEnvRoot: func(s backend.Spec) string { return s.Workdir },
+		WorkspaceEnvRoot: func(s backend.Spec, _ backend.Instance) string { return s.Workdir },
 		// TestDestroyLeavesNothing proves the pid namespace dies with the
 		// container.
 		OwnPIDNamespace: true,

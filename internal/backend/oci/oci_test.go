@@ -105,7 +105,7 @@ func TestConformance(t *testing.T) {
 	backendtest.Run(t, b, backendtest.Options{
 		EnforcesNetwork:  enforced,
 		Network:          api.NetworkDeny,
-		WorkspaceEnvRoot: func(s backend.Spec) string { return s.Workdir },
+		WorkspaceEnvRoot: func(s backend.Spec, _ backend.Instance) string { return s.Workdir },
 		OwnPIDNamespace:  true,
 	})
 }
