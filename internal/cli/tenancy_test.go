@@ -465,6 +465,21 @@ func TestTenancyRefusals(t *testing.T) {
 	if st != 403 || !bytes.Contains(b, []byte("api_keys[].templates")) {
 		t.Errorf("e2b create from another template by dave: %d %s", st, b)
 	}
+	// Templates carry env values and files: dave sees only his own.
+	for _, id := range []string{"allowed-tmpl", "team-secret"} {
+		if st, b := td.rest(t, tenAdmin, "PUT", "/v1/templates/"+id, api.Template{ID: id, Env: map[string]string{"TOKEN": "s3cret"}}); st != 200 {
+			t.Fatalf("save template %s: %d %s", id, st, b)
+		}
+	}
+	if st, b := td.rest(t, tenDave, "GET", "/v1/templates/team-secret", nil); st != 404 {
+		t.Errorf("dave reads a template he may not use: %d %s", st, b)
+	}
+	if st, b := td.rest(t, tenDave, "GET", "/v1/templates", nil); st != 200 || bytes.Contains(b, []byte("team-secret")) || !bytes.Contains(b, []byte("allowed-tmpl")) {
+		t.Errorf("dave's template list: %d %s", st, b)
+	}
+	if st, b := td.rest(t, tenAlice, "GET", "/v1/templates/team-secret", nil); st != 200 {
+		t.Errorf("alice (no template list) reads a template: %d %s", st, b)
+	}
 	// An admin may use local, and the refusal was not a broken daemon.
 	st, b = td.rest(t, tenAdmin, "POST", "/v1/sandboxes", api.CreateSandboxRequest{})
 	if st != 201 {

@@ -103,7 +103,7 @@ func (c Config) Validate() error {
 	inRange("start_queue_timeout_sec", c.StartQueueTimeoutSec, 1, 86400)
 	inRange("max_body_mb", c.MaxBodyMB, 1, 1024)
 	inRange("audit_max_mb", c.AuditMaxMB, 1, 1<<20)
-	seenKeys := map[string]bool{}
+	seenKeys, seenSecrets, nonAdmin := map[string]bool{}, map[string]bool{}, false
 	for i, k := range c.APIKeys {
 		key := fmt.Sprintf("api_keys[%d]", i)
 		switch {
@@ -115,6 +115,11 @@ func (c Config) Validate() error {
 			fail(key, "id %q is used twice", k.ID)
 		}
 		seenKeys[k.ID] = true
+		if seenSecrets[k.Key] {
+			fail(key, "the key of %q is also another entry's: every key must be different (which would it be?)", k.ID)
+		}
+		seenSecrets[k.Key] = true
+		nonAdmin = nonAdmin || !k.Admin
 		for j, b := range k.Backends {
 			oneOf(fmt.Sprintf("%s.backends[%d]", key, j), b, backends)
 		}
@@ -123,6 +128,9 @@ func (c Config) Validate() error {
 				wrap(fmt.Sprintf("%s.templates[%d]", key, j), template.ValidateID(t))
 			}
 		}
+	}
+	if nonAdmin && c.DefaultWorkspaceID != "" {
+		fail("default_workspace_id", "%q would be one workspace for every API key's sandboxes; with non-admin api_keys leave it empty (each sandbox gets its own, or names one)", c.DefaultWorkspaceID)
 	}
 	for i, b := range c.AllowedBackends {
 		oneOf(fmt.Sprintf("allowed_backends[%d]", i), b, backends)

@@ -110,6 +110,16 @@ func TestValidate(t *testing.T) {
 		{"bare python", func(c *Config) { c.Python = "python3" }, nil},
 		{"backend", func(c *Config) { c.DefaultBackend = "best" }, []string{`default_backend: "best" is not one of auto, local, oci, docker, kubernetes`}},
 		{"kernel start timeout", func(c *Config) { c.KernelStartTimeoutSec = 2 }, []string{`kernel_start_timeout_sec: 2 is out of range 5..3600`}},
+		{"one secret for two keys", func(c *Config) {
+			c.APIKeys = []APIKey{{ID: "a", Key: "0123456789abcdef"}, {ID: "b", Key: "0123456789abcdef", Admin: true}}
+		}, []string{`api_keys[1]: the key of "b" is also another entry's`}},
+		{"a shared default workspace with non-admin keys", func(c *Config) {
+			c.APIKeys, c.DefaultWorkspaceID = []APIKey{{ID: "a", Key: "0123456789abcdef"}}, "shared"
+		}, []string{`default_workspace_id: "shared" would be one workspace for every API key's sandboxes`}},
+		{"a key's backend", func(c *Config) {
+			c.APIKeys = []APIKey{{ID: "a", Key: "0123456789abcdef", Backends: []string{"vm"}}}
+		}, []string{`api_keys[0].backends[0]: "vm" is not one of`}},
+		{"allowed backend", func(c *Config) { c.AllowedBackends = []string{"oci", "vm"} }, []string{`allowed_backends[1]: "vm"`}},
 		{"user", func(c *Config) { c.DefaultUser = "Root User" }, []string{"default_user"}},
 		{"workdir", func(c *Config) { c.DefaultWorkdir = "home" }, []string{"default_workdir"}},
 		{"timeout low", func(c *Config) { c.DefaultTimeoutSec = 0 }, []string{"default_timeout_sec: 0 is out of range 1..86400"}},

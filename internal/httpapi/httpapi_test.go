@@ -760,3 +760,31 @@ func TestBusyStartsAre429(t *testing.T) {
 		t.Fatalf("the first create: %d %s", r.status, r.body)
 	}
 }
+
+// TestKeylessDaemonAnswersLoopbackNamesOnly: without API keys every caller
+// is the admin, so a request addressed to another name (a page whose DNS
+// rebinds its name to 127.0.0.1) is refused before any route runs.
+func TestKeylessDaemonAnswersLoopbackNamesOnly(t *testing.T) {
+	t.Parallel()
+	e := newServer(t, func(c *config.Config) { c.APIKeys = nil })
+	for _, c := range []struct {
+		host string
+		ok   bool
+	}{
+		{"", true}, {"localhost:8000", true}, {"127.0.0.1", true}, {"[::1]:8000", true}, {"8000-abc.localhost", true},
+		{"attacker.example:8000", false}, {"127.0.0.1.nip.io", false}, {"10.0.0.1:8000", false},
+	} {
+		req, _ := http.NewRequest("GET", e.url+"/v1/sandboxes", nil)
+		if c.host != "" {
+			req.Host = c.host
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.StatusCode == 200; got != c.ok {
+			t.Errorf("Host %q: %d", c.host, resp.StatusCode)
+		}
+	}
+}

@@ -11,11 +11,10 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/dataset"
-	"github.com/ds-sandbox/ds-sandbox/internal/template"
 )
 
 func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) error {
-	list, err := template.List(s.cfg.TemplateDirs())
+	list, err := s.m.ListTemplates(r.Context())
 	if err != nil && len(list) == 0 {
 		return err
 	}
@@ -24,7 +23,7 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) getTemplate(w http.ResponseWriter, r *http.Request) error {
-	t, err := s.m.LoadTemplate(r.PathValue("id"))
+	t, err := s.m.GetTemplate(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}

@@ -27,8 +27,9 @@ func (s *Server) routes() {
 	}
 	if s.opt.MCP != nil {
 		// Tool calls are audited by the MCP server itself, each with its
-		// own action (sandbox.create, code.execute, …).
-		s.handle("/mcp", routeOpts{stream: true}, func(w http.ResponseWriter, r *http.Request) error {
+		// own action (sandbox.create, code.execute, …), and each counts
+		// as a stream of its key while it runs (it outlives its request).
+		s.handle("/mcp", routeOpts{}, func(w http.ResponseWriter, r *http.Request) error {
 			s.opt.MCP.ServeHTTP(w, r)
 			return nil
 		})

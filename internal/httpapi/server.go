@@ -14,7 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -101,6 +103,12 @@ func (s *Server) Handler() http.Handler {
 		stop := context.AfterFunc(s.base, cancel)
 		defer stop()
 		r = r.WithContext(ctx)
+		if !s.m.HasKeys() && !loopbackHost(r.Host) {
+			// Without keys every caller is the admin: a page on another
+			// site that rebinds its name to 127.0.0.1 must not become one.
+			s.writeError(w, r, api.Errorf(api.ErrPermission, "host %q: a daemon without api_keys answers only requests addressed to a loopback name (localhost, 127.0.0.1, [::1]); configure api_keys to serve other names", r.Host))
+			return
+		}
 		if s.cors(w, r) {
 			return
 		}
@@ -162,6 +170,21 @@ func isE2B(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// loopbackHost reports whether a request's Host names this machine's
+// loopback: localhost (or a name under it), or a loopback address, with any
+// port.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 type ridKey struct{}

@@ -198,6 +198,23 @@ func (m *Manager) DeleteTemplate(ctx context.Context, id string) error {
 	return nil
 }
 
+// ListTemplates lists the stored templates the caller may create from (a
+// key with api_keys[].templates sees only those: templates carry env values
+// and files).
+func (m *Manager) ListTemplates(ctx context.Context) ([]api.Template, error) {
+	list, err := template.List(m.cfg.TemplateDirs())
+	return slices.DeleteFunc(list, func(t api.Template) bool { return m.templateAllowed(ctx, t.ID) != nil }), err
+}
+
+// GetTemplate returns a stored template the caller may create from; another
+// is ErrNotFound.
+func (m *Manager) GetTemplate(ctx context.Context, id string) (api.Template, error) {
+	if m.templateAllowed(ctx, id) != nil {
+		return api.Template{}, api.Errorf(api.ErrNotFound, "template %s", id)
+	}
+	return m.LoadTemplate(id)
+}
+
 // LoadTemplate loads a stored template by id from the template directories.
 func (m *Manager) LoadTemplate(id string) (api.Template, error) {
 	return template.Load(m.cfg.TemplateDirs(), id)

@@ -218,6 +218,14 @@ func tool[In, Out any](s *Server, t *mcp.Tool, h handler[In, Out]) func(*mcp.Ser
 				rec.Detail["mcp_session"] = sess.sid
 			}
 			defer func() { s.audit(rec, err) }()
+			// A tool call runs on after its HTTP request is gone (the SDK
+			// does not cancel it): it counts as one of the key's streams
+			// for as long as it runs.
+			release, err := s.m.AcquireStream(ctx)
+			if err != nil {
+				return nil, out, fmt.Errorf("%s: %w", t.Name, err)
+			}
+			defer release()
 			res, out, err = h(audit.WithRecord(ctx, rec), sess, in)
 			if err != nil {
 				s.log.Debug("mcp tool failed", "tool", t.Name, "error", err)

@@ -188,29 +188,63 @@ func (s *Store) create(id, owner string, anonymous, exclusive bool) (api.Workspa
 			}
 			return api.Workspace{}, fmt.Errorf("workspace %s: %w", id, err)
 		}
-	} else if err := os.Mkdir(dir, dirPerm); err != nil && !errors.Is(err, fs.ErrExist) {
-		return api.Workspace{}, fmt.Errorf("workspace %s: %w", id, err)
+	}
+	existed := false
+	if !exclusive {
+		if err := os.Mkdir(dir, dirPerm); errors.Is(err, fs.ErrExist) {
+			existed = true
+		} else if err != nil {
+			return api.Workspace{}, fmt.Errorf("workspace %s: %w", id, err)
+		}
 	}
 	if fi, err := os.Lstat(dir); err != nil {
 		return api.Workspace{}, fmt.Errorf("workspace %s: %w", id, err)
 	} else if !fi.IsDir() {
 		return api.Workspace{}, fmt.Errorf("workspace %s: %s is not a directory; remove it", id, dir)
 	}
-	if err := makeSubdirs(dir); err != nil {
-		return api.Workspace{}, fmt.Errorf("workspace %s: %w", id, err)
-	}
 	m, err := s.readMeta(id)
 	switch {
 	case err == nil:
+		if err := makeSubdirs(dir); err != nil {
+			return api.Workspace{}, fmt.Errorf("workspace %s: %w", id, err)
+		}
 		return s.workspace(m), nil
 	case !errors.Is(err, api.ErrNotFound):
 		return api.Workspace{}, err
+	}
+	// A directory without metadata is adopted only when it holds nothing
+	// (a crash between making it and writing its metadata): one with files
+	// is what a failed Remove left (its metadata goes first), and its files
+	// were another owner's.
+	if existed && !emptyWorkspace(dir) {
+		return api.Workspace{}, api.Errorf(api.ErrExists, "workspace %s: its directory %s is left without metadata and is not empty (a removal that failed?); an operator must remove it", id, dir)
+	}
+	if err := makeSubdirs(dir); err != nil {
+		return api.Workspace{}, fmt.Errorf("workspace %s: %w", id, err)
 	}
 	m = metadata{ID: id, Anonymous: anonymous, CreatedAt: time.Now().UTC(), Owner: owner}
 	if err := s.writeMeta(m); err != nil {
 		return api.Workspace{}, err
 	}
 	return s.workspace(m), nil
+}
+
+// emptyWorkspace reports whether dir holds nothing but empty standard
+// subdirectories.
+func emptyWorkspace(dir string) bool {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if !e.IsDir() || !slices.Contains(subdirs, e.Name()) {
+			return false
+		}
+		if sub, err := os.ReadDir(filepath.Join(dir, e.Name())); err != nil || len(sub) > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // makeSubdirs creates the standard subdirectories inside dir through an

@@ -142,6 +142,17 @@ func TestCreateGetList(t *testing.T) {
 	if _, err := s.Create("stray", ""); err != nil {
 		t.Errorf("Create(stray): %v", err)
 	}
+	// But not one that holds files without metadata (what a failed Remove
+	// leaves: its metadata goes first): they were another owner's.
+	if err := os.MkdirAll(filepath.Join(s.Root(), "leftover", "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(s.Root(), "leftover", "data", "secret.csv"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create("leftover", "bob"); !errors.Is(err, api.ErrExists) {
+		t.Errorf("Create(leftover) with files and no metadata: %v, want ErrExists", err)
+	}
 }
 
 func TestErrors(t *testing.T) {
