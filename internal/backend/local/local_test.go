@@ -23,7 +23,7 @@ func TestMain(m *testing.M) {
 
 func TestConformance(t *testing.T) {
 	backendtest.Run(t, local.New(local.Config{CacheDir: t.TempDir()}), backendtest.Options{
-		EnforcesNetwork:  []string{api.NetworkAllow},
+		EnforcesNetwork: []string{api.NetworkAllow},
 		// The workdir where the host gives the agent a mount namespace to
 		// bind the workspace there; else (the sandbox warns) its host path.
 		WorkspaceEnvRoot: func(s backend.Spec, inst backend.Instance) string {
