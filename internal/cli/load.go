@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -264,6 +265,9 @@ func runLoad(ctx context.Context, o loadOptions) (*LoadReport, error) {
 		firsts    []time.Duration
 		ids       []string
 		cellsDone int
+		// answered counts, per "action sandbox-id", the requests whose
+		// answers the clients got: each must have its audit record.
+		answered = map[string]int{}
 		// epoch counts daemon kills; down is set while the daemon is being
 		// killed and restarted. A request that fails while the epoch moved
 		// under it, or while the daemon is down, was cut by the fault: it
@@ -317,6 +321,7 @@ func runLoad(ctx context.Context, o loadOptions) (*LoadReport, error) {
 			}
 			mu.Lock()
 			ids = append(ids, sbx.ID)
+			answered["sandbox.create "+sbx.ID]++
 			mu.Unlock()
 			for j := range o.execs {
 				cell := loadCells[(ci+j)%len(loadCells)]
@@ -342,6 +347,7 @@ func runLoad(ctx context.Context, o loadOptions) (*LoadReport, error) {
 					fail("cell "+strconv.Quote(cell.code), fmt.Errorf("got %+v, want error %q", e.Error, cell.want))
 				}
 				mu.Lock()
+				answered["code.execute "+sbx.ID]++
 				if j == 0 {
 					firsts = append(firsts, time.Since(t0))
 				}
@@ -354,16 +360,24 @@ func runLoad(ctx context.Context, o loadOptions) (*LoadReport, error) {
 					// kill -9 of this sandbox's kernel, from inside it.
 					// Only its own: the kernel is a child of the agent, as is
 					// this command's shell ($PPID), on every backend.
-					if r, err := sbx.Commands.Run(ctx, "pkill -9 -P $PPID -f ipykernel"); err == nil && r.ExitCode == 0 {
-						mu.Lock()
-						rep.KernelKills++
-						mu.Unlock()
+					r, err := sbx.Commands.Run(ctx, "pkill -9 -P $PPID -f ipykernel")
+					mu.Lock()
+					if err == nil {
+						answered["command.run "+sbx.ID]++
 					}
+					if err == nil && r.ExitCode == 0 {
+						rep.KernelKills++
+					}
+					mu.Unlock()
 				}
 			}
-			if _, err := call(func() error { return sbx.Kill(context.WithoutCancel(ctx)) }); err != nil && !errors.Is(err, api.ErrNotFound) {
+			_, err := call(func() error { return sbx.Kill(context.WithoutCancel(ctx)) })
+			if err != nil && !errors.Is(err, api.ErrNotFound) {
 				fail("kill", err)
 			}
+			mu.Lock()
+			answered["sandbox.kill "+sbx.ID]++
+			mu.Unlock()
 		})
 	}
 	if o.killDaemon {
@@ -414,7 +428,7 @@ func runLoad(ctx context.Context, o loadOptions) (*LoadReport, error) {
 		rep.Leftovers = append(rep.Leftovers, "daemon: "+err.Error())
 	}
 	rep.Leftovers = append(rep.Leftovers, leftovers(state, ids)...)
-	missing := auditMissing(filepath.Join(state, "audit.jsonl"), ids)
+	missing := auditMissing(filepath.Join(state, "audit.jsonl"), answered)
 	rep.AuditMissing = len(missing)
 	if len(missing) > 0 {
 		fmt.Fprintf(log, "audit records missing: %v\n", missing)
@@ -506,33 +520,32 @@ func leftovers(state string, ids []string) []string {
 	return out
 }
 
-// auditMissing lists the load's sandboxes without a sandbox.create and a
-// sandbox.kill record in the audit log: the requests whose answers the
-// clients got. (A daemon killed with -9 may lose the record of a request it
-// was carrying out when it died; that client got no answer and sent it
-// again, and that request is recorded, with its own outcome.)
-func auditMissing(path string, ids []string) []string {
+// auditMissing lists the requests the clients got answers to (counted per
+// "action sandbox-id") that have fewer audit records than answers. (A
+// daemon killed with -9 may lose the record of a request it was carrying
+// out when it died; that client got no answer and sent it again, and that
+// request is recorded, with its own outcome.)
+func auditMissing(path string, answered map[string]int) []string {
 	f, err := os.Open(path)
 	if err != nil {
 		return []string{"the audit log: " + err.Error()}
 	}
 	defer f.Close()
-	seen := map[string]bool{}
+	recorded := map[string]int{}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 4<<20)
 	for sc.Scan() {
 		var r audit.Record
 		if json.Unmarshal(sc.Bytes(), &r) == nil && r.SandboxID != "" {
-			seen[r.Action+" "+r.SandboxID] = true
+			recorded[r.Action+" "+r.SandboxID]++
 		}
 	}
 	var missing []string
-	for _, id := range ids {
-		for _, a := range []string{"sandbox.create", "sandbox.kill"} {
-			if !seen[a+" "+id] {
-				missing = append(missing, a+" "+id)
-			}
+	for k, n := range answered {
+		if recorded[k] < n {
+			missing = append(missing, fmt.Sprintf("%s: %d answered, %d recorded", k, n, recorded[k]))
 		}
 	}
+	slices.Sort(missing)
 	return missing
 }
