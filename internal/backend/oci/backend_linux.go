@@ -41,7 +41,11 @@ var (
 func (b *Backend) Available(ctx context.Context) error {
 	var missing []string
 	if _, err := lookRuntime(b.cfg.Runtime); err != nil {
-		missing = append(missing, fmt.Sprintf("the OCI runtime %q is not installed (run scripts/oci-setup.sh, or apt-get install runc)", b.cfg.Runtime))
+		how := "run scripts/oci-setup.sh, or apt-get install runc crun"
+		if isRunsc(b.cfg.Runtime) {
+			how = "gVisor is not packaged by Debian: scripts/gvisor-setup.sh builds runsc from the Go module proxy and prints its path for oci_runtime"
+		}
+		missing = append(missing, fmt.Sprintf("the OCI runtime %q is not installed (%s)", b.cfg.Runtime, how))
 	}
 	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
 		missing = append(missing, "the kernel has no user namespaces (CONFIG_USER_NS)")
