@@ -49,9 +49,13 @@ if [ -z "$url" ]; then
 fi
 echo "test-e2b-node: daemon at $url"
 
+# The tests of what depends on the backend (network changes) need to know
+# which one the daemon's default is (auto: oci as root).
+backend=$(python3 -c 'import json, sys, urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1] + "/readyz"))["default_backend"]["name"])' "$url")
+echo "test-e2b-node: default backend $backend"
 key="e2b_$(head -c 20 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 status=0
-(cd tests/e2b-node && E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_API_KEY="$key" \
+(cd tests/e2b-node && E2B_API_URL="$url" E2B_SANDBOX_URL="$url" E2B_API_KEY="$key" DSS_BACKEND="$backend" \
 	node --test --test-concurrency=1 --test-reporter=spec e2b.test.mjs) || status=$?
 if [ "$status" -ne 0 ]; then
 	echo "test-e2b-node: FAILED; daemon log:" >&2

@@ -86,11 +86,22 @@ test('list pages with nextToken', async () => {
   }
 })
 
+// The daemon's default backend (scripts/test-e2b-node.sh reads it from /readyz).
+const backend = process.env.DSS_BACKEND || 'local'
+
 test('unsupported requests get E2B-shaped errors', async () => {
-  await assert.rejects(BaseSandbox.create({ allowInternetAccess: false }), /network|not supported|deny/i)
-  // updateNetwork reaches the daemon: on the local backend the network cannot
-  // change (refused), and "allow everything" is what the sandbox has.
-  await assert.rejects(sbx.updateNetwork({ denyOut: ['0.0.0.0/0'] }), /network/i)
+  if (backend === 'local') {
+    // local cannot deny the network: refused, never ignored.
+    await assert.rejects(BaseSandbox.create({ allowInternetAccess: false }), /network|not supported|deny/i)
+    // updateNetwork reaches the daemon: on the local backend the network cannot
+    // change (refused), and "allow everything" is what the sandbox has.
+    await assert.rejects(sbx.updateNetwork({ denyOut: ['0.0.0.0/0'] }), /network/i)
+  } else {
+    // An isolating backend enforces both.
+    const denied = await BaseSandbox.create({ allowInternetAccess: false })
+    await denied.kill()
+    await sbx.updateNetwork({ denyOut: ['0.0.0.0/0'] })
+  }
   await sbx.updateNetwork({})
   await assert.rejects(sbx.pause(), /pause/)
   await assert.rejects(sbx.pty.create({ cols: 80, rows: 24, onData: () => {} }), /pty|pseudo-terminal/i)
@@ -220,6 +231,16 @@ test('runCode: stateful, results, onStdout', async () => {
 
   const env = await sbx.runCode('import os; os.environ.get("E")', { envs: { E: 'v' } })
   assert.equal(env.text, 'v')
+})
+
+test('files written at /home/user are where code finds them (the default backend)', async () => {
+  await sbx.files.write('/home/user/x.csv', 'a,b\n1,2\n3,4\n')
+  const r = await sbx.runCode("import pandas as pd\nint(pd.read_csv('/home/user/x.csv').a.sum())")
+  assert.equal(r.error, undefined)
+  assert.equal(r.text, '4')
+  const w = await sbx.runCode("open('/home/user/y.txt', 'w').write('from code')")
+  assert.equal(w.error, undefined)
+  assert.equal(await sbx.files.read('/home/user/y.txt'), 'from code')
 })
 
 test('runCode: png and html results', async () => {
