@@ -54,6 +54,10 @@ def pytest_configure(config):
     os.environ.pop("DS_SANDBOX_API_KEY", None)
     os.environ["SANDBOX_STATE_DIR"] = os.path.join(_STATE, "state")
     os.environ.setdefault("DS_SANDBOX_START_TIMEOUT", "60")
+    # The client's behaviour is tested on the local backend, whose refusals
+    # (network policies, limits) some tests check; the default (auto) and the
+    # isolating backends are the Go suites'.
+    os.environ.setdefault("SANDBOX_DEFAULT_BACKEND", "local")
 
 
 def pytest_unconfigure(config):
