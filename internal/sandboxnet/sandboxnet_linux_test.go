@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -51,5 +53,31 @@ func TestPacketLogGroupsAreExclusive(t *testing.T) {
 	defer b.close()
 	if ga == gb || gb < 0x4000 || gb > 0x7fff {
 		t.Fatalf("groups %#x and %#x: want two different ones in 0x4000..0x7fff", ga, gb)
+	}
+}
+
+// TestPortsFreeUnderConcurrentProbes: probes of one free address at the same
+// time (concurrent creates, several daemons' Available) do not see each
+// other as a service holding the ports (a create was refused "allow" in CI
+// because of that).
+func TestPortsFreeUnderConcurrentProbes(t *testing.T) {
+	a := netip.MustParseAddr("10.213.254.249")
+	if !portsFree(a) {
+		t.Skip("the probe address is in use here")
+	}
+	var wg sync.WaitGroup
+	var taken atomic.Int32
+	for range 8 {
+		wg.Go(func() {
+			for range 20 {
+				if !portsFree(a) {
+					taken.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := taken.Load(); n > 0 {
+		t.Fatalf("%d of 160 concurrent probes of a free address said its ports were taken", n)
 	}
 }
