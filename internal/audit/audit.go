@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -90,6 +91,27 @@ func (r *Record) SetExecution(exec *api.Execution) {
 		r.Outcome = OOM
 	case exec.Error.Name == api.ErrNameTimeout:
 		r.Outcome = Timeout
+	}
+}
+
+// Finish gives the record how its request ended: the outcome the handler
+// set (blocked, oom, timeout) when it succeeded, else ok; for a failure,
+// cancelled (the client went away), denied (refused: no key, not allowed,
+// over a quota) or error, with the error's text. Every face uses it.
+func (r *Record) Finish(failed bool, err error) {
+	switch {
+	case !failed && err == nil && r.Outcome != "":
+	case !failed && err == nil:
+		r.Outcome = OK
+	case errors.Is(err, api.ErrCancelled):
+		r.Outcome = Cancelled
+	case errors.Is(err, api.ErrUnauthenticated) || errors.Is(err, api.ErrPermission) || errors.Is(err, api.ErrLimit):
+		r.Outcome = Denied
+	default:
+		r.Outcome = Error
+	}
+	if err != nil {
+		r.Error = err.Error()
 	}
 }
 

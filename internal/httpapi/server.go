@@ -352,21 +352,7 @@ func (s *Server) audit(rec *audit.Record, status int, err error) {
 		return
 	}
 	rec.Status = status
-	switch {
-	case err == nil && status < 400 && rec.Outcome != "":
-		// the handler said how the execution ended (blocked, oom, timeout)
-	case err == nil && status < 400:
-		rec.Outcome = audit.OK
-	case errors.Is(err, api.ErrCancelled):
-		rec.Outcome = audit.Cancelled
-	case errors.Is(err, api.ErrUnauthenticated) || errors.Is(err, api.ErrPermission) || errors.Is(err, api.ErrLimit):
-		rec.Outcome = audit.Denied
-	default:
-		rec.Outcome = audit.Error
-	}
-	if err != nil {
-		rec.Error = err.Error()
-	}
+	rec.Finish(status >= 400, err)
 	if werr := s.opt.Audit.Write(*rec); werr != nil {
 		s.log.Error("audit log write failed", "err", werr)
 	}

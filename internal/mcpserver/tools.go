@@ -250,17 +250,8 @@ func (s *Server) audit(rec *audit.Record, err error) {
 	if s.opts.Audit == nil {
 		return
 	}
-	switch {
-	case err == nil && rec.Outcome != "":
-	case err == nil:
-		rec.Outcome = audit.OK
-	case errors.Is(err, api.ErrUnauthenticated) || errors.Is(err, api.ErrPermission) || errors.Is(err, api.ErrLimit):
-		rec.Outcome = audit.Denied
-	default:
-		rec.Outcome = audit.Error
-	}
+	rec.Finish(err != nil, err)
 	if err != nil {
-		rec.Error = err.Error()
 		rec.Status = api.HTTPStatus(api.CodeOf(err))
 	}
 	if werr := s.opts.Audit.Write(*rec); werr != nil {
