@@ -265,6 +265,18 @@ func TestMemoryBombIsOOMKilled(t *testing.T) {
 	}
 	start := time.Now()
 	e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "a = []\nwhile True: a.append(b'\\x01' * (8 << 20))"}, nil)
+	if err != nil && gvisor() {
+		// Under gVisor the host sees one Sentry: when the host's OOM killer
+		// strikes before gVisor's own accounting, the whole sandbox ends —
+		// contained all the same (seen once in three CI runs).
+		select {
+		case <-inst.Done():
+			t.Logf("the sandbox ended as a whole under the memory bomb (%v)", err)
+			return
+		case <-time.After(10 * time.Second):
+			t.Fatalf("memory bomb: %v, and the sandbox did not end", err)
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
