@@ -323,6 +323,7 @@ func runLoad(ctx context.Context, o loadOptions) (*LoadReport, error) {
 			ids = append(ids, sbx.ID)
 			answered["sandbox.create "+sbx.ID]++
 			mu.Unlock()
+			tainted := false
 			for j := range o.execs {
 				cell := loadCells[(ci+j)%len(loadCells)]
 				var opts []dssandbox.RunOption
@@ -337,10 +338,12 @@ func runLoad(ctx context.Context, o loadOptions) (*LoadReport, error) {
 				case err != nil:
 					fail("run_code", err)
 					continue
-				case cut:
-					// The daemon's kill cut the cell (interrupting it: an
-					// import cut midway stays broken in that kernel, as in
-					// Jupyter); only its transport is judged.
+				case cut || tainted:
+					// The daemon's kill cut a cell of this kernel
+					// (interrupting it: an import cut midway stays broken
+					// in that kernel for the cells after it, as in
+					// Jupyter); only transport is judged from then on.
+					tainted = true
 				case e.Error != nil && e.Error.Name == api.ErrNameDeadKernel:
 					// a kernel we killed: the next cell runs in a fresh one
 				case cell.want == "" && e.Error != nil, cell.want != "" && (e.Error == nil || e.Error.Name != cell.want):
