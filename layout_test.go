@@ -28,6 +28,7 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: "internal/procgroup", onlyOurs: []string{}},
 		{pkg: "internal/jupyter", onlyOurs: []string{"internal/procgroup"}},
 		{pkg: "internal/atomicfile", onlyOurs: []string{}},
+		{pkg: "internal/seccompbpf", onlyOurs: []string{}},
 		{pkg: "internal/workspace", onlyOurs: []string{"api", "internal/atomicfile"}},
 		{pkg: "internal/dataset", onlyOurs: []string{"api", "internal/workspace", "internal/atomicfile"}},
 		{pkg: "internal/template", onlyOurs: []string{"api", "internal/atomicfile"}},

@@ -14,6 +14,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 pkgs=(python3 python3-ipykernel python3-jupyter-client python3-numpy python3-pandas python3-matplotlib
       python3-pip python3-setuptools python3-wheel python3-pytest
+      python3-seccomp # libseccomp: compiles the containers' seccomp profile for engines forked into them
       e2fsprogs) # mkfs.ext4: workspace disk quotas (a loop-mounted image)
 missing=()
 for p in "${pkgs[@]}"; do
