@@ -278,6 +278,9 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		return fail(fmt.Errorf("oci backend: %w", err))
 	}
 	in, err := attach(ctx, rt, cid, l)
+	if in != nil {
+		in.b = b
+	}
 	if err != nil {
 		return fail(fmt.Errorf("oci backend: %w", err))
 	}
@@ -420,6 +423,9 @@ func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend
 		return nil, api.Errorf(api.ErrNotFound, "oci backend: container %s %s", cid, why)
 	}
 	in, err := attach(ctx, rt, cid, l)
+	if in != nil {
+		in.b = b
+	}
 	if errors.Is(err, api.ErrNotFound) {
 		return gone("is gone")
 	}
@@ -467,6 +473,7 @@ func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend
 }
 
 type instance struct {
+	b      *Backend // nil for an instance found only to be reaped
 	rt     runtimeCLI
 	cid    string
 	pid    int // the init's host pid

@@ -109,6 +109,9 @@ type Backend struct {
 	mu       sync.Mutex
 	outer    *idMaps // rootless: the outer namespace's maps, once probed
 
+	// bpf caches compiled seccomp profiles (Entry), by the profile's hash; guarded by mu.
+	bpf map[[32]byte][]byte
+
 	nets *sandboxnet.Manager // nil when the config makes none (netErr says why)
 	// netErr is why allow and whitelist cannot be had, if they cannot.
 	netErr error
