@@ -188,6 +188,15 @@ func removeContainer(t *testing.T, inst backend.Instance) {
 func TestRecoverAfterDaemonRestart(t *testing.T) {
 	t.Parallel()
 	cfg := setup(t)
+	// A state directory of its own: ReapOrphans removes the networks of its
+	// state directory that no container of it has yet, which includes those
+	// of sandboxes other tests are creating at the same moment.
+	dir, err := os.MkdirTemp("", "dss-docker-state-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cfg.StateDir = dir
 	old := docker.New(cfg)
 	live, _ := start(t, old, spec(t))
 	s := spec(t)
