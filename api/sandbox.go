@@ -13,6 +13,20 @@ const (
 	NetworkWhitelist = "whitelist"
 )
 
+// Code engines: what runs a sandbox's code contexts.
+const (
+	// EngineIPykernel runs each code context as an ipykernel process spoken
+	// to over ZeroMQ: full Jupyter fidelity.
+	EngineIPykernel = "ipykernel"
+	// EngineLean runs each code context on IPython's InteractiveShell,
+	// forked from a zygote that has imported the preload list.
+	EngineLean = "lean"
+)
+
+// Engines lists the code engines a template, the configuration or a create
+// request may name.
+var Engines = []string{EngineIPykernel, EngineLean}
+
 // NetworkPolicy is a sandbox's (or one execution's) network policy.
 type NetworkPolicy struct {
 	// Policy is "allow", "deny" or "whitelist".

@@ -52,7 +52,7 @@ except Exception:
     pass
 del _dss_chunk_streams`
 
-// codeContext is one Jupyter kernel and its bookkeeping.
+// codeContext is one engine (a Jupyter kernel) and its bookkeeping.
 //
 // Locking: mu serialises executions and kernel (re)starts and is held for a
 // whole cell. kmu guards the fields below it and is only held for moments, so
@@ -65,7 +65,7 @@ type codeContext struct {
 	mu sync.Mutex
 
 	kmu    sync.Mutex
-	kernel *jupyter.Kernel
+	kernel engine
 	// lost is set when the kernel died; the next execution starts a fresh kernel
 	// and tells the caller that earlier state is gone.
 	lost    bool
@@ -76,7 +76,7 @@ type codeContext struct {
 }
 
 // takeKernel detaches the kernel (nil when none) for the caller to close.
-func (c *codeContext) takeKernel(why string) *jupyter.Kernel {
+func (c *codeContext) takeKernel(why string) engine {
 	c.kmu.Lock()
 	defer c.kmu.Unlock()
 	k := c.kernel
@@ -89,9 +89,10 @@ func (c *codeContext) takeKernel(why string) *jupyter.Kernel {
 
 // contextTable owns every code context of the sandbox.
 type contextTable struct {
-	cfg    *Config
-	fs     *FS
-	tmpDir string // private dir for kernel sockets and IPython state
+	cfg     *Config
+	fs      *FS
+	engines engineStarter
+	tmpDir  string // private dir for kernel sockets and IPython state
 
 	mu   sync.Mutex
 	ctxs map[string]*codeContext
@@ -103,8 +104,22 @@ type contextTable struct {
 	children pidSet
 }
 
-func newContextTable(cfg *Config, fs *FS) *contextTable {
-	return &contextTable{cfg: cfg, fs: fs, ctxs: make(map[string]*codeContext), children: pidSet{m: map[int]bool{}}}
+// newContextTable fails when cfg.Engine cannot be started here (see
+// newEngineStarter).
+func newContextTable(cfg *Config, fs *FS) (*contextTable, error) {
+	t := &contextTable{cfg: cfg, fs: fs, ctxs: make(map[string]*codeContext), children: pidSet{m: map[int]bool{}}}
+	var err error
+	t.engines, err = newEngineStarter(cfg, engineHooks{
+		Started: func(pid int) error {
+			t.children.add(pid)
+			return t.cfg.Limits.apply(pid)
+		},
+		Reaped: t.children.remove,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // startDefault creates the default context and starts its kernel in the
@@ -204,7 +219,7 @@ func (t *contextTable) list() []api.Context {
 
 // ensureKernel returns c's kernel, starting one when it has none (or its
 // kernel died). c.mu must be held.
-func (t *contextTable) ensureKernel(ctx context.Context, c *codeContext) (*jupyter.Kernel, error) {
+func (t *contextTable) ensureKernel(ctx context.Context, c *codeContext) (engine, error) {
 	c.kmu.Lock()
 	if c.deleted {
 		c.kmu.Unlock()
@@ -228,28 +243,9 @@ func (t *contextTable) ensureKernel(ctx context.Context, c *codeContext) (*jupyt
 	if !hasEnv(env, "IPYTHONDIR") {
 		env = append(env, "IPYTHONDIR="+filepath.Join(t.tmpDir, "ipython"))
 	}
-	k, err := jupyter.Start(ctx, jupyter.Config{
-		Python:    t.cfg.Python,
-		Dir:       c.dir,
-		Env:       env,
-		SocketDir: t.tmpDir,
-		Started: func(pid int) error {
-			t.children.add(pid)
-			return t.cfg.Limits.apply(pid)
-		},
-		Reaped:       t.children.remove,
-		StartTimeout: t.cfg.KernelStartTimeout,
-	})
-	if errors.Is(err, jupyter.ErrStartTimeout) {
-		return nil, api.Errorf(api.ErrUnavailable, "the kernel did not start within %s (kernel_start_timeout_sec); "+
-			"the machine may be overloaded: retry, or raise kernel_start_timeout_sec", startTimeout(t.cfg.KernelStartTimeout))
-	}
+	k, err := t.engines.start(ctx, engineStart{Dir: c.dir, Env: env, TmpDir: t.tmpDir})
 	if err != nil {
-		return nil, api.Errorf(api.ErrUnavailable, "start python kernel: %v", err)
-	}
-	if _, err := k.Execute(ctx, jupyter.ExecuteRequest{Code: kernelSetup, Silent: true}, nil); err != nil {
-		_ = k.Close()
-		return nil, api.Errorf(api.ErrUnavailable, "set up python kernel: %v", err)
+		return nil, startError(err, t.cfg.KernelStartTimeout)
 	}
 	c.kmu.Lock()
 	defer c.kmu.Unlock()
@@ -336,6 +332,7 @@ func (t *contextTable) closeAll() {
 		}
 	}
 	t.bg.Wait()
+	t.engines.close()
 	if t.tmpDir != "" {
 		_ = os.RemoveAll(t.tmpDir)
 	}

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/ds-sandbox/ds-sandbox/api"
 )
 
 // ReexecEnv is set in the environment of a program that re-executes itself as
@@ -113,7 +115,9 @@ func Main(args []string, stderr io.Writer) int {
 		socket  = fl.String("socket", "", "unix socket to serve on (required)")
 		workdir = fl.String("workdir", "/home/user", "the sandbox's working directory")
 		user    = fl.String("user", "user", "the sandbox's default user")
-		python  = fl.String("python", "/usr/bin/python3", "interpreter that runs ipykernel")
+		python  = fl.String("python", "/usr/bin/python3", "interpreter that runs the code engines")
+		engine  = fl.String("engine", api.EngineIPykernel, "what runs the code contexts: "+strings.Join(api.Engines, " or "))
+		preload = fl.String("preload", "", "comma-separated Python modules every fresh engine imports (empty = the engine's default list)")
 		timeout = fl.Duration("default-timeout", 5*time.Minute, "timeout of cells and commands that give none")
 		nproc   = fl.Int("max-procs", 0, "RLIMIT_NPROC of the processes the agent starts (0 = inherited)")
 		nofile  = fl.Int("max-open-files", 0, "RLIMIT_NOFILE of the processes the agent starts (0 = inherited)")
@@ -153,7 +157,7 @@ func Main(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	err := Run(ctx, Config{
-		Workdir: *workdir, User: *user, Mounts: mounts, Python: *python,
+		Workdir: *workdir, User: *user, Mounts: mounts, Python: *python, Engine: *engine, Preload: splitList(*preload),
 		DefaultTimeout: *timeout, Logger: log, KernelStartTimeout: *kstart,
 		Limits: ProcessLimits{MaxProcs: *nproc, MaxOpenFiles: *nofile}, MaxOutputBytes: *output,
 	}, *socket)
@@ -162,6 +166,14 @@ func Main(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// splitList splits a comma-separated flag value; "" is nil.
+func splitList(v string) []string {
+	if v == "" {
+		return nil
+	}
+	return strings.Split(v, ",")
 }
 
 // reservedThreads is how many idle OS threads the agent keeps for itself (see

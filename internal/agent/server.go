@@ -34,8 +34,15 @@ type Config struct {
 	// Mounts describe the sandbox's filesystem view. Nil means the agent runs
 	// inside a real sandbox filesystem and sees it as it is ("/" is "/").
 	Mounts []Mount
-	// Python is the interpreter that runs ipykernel; default /usr/bin/python3.
+	// Python is the interpreter that runs the engines; default /usr/bin/python3.
 	Python string
+	// Engine runs the code contexts: api.EngineIPykernel (the default) or
+	// api.EngineLean. An engine this build cannot start fails New.
+	Engine string
+	// Preload lists modules (dotted Python names) every fresh engine
+	// imports before its first cell; nil means the engine's default list
+	// (none for ipykernel).
+	Preload []string
 	// Env is the environment of kernels and commands; nil means os.Environ().
 	Env []string
 	// DefaultTimeout bounds cells and foreground commands that give no timeout.
@@ -63,6 +70,12 @@ func (c *Config) setDefaults() error {
 	c.Workdir = path.Clean(c.Workdir)
 	if c.Python == "" {
 		c.Python = "/usr/bin/python3"
+	}
+	if c.Engine == "" {
+		c.Engine = api.EngineIPykernel
+	}
+	if err := checkPreload(c.Preload); err != nil {
+		return fmt.Errorf("agent: %w", err)
 	}
 	if c.Env == nil {
 		c.Env = os.Environ()
@@ -106,7 +119,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, fs: fs, mux: http.NewServeMux()}
 	s.procs = newProcessTable(&s.cfg, fs)
-	s.ctxs = newContextTable(&s.cfg, fs)
+	if s.ctxs, err = newContextTable(&s.cfg, fs); err != nil {
+		return nil, err
+	}
 	s.mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
