@@ -8,6 +8,7 @@ package backend
 import (
 	"context"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
@@ -30,8 +31,15 @@ type Spec struct {
 	// Network is the policy to enforce. A backend that cannot enforce it must
 	// fail Create with an error wrapping api.ErrUnsupported.
 	Network api.NetworkPolicy
-	// Python is the interpreter (inside the sandbox) that runs ipykernel.
+	// Python is the interpreter (inside the sandbox) that runs the code
+	// engines.
 	Python string
+	// Engine runs the sandbox's code contexts (the agent's --engine):
+	// api.EngineIPykernel or api.EngineLean; "" = the agent's default.
+	Engine string
+	// Preload lists the Python modules every fresh engine imports before its
+	// first cell (the agent's --preload); nil = the engine's default list.
+	Preload []string
 	// DefaultTimeout bounds cells and commands that ask for no timeout.
 	DefaultTimeout time.Duration
 	// Image is the template's image; backends without images refuse it.
@@ -55,11 +63,17 @@ type Spec struct {
 	KernelStartTimeout time.Duration
 }
 
-// AgentLimitArgs returns the agent flags that carry spec's output bound,
-// kernel start timeout and the limits the agent applies to the processes it
-// starts.
-func AgentLimitArgs(spec Spec, maxProcs int) []string {
+// AgentArgs returns the agent flags every backend passes the same way:
+// spec's engine and preload list, output bound, kernel start timeout and the
+// limits the agent applies to the processes it starts.
+func AgentArgs(spec Spec, maxProcs int) []string {
 	var args []string
+	if spec.Engine != "" {
+		args = append(args, "--engine", spec.Engine)
+	}
+	if len(spec.Preload) > 0 {
+		args = append(args, "--preload", strings.Join(spec.Preload, ","))
+	}
 	if maxProcs > 0 {
 		args = append(args, "--max-procs", strconv.Itoa(maxProcs))
 	}

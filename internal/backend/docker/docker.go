@@ -380,7 +380,7 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	// No RLIMIT_NPROC for the code: without a user namespace it would count
 	// every process of the sandbox's uid on the host and in every other
 	// sandbox. The agent keeps a reserve of threads instead (see agent.Run).
-	args = append(args, backend.AgentLimitArgs(spec, 0)...)
+	args = append(args, backend.AgentArgs(spec, 0)...)
 	pids := b.cfg.PidsLimit
 	if spec.PidsLimit > 0 {
 		pids = int64(spec.PidsLimit)

@@ -191,7 +191,7 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec, bound bool) (*in
 	}
 	// Open files and the output bound are the agent's to apply; a process
 	// limit (RLIMIT_NPROC) would count every process of this user.
-	args = append(args, backend.AgentLimitArgs(spec, 0)...)
+	args = append(args, backend.AgentArgs(spec, 0)...)
 	cmd := exec.Command(argv[0], args...)
 	cmd.Dir = spec.WorkspaceDir
 	// WORKSPACE* name the workspace where the code sees it: the workdir

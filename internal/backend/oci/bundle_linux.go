@@ -274,7 +274,7 @@ func (b *Backend) spec(l bundle, s backend.Spec, agentArgv, agentEnv []string, c
 		args = append(args, "--default-timeout", s.DefaultTimeout.String())
 	}
 	pids := b.pidsLimit(s)
-	args = append(args, backend.AgentLimitArgs(s, codeProcs(pids))...)
+	args = append(args, backend.AgentArgs(s, codeProcs(pids))...)
 	noCaps := []string{}
 	mem := int64(s.MemoryMB) << 20
 	res := &specs.LinuxResources{
