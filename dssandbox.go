@@ -69,6 +69,13 @@ const (
 	ScannerBlock = api.ScannerBlock
 )
 
+// Code engines (Options.Engine, Template.Engine): what runs a sandbox's code
+// contexts.
+const (
+	EngineIPykernel = api.EngineIPykernel
+	EngineLean      = api.EngineLean
+)
+
 // ErrNameScanBlocked is the Execution.Error name of a cell the code scanner
 // refused to run (scanner mode block).
 const ErrNameScanBlocked = api.ErrNameScanBlocked

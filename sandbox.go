@@ -36,6 +36,10 @@ type Options struct {
 	// ScannerMode is the code scanner's mode for this sandbox's cells: off,
 	// warn or block. It can only make the configured mode stricter; "" keeps it.
 	ScannerMode string
+	// Engine runs the sandbox's code contexts: "ipykernel" or "lean"
+	// (EngineIPykernel, EngineLean); "" is the configured engine. A
+	// template's engine wins.
+	Engine string
 	// Limits are the sandbox's resource limits (memory, CPU, pids, open
 	// files, output per execution, workspace disk quota); a zero field means
 	// the template's, else the configured default. A backend that cannot
@@ -100,7 +104,7 @@ func create(ctx context.Context, cp controlPlane, opts Options) (*Sandbox, error
 	req := api.CreateSandboxRequest{
 		Template: opts.Template, TemplateSpec: opts.TemplateSpec, Backend: opts.Backend,
 		Envs: opts.Envs, Metadata: opts.Metadata, WorkspaceID: opts.WorkspaceID,
-		Network: opts.Network, User: opts.User, Workdir: opts.Workdir, ScannerMode: opts.ScannerMode,
+		Network: opts.Network, User: opts.User, Workdir: opts.Workdir, ScannerMode: opts.ScannerMode, Engine: opts.Engine,
 		MemoryMB: opts.Limits.MemoryMB, CPUCount: opts.Limits.CPUCount, PidsLimit: opts.Limits.PidsLimit,
 		MaxOpenFiles: opts.Limits.MaxOpenFiles, MaxOutputBytes: opts.Limits.MaxOutputBytes, DiskQuotaMB: opts.Limits.DiskQuotaMB,
 	}

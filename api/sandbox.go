@@ -98,6 +98,9 @@ type CreateSandboxRequest struct {
 	// block. It can only make the configured mode (and the template's)
 	// stricter; "" keeps it.
 	ScannerMode string `json:"scanner_mode,omitempty"`
+	// Engine runs the sandbox's code contexts (see Engines); "" = the
+	// configured engine. A template's engine wins.
+	Engine string `json:"engine,omitempty"`
 	// Resource limits (see Limits); 0 means the template's, else the
 	// configured default. A backend that cannot enforce one refuses the
 	// sandbox (ErrUnsupported) rather than ignoring it.
@@ -149,8 +152,10 @@ type SandboxInfo struct {
 	WorkspacePath string        `json:"workspace_path"`
 	Network       NetworkPolicy `json:"network"`
 	// ScannerMode is the code scanner's mode for this sandbox's cells.
-	ScannerMode string    `json:"scanner_mode,omitempty"`
-	StartedAt   time.Time `json:"started_at"`
+	ScannerMode string `json:"scanner_mode,omitempty"`
+	// Engine runs the sandbox's code contexts (see Engines).
+	Engine    string    `json:"engine,omitempty"`
+	StartedAt time.Time `json:"started_at"`
 	// EndAt is the deadline: the sandbox is killed when it passes.
 	EndAt time.Time `json:"end_at"`
 	// Limits are the resource limits in force.
@@ -197,6 +202,12 @@ type Template struct {
 	// ScannerMode (off, warn, block) makes the code scanner stricter for
 	// sandboxes of this template; it never loosens the configured mode.
 	ScannerMode string `json:"scanner_mode,omitempty" yaml:"scanner_mode"`
+	// Engine runs the code contexts of this template's sandboxes (see
+	// Engines); "" = the configured engine.
+	Engine string `json:"engine,omitempty" yaml:"engine"`
+	// Preload lists the Python modules (dotted names) every fresh engine
+	// imports before its first cell; none = the configured list.
+	Preload []string `json:"preload,omitempty" yaml:"preload"`
 }
 
 // Dataset is one entry of the dataset registry.

@@ -9,6 +9,8 @@
 #      OpenAI key (DS_SANDBOX_SEED_README, default ../shared/seed/ beside the repo).
 # Needs Debian's python3 (3.10+), python3-pip, python3-setuptools, python3-pytest,
 # and what the daemon's kernels need (python3-ipykernel, pandas, matplotlib).
+# SANDBOX_ENGINE=lean runs them on the lean engine (skipped, saying why, until
+# it is wired: clients/python/tests/conftest.py).
 # Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -101,9 +101,16 @@ type Config struct {
 	DatasetRegistryDir string `yaml:"dataset_registry_dir" json:"dataset_registry_dir"`
 	// DefaultDatasetStrategy is copy or link.
 	DefaultDatasetStrategy string `yaml:"default_dataset_strategy" json:"default_dataset_strategy"`
-	// Python is the interpreter that runs ipykernel: an absolute path, or a
-	// bare name looked up in PATH.
+	// Python is the interpreter that runs the code engines: an absolute
+	// path, or a bare name looked up in PATH.
 	Python string `yaml:"python" json:"python"`
+	// Engine runs the code contexts of sandboxes whose template names none:
+	// ipykernel (the default) or lean (see api.Engines).
+	Engine string `yaml:"engine" json:"engine"`
+	// Preload lists the Python modules every fresh engine imports before its
+	// first cell, for templates that list none; empty = the engine's own
+	// default list (none for ipykernel).
+	Preload []string `yaml:"preload" json:"preload"`
 	// OCIRuntime is the OCI runtime binary of the oci backend: runc (the
 	// default), crun, or runsc for gVisor; a name looked up in PATH or a path.
 	OCIRuntime string `yaml:"oci_runtime" json:"oci_runtime"`
@@ -223,6 +230,7 @@ func defaults(getenv func(string) string, euid int, home string) Config {
 		TemplatesDir:           "/etc/ds-sandbox/templates",
 		DefaultDatasetStrategy: "copy",
 		Python:                 "/usr/bin/python3",
+		Engine:                 api.EngineIPykernel,
 		Listen:                 "127.0.0.1:8000",
 		EnableAuditLog:         true,
 		AuditMaxMB:             100,

@@ -55,6 +55,11 @@ var envVars = []envVar{
 	{"SANDBOX_LISTEN", str(func(c *Config) *string { return &c.Listen })},
 	{"SANDBOX_SCANNER_MODE", str(func(c *Config) *string { return &c.ScannerMode })},
 	{"SANDBOX_KERNEL_START_TIMEOUT", integer(func(c *Config) *int { return &c.KernelStartTimeoutSec })},
+	{"SANDBOX_ENGINE", str(func(c *Config) *string { return &c.Engine })},
+	{"SANDBOX_PRELOAD", func(c *Config, v string) error {
+		c.Preload = SplitList(v)
+		return nil
+	}},
 	{"DS_SANDBOX_API_KEY", func(c *Config, v string) error {
 		c.APIKeys = append(c.APIKeys, APIKey{ID: "env", Key: v, Admin: true})
 		return nil
@@ -102,6 +107,8 @@ func EnvVars() []string {
 //	SANDBOX_LISTEN            listen
 //	SANDBOX_SCANNER_MODE      scanner_mode (off, warn, block)
 //	SANDBOX_KERNEL_START_TIMEOUT kernel_start_timeout_sec
+//	SANDBOX_ENGINE            engine (ipykernel, lean)
+//	SANDBOX_PRELOAD           preload (comma-separated modules)
 //	DS_SANDBOX_API_KEY        an admin API key with id "env"
 //
 // Values that cannot be parsed are errors naming the variable and the value

@@ -59,6 +59,8 @@ func (c Config) Validate() error {
 		}
 	}
 	oneOf("scanner_mode", c.ScannerMode, api.ScannerModes)
+	wrap("engine", template.ValidateEngine(c.Engine))
+	wrap("preload", template.ValidatePreload(c.Preload))
 	wrap("default_user", template.ValidateUser(c.DefaultUser))
 	wrap("default_workdir", template.ValidateWorkdir(c.DefaultWorkdir))
 	if c.DefaultWorkspaceID != "" {

@@ -44,6 +44,10 @@ func TestApplyEnv(t *testing.T) {
 		{"python", map[string]string{"SANDBOX_PYTHON": "python3.12"}, func(c Config) bool { return c.Python == "python3.12" }},
 		{"agent", map[string]string{"SANDBOX_AGENT_PATH": "/bin/agent"}, func(c Config) bool { return c.AgentPath == "/bin/agent" }},
 		{"listen", map[string]string{"SANDBOX_LISTEN": ":9000"}, func(c Config) bool { return c.Listen == ":9000" }},
+		{"engine", map[string]string{"SANDBOX_ENGINE": " lean "}, func(c Config) bool { return c.Engine == "lean" }},
+		{"preload", map[string]string{"SANDBOX_PRELOAD": "numpy, pandas,,matplotlib.pyplot"}, func(c Config) bool {
+			return reflect.DeepEqual(c.Preload, []string{"numpy", "pandas", "matplotlib.pyplot"})
+		}},
 		{"empty means unset", map[string]string{"SANDBOX_DEFAULT_BACKEND": ""}, func(c Config) bool { return c.DefaultBackend == "auto" }},
 	}
 	for _, tt := range tests {
@@ -110,6 +114,9 @@ func TestValidate(t *testing.T) {
 		{"bare python", func(c *Config) { c.Python = "python3" }, nil},
 		{"backend", func(c *Config) { c.DefaultBackend = "best" }, []string{`default_backend: "best" is not one of auto, local, oci, docker, kubernetes`}},
 		{"kernel start timeout", func(c *Config) { c.KernelStartTimeoutSec = 2 }, []string{`kernel_start_timeout_sec: 2 is out of range 5..3600`}},
+		{"lean engine with a preload list", func(c *Config) { c.Engine = "lean"; c.Preload = []string{"numpy", "matplotlib.pyplot"} }, nil},
+		{"engine", func(c *Config) { c.Engine = "" }, []string{`engine: "" is not one of ipykernel, lean`}},
+		{"preload", func(c *Config) { c.Preload = []string{"pandas", "import os"} }, []string{`preload: module "import os": want a Python module name`}},
 		{"one secret for two keys", func(c *Config) {
 			c.APIKeys = []APIKey{{ID: "a", Key: "0123456789abcdef"}, {ID: "b", Key: "0123456789abcdef", Admin: true}}
 		}, []string{`api_keys[1]: the key of "b" is also another entry's`}},

@@ -74,7 +74,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 	id := newID()
 	spec := backend.Spec{
 		ID: id, User: plan.user, Workdir: plan.workdir, WorkspaceDir: ws.Path,
-		Env: plan.env, Network: plan.network, Python: m.cfg.Python,
+		Env: plan.env, Network: plan.network, Python: m.cfg.Python, Engine: plan.engine, Preload: plan.preload,
 		DefaultTimeout: time.Duration(m.cfg.DefaultTimeoutSec) * time.Second,
 		Image:          plan.tmpl.Image, MemoryMB: plan.limits.MemoryMB, CPUCount: plan.limits.CPUCount,
 		PidsLimit: plan.limits.PidsLimit, MaxOpenFiles: plan.limits.MaxOpenFiles, MaxOutputBytes: plan.limits.MaxOutputBytes,
@@ -103,7 +103,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 			SandboxID: id, Owner: auth.FromContext(ctx).KeyID, TemplateID: plan.tmpl.ID, Backend: plan.backend.Name(), State: api.StateRunning,
 			User: plan.user, Workdir: plan.workdir, Metadata: plan.metadata,
 			WorkspaceID: ws.ID, Anonymous: ws.Anonymous, WorkspacePath: ws.Path,
-			Network: plan.network, ScannerMode: plan.scannerMode, StartedAt: now, EndAt: now.Add(plan.timeout), Limits: plan.limits,
+			Network: plan.network, ScannerMode: plan.scannerMode, Engine: plan.engine, StartedAt: now, EndAt: now.Add(plan.timeout), Limits: plan.limits,
 		},
 	}
 	if w, ok := inst.(backend.Warner); ok {
@@ -191,6 +191,10 @@ type plan struct {
 	network  api.NetworkPolicy
 	timeout  time.Duration
 	limits   api.Limits
+	// engine and preload: the template's, else the request's engine, else
+	// the configuration's.
+	engine  string
+	preload []string
 	// scannerMode is the strictest of the config's, the template's and the
 	// request's: a request (or an inline template, which a client writes)
 	// must not loosen what the operator configured.
@@ -223,6 +227,16 @@ func (m *Manager) plan(req api.CreateSandboxRequest) (plan, error) {
 		return p, api.Errorf(api.ErrUnsupported, "GPUs were asked for (enable_gpu_by_default / SANDBOX_ENABLE_GPU) but no backend of this build provides them")
 	}
 	p.user = firstOf(p.tmpl.User, req.User, m.cfg.DefaultUser)
+	if req.Engine != "" {
+		if err := template.ValidateEngine(req.Engine); err != nil {
+			return p, fmt.Errorf("engine: %w", err)
+		}
+	}
+	p.engine = firstOf(p.tmpl.Engine, req.Engine, m.cfg.Engine)
+	p.preload = p.tmpl.Preload
+	if len(p.preload) == 0 {
+		p.preload = m.cfg.Preload
+	}
 	p.workdir = firstOf(p.tmpl.Workdir, req.Workdir, m.cfg.DefaultWorkdir)
 	if err := template.ValidateWorkdir(p.workdir); err != nil {
 		return p, err

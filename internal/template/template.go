@@ -186,6 +186,10 @@ func Validate(t api.Template) error {
 	if t.ScannerMode != "" && !slices.Contains(api.ScannerModes, t.ScannerMode) {
 		add("scanner_mode", api.Errorf(api.ErrInvalid, "%q is not one of %s", t.ScannerMode, strings.Join(api.ScannerModes, ", ")))
 	}
+	if t.Engine != "" {
+		add("engine", ValidateEngine(t.Engine))
+	}
+	add("preload", ValidatePreload(t.Preload))
 	return errors.Join(errs...)
 }
 
@@ -263,6 +267,61 @@ func ValidateFilePath(p string) error {
 		return api.Errorf(api.ErrInvalid, "not clean; did you mean %q?", path.Clean(p))
 	}
 	return nil
+}
+
+// Bounds of a preload list (api.Template.Preload).
+const (
+	MaxPreload       = 64
+	MaxPreloadModule = 200 // characters of one module name
+)
+
+// ValidateEngine reports whether e names a code engine (api.Engines). The
+// error wraps api.ErrInvalid.
+func ValidateEngine(e string) error {
+	if !slices.Contains(api.Engines, e) {
+		return api.Errorf(api.ErrInvalid, "%q is not one of %s", e, strings.Join(api.Engines, ", "))
+	}
+	return nil
+}
+
+// ValidatePreload reports whether mods is a usable preload list: at most
+// MaxPreload Python module names, each dotted identifiers of [A-Za-z0-9_]
+// (no leading digit) of at most MaxPreloadModule characters, none twice.
+// The names become imports run in every engine, so nothing else passes.
+// The error wraps api.ErrInvalid.
+func ValidatePreload(mods []string) error {
+	if len(mods) > MaxPreload {
+		return api.Errorf(api.ErrInvalid, "%d modules: at most %d", len(mods), MaxPreload)
+	}
+	seen := make(map[string]bool, len(mods))
+	for _, m := range mods {
+		if !moduleName(m) {
+			return api.Errorf(api.ErrInvalid, "module %.60q: want a Python module name such as pandas or matplotlib.pyplot (dotted identifiers of [A-Za-z0-9_], at most %d characters)", m, MaxPreloadModule)
+		}
+		if seen[m] {
+			return api.Errorf(api.ErrInvalid, "module %q is listed twice", m)
+		}
+		seen[m] = true
+	}
+	return nil
+}
+
+func moduleName(m string) bool {
+	if m == "" || len(m) > MaxPreloadModule {
+		return false
+	}
+	for part := range strings.SplitSeq(m, ".") {
+		if part == "" || part[0] >= '0' && part[0] <= '9' {
+			return false
+		}
+		for i := 0; i < len(part); i++ {
+			c := part[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // ValidateEnv reports whether key=value can be passed to a process: key is an

@@ -52,6 +52,38 @@ aliases: [mt]
 			name: "limits out of range", source: "t/lim.yaml", data: "pids_limit: 5\ndisk_quota_mb: 1\n",
 			wantErr: api.ErrInvalid, wantMsg: []string{"pids_limit: 5 is out of range", "disk_quota_mb: 1 is out of range"},
 		},
+		{
+			name: "engine and preload", source: "t/fast.yaml", data: "engine: lean\npreload: [numpy, pandas, matplotlib.pyplot, _priv.mod2]\n",
+			want: api.Template{ID: "fast", Engine: api.EngineLean, Preload: []string{"numpy", "pandas", "matplotlib.pyplot", "_priv.mod2"}},
+		},
+		{
+			name: "unknown engine", source: "t/x.yaml", data: "engine: jupyterlab\n",
+			wantErr: api.ErrInvalid, wantMsg: []string{`template x: engine: "jupyterlab" is not one of ipykernel, lean`},
+		},
+		{
+			name: "preload not a module", source: "t/x.yaml", data: "preload: [\"os; os.system('id')\"]\n",
+			wantErr: api.ErrInvalid, wantMsg: []string{`template x: preload: module "os; os.system('id')": want a Python module name`},
+		},
+		{
+			name: "preload bad names", source: "t/x.yaml", data: "preload: [a..b]\n",
+			wantErr: api.ErrInvalid, wantMsg: []string{`preload: module "a..b"`},
+		},
+		{
+			name: "preload leading digit", source: "t/x.yaml", data: "preload: [pkg.2x]\n",
+			wantErr: api.ErrInvalid, wantMsg: []string{`preload: module "pkg.2x"`},
+		},
+		{
+			name: "preload twice", source: "t/x.yaml", data: "preload: [numpy, numpy]\n",
+			wantErr: api.ErrInvalid, wantMsg: []string{`preload: module "numpy" is listed twice`},
+		},
+		{
+			name: "preload too long a name", source: "t/x.yaml", data: "preload: [" + strings.Repeat("a", MaxPreloadModule+1) + "]\n",
+			wantErr: api.ErrInvalid, wantMsg: []string{"at most 200 characters"},
+		},
+		{
+			name: "preload too many", source: "t/x.yaml", data: "preload: [" + strings.Repeat("m,", MaxPreload) + "m]\n",
+			wantErr: api.ErrInvalid, wantMsg: []string{"preload: 65 modules: at most 64"},
+		},
 		{name: "id from file name", source: "dir/ds.yml", data: "image: python:3.12\n", want: api.Template{ID: "ds", Image: "python:3.12"}},
 		{name: "empty mapping takes file name", source: "x.yaml", data: "{}\n", want: api.Template{ID: "x"}},
 		{name: "inline source keeps id", source: "request", data: "id: inline\n", want: api.Template{ID: "inline"}},

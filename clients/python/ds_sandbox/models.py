@@ -315,6 +315,8 @@ class SandboxInfo:
     end_at: Optional[datetime] = None
     owner: Optional[str] = None
     scanner_mode: str = ""
+    #: what runs the sandbox's code contexts: "ipykernel" or "lean"
+    engine: str = ""
     #: the resource limits in force (memory_mb, cpu_count, pids_limit,
     #: max_open_files, max_output_bytes, disk_quota_mb; absent = none)
     limits: dict[str, int] = field(default_factory=dict)
@@ -338,7 +340,7 @@ class SandboxInfo:
             workspace_path=d.get("workspace_path", ""), network=NetworkPolicy._from_wire(d.get("network")),
             started_at=parse_time(d.get("started_at")), end_at=parse_time(d.get("end_at")),
             owner=d.get("owner") or None, scanner_mode=d.get("scanner_mode", ""),
-            limits=dict(d.get("limits") or {}), warnings=list(d.get("warnings") or []))
+            engine=d.get("engine", ""), limits=dict(d.get("limits") or {}), warnings=list(d.get("warnings") or []))
 
 
 @dataclass

@@ -133,7 +133,8 @@ class Sandbox:
                network_whitelist: Optional[list[str]] = None, scanner_mode: Optional[str] = None,
                memory_mb: Optional[int] = None, cpu_count: Optional[int] = None,
                pids_limit: Optional[int] = None, max_open_files: Optional[int] = None,
-               max_output_bytes: Optional[int] = None, disk_quota_mb: Optional[int] = None) -> "Sandbox":
+               max_output_bytes: Optional[int] = None, disk_quota_mb: Optional[int] = None,
+               engine: Optional[str] = None) -> "Sandbox":
         """Create a sandbox.
 
         ``template``: a Template, or the id of a template stored on the server
@@ -151,7 +152,9 @@ class Sandbox:
         "oci", …), ``user``, ``workdir``, the sandbox-wide network policy
         (as in run_code), and ``scanner_mode``: the code scanner's mode for this
         sandbox ("off", "warn", "block"), which can only make the server's
-        configured mode (warn by default) stricter.
+        configured mode (warn by default) stricter. ``engine`` ("ipykernel" or
+        "lean") runs its code contexts instead of the server's configured one
+        (a template's engine wins); ``info.engine`` says which runs.
         The resource limits ``memory_mb``, ``cpu_count``, ``pids_limit``,
         ``max_open_files``, ``max_output_bytes`` and ``disk_quota_mb`` override
         the server's defaults (a template's win); a backend that cannot enforce
@@ -205,6 +208,8 @@ class Sandbox:
             req["workspace_id"] = str(workspace_id)
         if scanner_mode:
             req["scanner_mode"] = str(scanner_mode)
+        if engine:
+            req["engine"] = str(engine)
         for name, v in (("memory_mb", memory_mb), ("cpu_count", cpu_count), ("pids_limit", pids_limit),
                         ("max_open_files", max_open_files), ("max_output_bytes", max_output_bytes),
                         ("disk_quota_mb", disk_quota_mb)):

@@ -10,7 +10,7 @@ __all__ = ["Template"]
 _FIELDS = ("id", "name", "description", "image", "env", "files", "user", "workdir", "cmd",
            "start_cmd", "ready_cmd", "ready_timeout", "cpu_count", "memory_mb", "pids_limit",
            "max_open_files", "max_output_bytes", "disk_quota_mb", "run_cmds", "aliases", "metadata",
-           "scanner_mode")
+           "scanner_mode", "engine", "preload")
 
 
 def _str(v: Any) -> str:
@@ -30,6 +30,8 @@ class Template:
     ``Sandbox.create``. ``files`` are written into the workdir when a sandbox
     starts; ``env`` is set for its code and commands. ``scanner_mode`` ("off",
     "warn", "block") makes the server's code scanner stricter for its sandboxes.
+    ``engine`` ("ipykernel" or "lean") runs its code contexts, and ``preload``
+    lists Python modules every fresh engine imports before its first cell.
 
     ``copy_files`` and ``skip_cache`` are accepted for compatibility with the
     seed's builder: ``skip_cache`` has no effect (nothing is cached), and a
@@ -49,7 +51,8 @@ class Template:
                  copy_files: Optional[list[dict[str, str]]] = None,
                  run_cmds: Optional[list[str]] = None, aliases: Optional[list[str]] = None,
                  skip_cache: bool = False, metadata: Optional[dict[str, str]] = None,
-                 scanner_mode: Optional[str] = None):
+                 scanner_mode: Optional[str] = None, engine: Optional[str] = None,
+                 preload: Optional[list[str]] = None):
         self.id = id
         self.name = name
         self.description = description
@@ -74,6 +77,8 @@ class Template:
         self.skip_cache = skip_cache
         self.metadata = metadata
         self.scanner_mode = scanner_mode
+        self.engine = engine
+        self.preload = preload
 
     def to_dict(self) -> dict[str, Any]:
         """The fields that are set, as the server's JSON."""
@@ -84,7 +89,7 @@ class Template:
                 continue
             if k in ("env", "metadata", "files"):
                 v = {str(a): _str(b) for a, b in dict(v).items()}
-            elif k in ("run_cmds", "aliases"):
+            elif k in ("run_cmds", "aliases", "preload"):
                 v = [str(x) for x in v]
             elif k in ("ready_timeout", "cpu_count", "memory_mb", "pids_limit", "max_open_files",
                        "max_output_bytes", "disk_quota_mb"):

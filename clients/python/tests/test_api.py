@@ -307,6 +307,22 @@ def test_template_limits_are_refused_on_local():
     assert Template(user="u").to_dict() == {"user": "u"}
 
 
+def test_engine_and_preload():
+    # The engine that runs is in the info; a template's preload list is
+    # imported before the first cell, leaving no name behind.
+    with Sandbox.create(template=Template(preload=["wave", "xml.dom.minidom"]), engine="ipykernel") as s:
+        assert s.get_info().engine == "ipykernel"
+        assert s.run_code("import sys; ('wave' in sys.modules, 'xml.dom.minidom' in sys.modules, 'wave' in dir())").text \
+            == "(True, True, False)"
+    with pytest.raises(InvalidArgumentError) as ei:
+        Sandbox.create(engine="jupyter")
+    assert 'engine: "jupyter" is not one of ipykernel, lean' in ei.value.message
+    with pytest.raises(InvalidArgumentError) as ei:
+        Sandbox.create(template=Template(preload=["os; import x"]))
+    assert "preload" in ei.value.message
+    assert Template(engine="lean", preload=["numpy"]).to_dict() == {"engine": "lean", "preload": ["numpy"]}
+
+
 def test_limits_on_local():
     # pids cannot be bounded on local; open files and the output bound can.
     with pytest.raises(UnsupportedError) as ei:
