@@ -286,8 +286,9 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	}
 	in.net, in.network = sn, spec.Network
 	if err := backend.WaitReady(ctx, l.socket(), in.done, b.cfg.StartTimeout); err != nil {
+		out := tail(l.log(), 4<<10) // before Destroy removes the bundle
 		_ = in.Destroy(context.Background())
-		return nil, fmt.Errorf("oci backend: agent did not start: %w; agent output: %s", err, tail(l.log(), 4<<10))
+		return nil, fmt.Errorf("oci backend: agent did not start: %w; agent output: %s", err, out)
 	}
 	// The agent has made its socket; from now on the sandbox must not
 	// replace it (say, with a symlink to a host socket, or another
