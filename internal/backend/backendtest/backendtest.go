@@ -37,6 +37,9 @@ type Options struct {
 	// suite cannot check them after Destroy (the backend's own tests must
 	// prove nothing survives).
 	OwnPIDNamespace bool
+	// Engine runs the sandboxes' code contexts (backend.Spec.Engine); ""
+	// is the agent's default. Run it for every engine with ForEachEngine.
+	Engine string
 }
 
 // Run runs the suite against b.
@@ -59,8 +62,12 @@ func Run(t *testing.T, b backend.Backend, opts Options) {
 		return backend.Spec{
 			ID: "conf" + strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), User: "user", Workdir: "/home/user",
 			WorkspaceDir: ws, Env: map[string]string{"CONF_VAR": "conf"},
-			Network: api.NetworkPolicy{Policy: opts.Network}, Python: opts.Python,
+			Network: api.NetworkPolicy{Policy: opts.Network}, Python: opts.Python, Engine: opts.Engine,
 		}
+	}
+	if why := notWired(opts.Engine); why != "" {
+		checkNotWired(t, b, spec(t))
+		t.Skip(why)
 	}
 	start := func(t *testing.T, s backend.Spec) (backend.Instance, *agent.Client) {
 		t.Helper()

@@ -34,6 +34,9 @@ type SecurityOptions struct {
 	// for an attack the backend does not contain yet, or the work that will
 	// make it testable.
 	Skip map[string]string
+	// Engine runs the sandboxes' code contexts (backend.Spec.Engine); ""
+	// is the agent's default. Run it for every engine with ForEachEngine.
+	Engine string
 }
 
 // Security runs the security attack suite of docs/SECURITY.md against b:
@@ -45,6 +48,9 @@ func Security(t *testing.T, b backend.Backend, opts SecurityOptions) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("the security suite plants host files in /root and /home: run it as root")
+	}
+	if why := notWired(opts.Engine); why != "" {
+		t.Skip(why) // Run proves the backend passes the engine on
 	}
 	if err := b.Available(t.Context()); err != nil {
 		t.Fatalf("backend %s not available: %v", b.Name(), err)
@@ -127,7 +133,7 @@ func (s *suite) sandbox(t *testing.T, mod func(*backend.Spec)) (backend.Instance
 	spec := backend.Spec{
 		ID:   "sec-" + strings.ToLower(strings.NewReplacer("/", "-", " ", "-", "_", "-").Replace(t.Name())),
 		User: "user", Workdir: "/home/user", WorkspaceDir: t.TempDir(),
-		Network: api.NetworkPolicy{Policy: s.opts.Network}, Python: "/usr/bin/python3",
+		Network: api.NetworkPolicy{Policy: s.opts.Network}, Python: "/usr/bin/python3", Engine: s.opts.Engine,
 	}
 	if mod != nil {
 		mod(&spec)

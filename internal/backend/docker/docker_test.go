@@ -105,13 +105,16 @@ func run(t *testing.T, c *agent.Client, cmd string) api.CommandResult {
 }
 
 func TestConformance(t *testing.T) {
-	cfg := setup(t)
-	backendtest.Run(t, docker.New(cfg), backendtest.Options{
-		EnforcesNetwork:  []string{api.NetworkAllow, api.NetworkDeny, api.NetworkWhitelist},
-		WorkspaceEnvRoot: func(s backend.Spec, _ backend.Instance) string { return s.Workdir },
-		// TestDestroyLeavesNothing proves the pid namespace dies with the
-		// container.
-		OwnPIDNamespace: true,
+	b := docker.New(setup(t))
+	backendtest.ForEachEngine(t, func(t *testing.T, engine string) {
+		backendtest.Run(t, b, backendtest.Options{
+			EnforcesNetwork:  []string{api.NetworkAllow, api.NetworkDeny, api.NetworkWhitelist},
+			WorkspaceEnvRoot: func(s backend.Spec, _ backend.Instance) string { return s.Workdir },
+			// TestDestroyLeavesNothing proves the pid namespace dies with the
+			// container.
+			OwnPIDNamespace: true,
+			Engine:          engine,
+		})
 	})
 }
 
@@ -339,10 +342,13 @@ func TestSandboxCannotReplaceItsSocket(t *testing.T) {
 
 // TestSecurity runs the shared attack suite (backendtest.Security).
 func TestSecurity(t *testing.T) {
-	cfg := setup(t)
-	backendtest.Security(t, docker.New(cfg), backendtest.SecurityOptions{
-		SocketDir: "/run/ds-sandbox",
-		HostUID:   1000, // docker.Config's default SandboxUID
+	b := docker.New(setup(t))
+	backendtest.ForEachEngine(t, func(t *testing.T, engine string) {
+		backendtest.Security(t, b, backendtest.SecurityOptions{
+			SocketDir: "/run/ds-sandbox",
+			HostUID:   1000, // docker.Config's default SandboxUID
+			Engine:    engine,
+		})
 	})
 }
 

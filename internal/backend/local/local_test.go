@@ -22,16 +22,20 @@ func TestMain(m *testing.M) {
 }
 
 func TestConformance(t *testing.T) {
-	backendtest.Run(t, local.New(local.Config{CacheDir: t.TempDir()}), backendtest.Options{
-		EnforcesNetwork: []string{api.NetworkAllow},
-		// The workdir where the host gives the agent a mount namespace to
-		// bind the workspace there; else (the sandbox warns) its host path.
-		WorkspaceEnvRoot: func(s backend.Spec, inst backend.Instance) string {
-			if w, ok := inst.(interface{ Warnings() []string }); ok && len(w.Warnings()) > 0 {
-				return s.WorkspaceDir
-			}
-			return s.Workdir
-		},
+	b := local.New(local.Config{CacheDir: t.TempDir()})
+	backendtest.ForEachEngine(t, func(t *testing.T, engine string) {
+		backendtest.Run(t, b, backendtest.Options{
+			EnforcesNetwork: []string{api.NetworkAllow},
+			// The workdir where the host gives the agent a mount namespace to
+			// bind the workspace there; else (the sandbox warns) its host path.
+			WorkspaceEnvRoot: func(s backend.Spec, inst backend.Instance) string {
+				if w, ok := inst.(interface{ Warnings() []string }); ok && len(w.Warnings()) > 0 {
+					return s.WorkspaceDir
+				}
+				return s.Workdir
+			},
+			Engine: engine,
+		})
 	})
 }
 

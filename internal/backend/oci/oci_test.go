@@ -102,11 +102,14 @@ func TestConformance(t *testing.T) {
 		t.Logf("allow and whitelist are refused here: %v", err)
 		enforced = []string{api.NetworkDeny}
 	}
-	backendtest.Run(t, b, backendtest.Options{
-		EnforcesNetwork:  enforced,
-		Network:          api.NetworkDeny,
-		WorkspaceEnvRoot: func(s backend.Spec, _ backend.Instance) string { return s.Workdir },
-		OwnPIDNamespace:  true,
+	backendtest.ForEachEngine(t, func(t *testing.T, engine string) {
+		backendtest.Run(t, b, backendtest.Options{
+			EnforcesNetwork:  enforced,
+			Network:          api.NetworkDeny,
+			WorkspaceEnvRoot: func(s backend.Spec, _ backend.Instance) string { return s.Workdir },
+			OwnPIDNamespace:  true,
+			Engine:           engine,
+		})
 	})
 }
 

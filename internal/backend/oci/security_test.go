@@ -435,9 +435,12 @@ func TestSandboxCannotReplaceItsSocket(t *testing.T) {
 // tests above are the oci backend's own.
 func TestSecurity(t *testing.T) {
 	b := newBackend(t)
-	backendtest.Security(t, b, backendtest.SecurityOptions{
-		SocketDir:       "/run/dss",
-		HostUID:         b.HostUID(),
-		UserSpaceKernel: gvisor(),
+	backendtest.ForEachEngine(t, func(t *testing.T, engine string) {
+		backendtest.Security(t, b, backendtest.SecurityOptions{
+			SocketDir:       "/run/dss",
+			HostUID:         b.HostUID(),
+			UserSpaceKernel: gvisor(),
+			Engine:          engine,
+		})
 	})
 }
