@@ -1,0 +1,31 @@
+//go:build !linux
+
+package pyengine
+
+import (
+	"context"
+	"errors"
+)
+
+// Start is unsupported outside Linux (pidfds, SCM_RIGHTS, setns).
+func Start(context.Context, Config) (*Engine, error) { return nil, errors.ErrUnsupported }
+
+// Zygote is unsupported outside Linux.
+type Zygote struct{}
+
+// StartZygote is unsupported outside Linux.
+func StartZygote(context.Context, ZygoteConfig) (*Zygote, error) { return nil, errors.ErrUnsupported }
+
+// Fork is unsupported outside Linux.
+func (z *Zygote) Fork(context.Context, ForkConfig) (*Engine, error) {
+	return nil, errors.ErrUnsupported
+}
+
+// Done is unsupported outside Linux.
+func (z *Zygote) Done() <-chan struct{} { return nil }
+
+// Close is unsupported outside Linux.
+func (z *Zygote) Close() error { return errors.ErrUnsupported }
+
+// PID is unsupported outside Linux.
+func (z *Zygote) PID() int { return 0 }
