@@ -98,6 +98,8 @@ _critical = _Critical()
 
 def _send(obj, fds=None):
     data = _encode(obj)
+    if S.sock is None:
+        raise OSError("no connection (a process forked by the cell)")
     with _critical, _send_lock:
         if fds:
             socket.send_fds(S.sock, [data], fds)
@@ -422,6 +424,21 @@ def _finish_outputs():
 S.fdreader = None
 
 
+def _after_fork_in_child():
+    """A process forked by a cell (os.fork) must not speak on the engine's
+    socket: it would steal Go's frames or interleave its own. Its output goes
+    to the fds 1 and 2 pipes, which the engine reads."""
+    try:
+        if S.sock is not None:
+            os.close(S.sock.detach())
+    except OSError:
+        pass
+    S.sock = None
+    S.fdreader = None
+    sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False, errors="replace")
+    sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False, errors="replace")
+
+
 def serve(fd):
     """Serves one engine on the socket fd until Go closes it. Never returns."""
     try:
@@ -441,6 +458,7 @@ def serve(fd):
         sys.stdout = _Stream("stdout", 1)
         sys.stderr = _Stream("stderr", 2)
         sys.__stdout__, sys.__stderr__ = sys.stdout, sys.stderr
+        os.register_at_fork(after_in_child=_after_fork_in_child)
         threading.Thread(target=S.fdreader.run, name="dsengine-fds", daemon=True).start()
         threading.Thread(target=_flusher, name="dsengine-flush", daemon=True).start()
         while True:
