@@ -103,6 +103,29 @@ func engineEnv(env []string) []string {
 	return append(out, "MPLBACKEND="+inlineBackend)
 }
 
+// singleThreaded are the variables that keep BLAS and OpenMP from starting
+// thread pools at import (numpy's OpenBLAS starts one per CPU).
+var singleThreaded = []string{"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}
+
+// zygoteEnv is engineEnv(env) with BLAS and OpenMP limited to one thread
+// unless env sets them: a zygote must not have threads when it forks. The
+// forked engines keep that setting (their libraries are initialized).
+func zygoteEnv(env []string) []string {
+	out := engineEnv(env)
+	for _, name := range singleThreaded {
+		set := false
+		for _, kv := range out {
+			if strings.HasPrefix(kv, name+"=") {
+				set = true
+			}
+		}
+		if !set {
+			out = append(out, name+"=1")
+		}
+	}
+	return out
+}
+
 // DefaultPreload is ZygoteConfig.Preload when it is nil.
 var DefaultPreload = []string{"numpy", "pandas", "matplotlib", "matplotlib.pyplot"}
 

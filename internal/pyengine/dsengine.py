@@ -26,6 +26,12 @@ import struct
 import sys
 import threading
 
+# The runner binds what it uses at import: a cell may monkey-patch json or
+# struct without breaking the engine.
+_dumps, _loads = json.dumps, json.loads
+_pack, _unpack = struct.pack, struct.unpack
+_b64encode, _b64decode = base64.b64encode, base64.b64decode
+
 SOCK_FD = 3
 MAX_IN_FRAME = 1 << 30  # what Go sends: code, env; bounded by Go too
 STREAM_CHUNK = 1 << 18  # characters: at most 1 MiB of UTF-8 per stream frame
@@ -53,7 +59,7 @@ _stream_chars = 0
 
 def _json_default(o):
     if isinstance(o, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(o)).decode("ascii")
+        return _b64encode(bytes(o)).decode("ascii")
     return repr(o)
 
 
@@ -69,11 +75,11 @@ def _finite(o):
 
 def _encode(obj):
     try:
-        body = json.dumps(obj, ensure_ascii=False, default=_json_default, allow_nan=False)
+        body = _dumps(obj, ensure_ascii=False, default=_json_default, allow_nan=False)
     except ValueError:  # NaN or infinity somewhere: JSON has no such numbers
-        body = json.dumps(_finite(obj), ensure_ascii=False, default=_json_default, allow_nan=False)
+        body = _dumps(_finite(obj), ensure_ascii=False, default=_json_default, allow_nan=False)
     body = body.encode("utf-8", "replace")
-    return struct.pack(">I", len(body)) + body
+    return _pack(">I", len(body)) + body
 
 
 class _Critical:
@@ -125,10 +131,10 @@ def _recv():
     if S.in_cell:
         select.select([S.sock], [], [])
     with _critical:
-        (n,) = struct.unpack(">I", _recv_exact(4))
+        (n,) = _unpack(">I", _recv_exact(4))
         if n > MAX_IN_FRAME:
             raise ValueError("frame of %d bytes is over the limit" % n)
-        return json.loads(_recv_exact(n))
+        return _loads(_recv_exact(n))
 
 
 def _sigint(signum, frame):
@@ -548,7 +554,7 @@ def _enter_late(enter):
     _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
     prog = enter.get("seccomp")
     if prog:
-        raw = base64.b64decode(prog)
+        raw = _b64decode(prog)
         if len(raw) % 8 or not raw:
             raise ValueError("seccomp program is %d bytes, not a multiple of 8" % len(raw))
         buf = ctypes.create_string_buffer(raw, len(raw))
@@ -621,14 +627,14 @@ def _recv_request(sock):
         if not more:
             raise EOFError
         msg += more
-    (n,) = struct.unpack(">I", msg[:4])
+    (n,) = _unpack(">I", msg[:4])
     body = bytearray(msg[4:])
     while len(body) < n:
         more = sock.recv(min(n - len(body), 1 << 20))
         if not more:
             raise EOFError
         body += more
-    return json.loads(bytes(body)), fds
+    return _loads(bytes(body)), fds
 
 
 def _threads():
@@ -694,7 +700,7 @@ def main(argv):
     if len(argv) >= 2 and argv[1] == "engine":
         serve(SOCK_FD)
     elif len(argv) >= 3 and argv[1] == "zygote":
-        zygote(json.loads(argv[2]))
+        zygote(_loads(argv[2]))
     else:
         sys.stderr.write("usage: dsengine engine | zygote JSON-LIST\n")
         os._exit(2)

@@ -64,7 +64,7 @@ func StartZygote(ctx context.Context, cfg ZygoteConfig) (*Zygote, error) {
 	out := &tail{w: cfg.Stderr}
 	cmd := exec.Command(cfg.Python, "-c", runnerSource, "zygote", preload)
 	cmd.Dir = cfg.Dir
-	cmd.Env = engineEnv(cfg.Env)
+	cmd.Env = zygoteEnv(cfg.Env)
 	cmd.ExtraFiles = []*os.File{child}
 	attr := syscall.SysProcAttr{}
 	if cfg.SysProcAttr != nil {
