@@ -330,6 +330,7 @@ func TestStartErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			tt.cfg.Started, tt.cfg.Reaped = ownStarted, ownReaped
 			e, err := Start(context.Background(), tt.cfg)
 			if err == nil {
 				e.Close()

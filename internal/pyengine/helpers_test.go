@@ -6,11 +6,16 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
+	"strconv"
+	"syscall"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ds-sandbox/ds-sandbox/internal/jupyter"
 	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
@@ -26,7 +31,81 @@ func TestMain(m *testing.M) {
 		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
 	}
 	testenv.MainRequire(python+" with IPython, matplotlib-inline, numpy, pandas", err)
+	if err := becomeReaper(); err != nil {
+		fmt.Fprintln(os.Stderr, "become a child subreaper:", err)
+		os.Exit(1)
+	}
 	os.Exit(m.Run())
+}
+
+// The test process is a child subreaper, as the agent is: forked engines
+// (orphans once the zygote's intermediate child exits) and whatever a cell
+// leaves behind become its children. Engine reaps the engines it watches;
+// reapOrphans reaps the rest, except the processes os/exec waits for
+// (registered through Started/Reaped). Without it they would wait for
+// init, which here reaps lazily, and a fork bomb's zombies would keep its
+// cgroup full.
+var own = struct {
+	sync.Mutex
+	pids map[int]bool
+}{pids: map[int]bool{}}
+
+func ownStarted(pid int) error {
+	own.Lock()
+	defer own.Unlock()
+	own.pids[pid] = true
+	return nil
+}
+
+func ownReaped(pid int) {
+	own.Lock()
+	defer own.Unlock()
+	delete(own.pids, pid)
+}
+
+func becomeReaper() error {
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGCHLD)
+	go func() {
+		tick := time.NewTicker(time.Second)
+		for {
+			select {
+			case <-sig:
+			case <-tick.C:
+			}
+			reapOrphans()
+		}
+	}()
+	return nil
+}
+
+func reapOrphans() {
+	tasks, _ := filepath.Glob("/proc/self/task/*/children")
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		for _, field := range strings.Fields(string(b)) {
+			pid, _ := strconv.Atoi(field)
+			stat, err := os.ReadFile("/proc/" + field + "/stat")
+			if err != nil {
+				continue
+			}
+			// The state follows the last ')' of the command name.
+			i := strings.LastIndexByte(string(stat), ')')
+			if i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z' {
+				continue
+			}
+			own.Lock()
+			mine := own.pids[pid]
+			own.Unlock()
+			if !mine {
+				var ws unix.WaitStatus
+				_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+			}
+		}
+	}
 }
 
 // testEnv is an environment with a private HOME and IPYTHONDIR.
@@ -47,6 +126,7 @@ func startEngine(t testing.TB, cfg Config) *Engine {
 	if cfg.StartTimeout == 0 {
 		cfg.StartTimeout = 2 * time.Minute // a loaded machine
 	}
+	cfg.Started, cfg.Reaped = ownStarted, ownReaped
 	e, err := Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("Start: %v", err)

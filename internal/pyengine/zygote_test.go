@@ -23,6 +23,7 @@ func startZygote(t testing.TB, cfg ZygoteConfig) *Zygote {
 	if cfg.StartTimeout == 0 {
 		cfg.StartTimeout = 3 * time.Minute // a loaded machine
 	}
+	cfg.Started, cfg.Reaped = ownStarted, ownReaped
 	z, err := StartZygote(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("StartZygote: %v", err)
@@ -181,7 +182,8 @@ func TestZygoteBadPreload(t *testing.T) {
 			if timeout == 0 {
 				timeout = 3 * time.Minute
 			}
-			z, err := StartZygote(context.Background(), ZygoteConfig{Env: testEnv(t, "PYTHONPATH="+mods), Preload: tt.preload, StartTimeout: timeout})
+			z, err := StartZygote(context.Background(), ZygoteConfig{Env: testEnv(t, "PYTHONPATH="+mods), Preload: tt.preload,
+				StartTimeout: timeout, Started: ownStarted, Reaped: ownReaped})
 			if err == nil {
 				z.Close()
 				t.Fatal("StartZygote succeeded")
