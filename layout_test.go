@@ -39,7 +39,8 @@ func TestDependencyDirection(t *testing.T) {
 		// (nettest, under it, is a test helper: it may use testenv.)
 		{pkg: "internal/sandboxnet", onlyOurs: []string{"api", "internal/netpolicy", "internal/egress", "internal/sandboxnet/nettest", "internal/testenv"}},
 		{pkg: "internal/eventstream", onlyOurs: []string{"api"}},
-		{pkg: "internal/agent", onlyOurs: []string{"api", "internal/jupyter", "internal/procgroup", "internal/eventstream"}},
+		{pkg: "internal/pyengine", onlyOurs: []string{"internal/jupyter", "internal/procgroup"}},
+		{pkg: "internal/agent", onlyOurs: []string{"api", "internal/jupyter", "internal/pyengine", "internal/procgroup", "internal/eventstream"}},
 		{pkg: "internal/backend", forbidden: append([]string{"internal/manager", "ROOT"}, above...)},
 		{pkg: "internal/auth", onlyOurs: []string{}},
 		{pkg: "internal/testenv", onlyOurs: []string{}},

@@ -108,18 +108,89 @@ type contextTable struct {
 // newEngineStarter).
 func newContextTable(cfg *Config, fs *FS) (*contextTable, error) {
 	t := &contextTable{cfg: cfg, fs: fs, ctxs: make(map[string]*codeContext), children: pidSet{m: map[int]bool{}}}
-	var err error
+	d, err := os.MkdirTemp("", "dsk")
+	if err != nil {
+		return nil, fmt.Errorf("kernel dir: %w", err)
+	}
+	t.tmpDir = d
+	workdir, err := fs.HostPath(cfg.Workdir)
+	if err != nil {
+		os.RemoveAll(d)
+		return nil, err
+	}
 	t.engines, err = newEngineStarter(cfg, engineHooks{
 		Started: func(pid int) error {
 			t.children.add(pid)
 			return t.cfg.Limits.apply(pid)
 		},
 		Reaped: t.children.remove,
-	})
+	}, t.engineEnv(), workdir)
 	if err != nil {
+		os.RemoveAll(d)
 		return nil, err
 	}
 	return t, nil
+}
+
+// engineEnv is the environment of the sandbox's engines.
+func (t *contextTable) engineEnv() []string {
+	env := append([]string(nil), t.cfg.Env...)
+	if !hasEnv(env, "IPYTHONDIR") {
+		env = append(env, "IPYTHONDIR="+filepath.Join(t.tmpDir, "ipython"))
+	}
+	return env
+}
+
+// adopt makes an engine handed to the agent (handoff.go) the engine of
+// context ctxID, which must have none running. It owns conn.
+func (t *contextTable) adopt(ctxID string, conn *os.File) error {
+	ad, ok := t.engines.(engineAdopter)
+	if !ok {
+		conn.Close()
+		return api.Errorf(api.ErrUnsupported, "engine %s cannot take engines started outside the sandbox", t.cfg.Engine)
+	}
+	c, err := t.get(ctxID)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	if !c.mu.TryLock() {
+		conn.Close()
+		return api.Errorf(api.ErrExists, "context %s is running a cell", ctxID)
+	}
+	defer c.mu.Unlock()
+	c.kmu.Lock()
+	busy := c.kernel != nil
+	if busy {
+		select {
+		case <-c.kernel.Done():
+			busy = false
+		default:
+		}
+	}
+	c.kmu.Unlock()
+	if busy {
+		conn.Close()
+		return api.Errorf(api.ErrExists, "context %s already has a running engine", ctxID)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), handoffTimeout)
+	defer cancel()
+	e, err := ad.adopt(ctx, conn)
+	if err != nil {
+		return api.Errorf(api.ErrUnavailable, "adopt engine: %v", err)
+	}
+	c.kmu.Lock()
+	defer c.kmu.Unlock()
+	if c.deleted {
+		_ = e.Close()
+		return api.Errorf(api.ErrNotFound, "context %s was deleted", ctxID)
+	}
+	if old := c.kernel; old != nil {
+		_ = old.Close()
+	}
+	c.kernel = e
+	c.killedFor = ""
+	return nil
 }
 
 // startDefault creates the default context and starts its kernel in the
@@ -129,6 +200,11 @@ func (t *contextTable) startDefault() {
 	c, err := t.create(api.CreateContextRequest{}, DefaultContextID)
 	if err != nil {
 		t.cfg.Logger.Warn("default context", "err", err)
+		return
+	}
+	if t.cfg.EngineHandoff {
+		// Its engine is handed to the agent (handoff.go); a first cell
+		// that comes before it starts one here.
 		return
 	}
 	t.bg.Add(1)
@@ -173,13 +249,6 @@ func (t *contextTable) create(req api.CreateContextRequest, id string) (*codeCon
 	}
 	if len(t.ctxs) >= maxContexts {
 		return nil, api.Errorf(api.ErrLimit, "a sandbox has at most %d code contexts (each is a kernel process); delete one first", maxContexts)
-	}
-	if t.tmpDir == "" {
-		d, err := os.MkdirTemp("", "dsk")
-		if err != nil {
-			return nil, fmt.Errorf("kernel dir: %w", err)
-		}
-		t.tmpDir = d
 	}
 	c := &codeContext{info: api.Context{ID: id, Language: "python", Cwd: absSandboxPath(t.cfg.Workdir, cwd)}, dir: dir}
 	t.ctxs[id] = c
@@ -239,11 +308,7 @@ func (t *contextTable) ensureKernel(ctx context.Context, c *codeContext) (engine
 	} else {
 		c.kmu.Unlock()
 	}
-	env := append([]string(nil), t.cfg.Env...)
-	if !hasEnv(env, "IPYTHONDIR") {
-		env = append(env, "IPYTHONDIR="+filepath.Join(t.tmpDir, "ipython"))
-	}
-	k, err := t.engines.start(ctx, engineStart{Dir: c.dir, Env: env, TmpDir: t.tmpDir})
+	k, err := t.engines.start(ctx, engineStart{Dir: c.dir, Env: t.engineEnv(), TmpDir: t.tmpDir})
 	if err != nil {
 		return nil, startError(err, t.cfg.KernelStartTimeout)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -52,6 +53,12 @@ type engineStarter interface {
 	close()
 }
 
+// engineAdopter is an engineStarter that can also take an engine started
+// outside the sandbox and handed to the agent (handoff.go).
+type engineAdopter interface {
+	adopt(ctx context.Context, conn *os.File) (engine, error)
+}
+
 // engineHooks are called by a starter with the pid of every engine process
 // it starts (Started, before the process runs code of the sandbox's: limits
 // are applied there) and reaps (Reaped).
@@ -64,12 +71,15 @@ type engineHooks struct {
 // does not have is an error wrapping api.ErrUnsupported, which fails the
 // agent's start: a sandbox must never silently run on another engine than
 // the one asked for.
-func newEngineStarter(cfg *Config, hooks engineHooks) (engineStarter, error) {
+//
+// zygoteEnv and zygoteDir are the environment and working directory of a
+// zygote the starter may keep (those of the default context).
+func newEngineStarter(cfg *Config, hooks engineHooks, zygoteEnv []string, zygoteDir string) (engineStarter, error) {
 	switch cfg.Engine {
 	case api.EngineIPykernel:
 		return &ipykernelStarter{python: cfg.Python, timeout: cfg.KernelStartTimeout, preload: cfg.Preload, hooks: hooks}, nil
 	case api.EngineLean:
-		return nil, api.Errorf(api.ErrUnsupported, "engine %q is not built yet (issue #12); use engine %q", cfg.Engine, api.EngineIPykernel)
+		return newLeanStarter(cfg, hooks, zygoteEnv, zygoteDir), nil
 	}
 	return nil, api.Errorf(api.ErrInvalid, "engine %q: want one of %s", cfg.Engine, strings.Join(api.Engines, ", "))
 }

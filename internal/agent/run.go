@@ -118,6 +118,7 @@ func Main(args []string, stderr io.Writer) int {
 		python  = fl.String("python", "/usr/bin/python3", "interpreter that runs the code engines")
 		engine  = fl.String("engine", api.EngineIPykernel, "what runs the code contexts: "+strings.Join(api.Engines, " or "))
 		preload = fl.String("preload", "", "comma-separated Python modules every fresh engine imports (empty = the engine's default list)")
+		handoff = fl.Bool("engine-handoff", false, "the default context's engine is handed to the agent from outside (lean engine only)")
 		timeout = fl.Duration("default-timeout", 5*time.Minute, "timeout of cells and commands that give none")
 		nproc   = fl.Int("max-procs", 0, "RLIMIT_NPROC of the processes the agent starts (0 = inherited)")
 		nofile  = fl.Int("max-open-files", 0, "RLIMIT_NOFILE of the processes the agent starts (0 = inherited)")
@@ -157,7 +158,7 @@ func Main(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	err := Run(ctx, Config{
-		Workdir: *workdir, User: *user, Mounts: mounts, Python: *python, Engine: *engine, Preload: splitList(*preload),
+		Workdir: *workdir, User: *user, Mounts: mounts, Python: *python, Engine: *engine, Preload: splitList(*preload), EngineHandoff: *handoff,
 		DefaultTimeout: *timeout, Logger: log, KernelStartTimeout: *kstart,
 		Limits: ProcessLimits{MaxProcs: *nproc, MaxOpenFiles: *nofile}, MaxOutputBytes: *output,
 	}, *socket)
@@ -212,6 +213,16 @@ func Run(ctx context.Context, cfg Config, socketPath string) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer os.Remove(socketPath)
+	if cfg.EngineHandoff {
+		hl, err := listenHandoffs(socketPath)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer os.Remove(HandoffSocket(socketPath))
+		defer hl.Close()
+		go serveHandoffs(hl, s.ctxs.adopt)
+	}
 	err = s.Serve(ctx, ln)
 	killDescendants(os.Getpid())
 	return err

@@ -43,6 +43,12 @@ type Config struct {
 	// imports before its first cell; nil means the engine's default list
 	// (none for ipykernel).
 	Preload []string
+	// EngineHandoff: the default context's engine is started outside the
+	// sandbox and handed to the agent on its hand-off socket (handoff.go),
+	// so the agent starts none for it at start (nor a zygote of its own);
+	// other contexts, and a default context whose engine died, get engines
+	// started here. Only the lean engine takes hand-offs.
+	EngineHandoff bool
 	// Env is the environment of kernels and commands; nil means os.Environ().
 	Env []string
 	// DefaultTimeout bounds cells and foreground commands that give no timeout.
@@ -76,6 +82,9 @@ func (c *Config) setDefaults() error {
 	}
 	if err := checkPreload(c.Preload); err != nil {
 		return fmt.Errorf("agent: %w", err)
+	}
+	if c.EngineHandoff && c.Engine != api.EngineLean {
+		return fmt.Errorf("agent: engine hand-off needs the %s engine, not %s", api.EngineLean, c.Engine)
 	}
 	if c.Env == nil {
 		c.Env = os.Environ()

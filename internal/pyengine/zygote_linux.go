@@ -166,40 +166,14 @@ func (z *Zygote) Fork(ctx context.Context, fc ForkConfig) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pyengine: fork: %w", err)
 	}
-	req := forkFrame{T: "fork", Dir: fc.Dir, Env: map[string]string{}, FDs: []string{}}
-	var nsFiles []*os.File
-	if fc.Enter != nil {
-		ef, names, files, err := fc.Enter.frame()
-		if err != nil {
-			return nil, fmt.Errorf("pyengine: fork: %w", err)
-		}
-		req.Enter, req.FDs, nsFiles = ef, names, files
-	}
-	for _, kv := range engineEnv(fc.Env) {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("pyengine: fork: Env entry %q is not KEY=VALUE", kv)
-		}
-		req.Env[k] = v
-	}
-	frame, err := encodeFrame(req)
+	frame, nsFiles, err := z.forkFrame(fc)
 	if err != nil {
-		return nil, fmt.Errorf("pyengine: fork: %w", err)
+		return nil, err
 	}
-
-	select {
-	case z.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("pyengine: fork: waiting for another fork: %w", ctx.Err())
-	case <-z.done:
-		return nil, z.deadError("")
+	if err := z.acquire(ctx); err != nil {
+		return nil, err
 	}
 	defer func() { <-z.sem }()
-	select {
-	case <-z.done:
-		return nil, z.deadError("")
-	default:
-	}
 
 	conn, child, err := socketpair()
 	if err != nil {
@@ -211,7 +185,112 @@ func (z *Zygote) Fork(ctx context.Context, fc ForkConfig) (*Engine, error) {
 		conn.Close()
 		return nil, err
 	}
-	f, fds, rd, err := readFirst(ctx, conn, z.cfg.StartTimeout, nil)
+	return attach(ctx, conn, fc, z.cfg.StartTimeout, maxFrame, fmt.Sprintf("child %d", pid))
+}
+
+// forkFrame encodes fc's fork request and returns the namespace files it
+// passes.
+func (z *Zygote) forkFrame(fc ForkConfig) ([]byte, []*os.File, error) {
+	req := forkFrame{T: "fork", Dir: fc.Dir, Env: map[string]string{}, FDs: []string{}}
+	var nsFiles []*os.File
+	if fc.Enter != nil {
+		ef, names, files, err := fc.Enter.frame()
+		if err != nil {
+			return nil, nil, fmt.Errorf("pyengine: fork: %w", err)
+		}
+		req.Enter, req.FDs, nsFiles = ef, names, files
+	}
+	for _, kv := range engineEnv(fc.Env) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, nil, fmt.Errorf("pyengine: fork: Env entry %q is not KEY=VALUE", kv)
+		}
+		req.Env[k] = v
+	}
+	frame, err := encodeFrame(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pyengine: fork: %w", err)
+	}
+	return frame, nsFiles, nil
+}
+
+// acquire takes the zygote's one fork slot (release: <-z.sem), failing when
+// ctx ends first or the zygote is dead.
+func (z *Zygote) acquire(ctx context.Context) error {
+	select {
+	case z.sem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("pyengine: fork: waiting for another fork: %w", ctx.Err())
+	case <-z.done:
+		return z.deadError("")
+	}
+	select {
+	case <-z.done:
+		<-z.sem
+		return z.deadError("")
+	default:
+	}
+	return nil
+}
+
+// ForkConn is Fork without the engine's Go side: it returns our end of the
+// new engine's socket, before the engine's hello, for another process to
+// Attach (an agent inside the sandbox the engine entered), and the pid of
+// the zygote's child that made it (in the zygote's pid namespace).
+func (z *Zygote) ForkConn(ctx context.Context, fc ForkConfig) (*os.File, int, error) {
+	frame, nsFiles, err := z.forkFrame(fc)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := z.acquire(ctx); err != nil {
+		return nil, 0, err
+	}
+	defer func() { <-z.sem }()
+	conn, child, err := socketpair()
+	if err != nil {
+		return nil, 0, fmt.Errorf("pyengine: fork: %w", err)
+	}
+	pid, err := z.request(ctx, frame, child, nsFiles)
+	child.Close()
+	if err != nil {
+		conn.Close()
+		return nil, 0, err
+	}
+	f, err := conn.File()
+	conn.Close()
+	if err != nil {
+		return nil, 0, fmt.Errorf("pyengine: fork: %w", err)
+	}
+	return f, pid, nil
+}
+
+// Attach makes an Engine of an engine's socket end returned by ForkConn
+// (possibly in another process, received over a unix socket): it reads the
+// engine's hello and its pidfd. It takes f, also on error. fc's Dir, Env and
+// Enter are ignored (the fork applied them); its hooks and bounds apply.
+func Attach(ctx context.Context, f *os.File, fc ForkConfig) (*Engine, error) {
+	maxFrame, err := checkMaxFrame(fc.MaxFrameBytes)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("pyengine: attach: %w", err)
+	}
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("pyengine: attach: %w", err)
+	}
+	conn, ok := c.(*net.UnixConn)
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("pyengine: attach: not a unix socket")
+	}
+	return attach(ctx, conn, fc, defaultStartTimeout, maxFrame, "handed-over engine")
+}
+
+// attach reads a forked engine's hello on conn (which it owns) and returns
+// the Engine.
+func attach(ctx context.Context, conn *net.UnixConn, fc ForkConfig, timeout time.Duration, maxFrame int, what string) (*Engine, error) {
+	f, fds, rd, err := readFirst(ctx, conn, timeout, nil)
 	if err == nil {
 		err = checkHello(f)
 	}
@@ -226,7 +305,7 @@ func (z *Zygote) Fork(ctx context.Context, fc ForkConfig) (*Engine, error) {
 		if errors.Is(err, errNotReady) {
 			err = errors.New("the new engine exited before it was ready")
 		}
-		return nil, fmt.Errorf("pyengine: fork (child %d): %w", pid, err)
+		return nil, fmt.Errorf("pyengine: fork (%s): %w", what, err)
 	}
 	proc, epid, err := adoptPidfd(fds[0], fc.Reaped)
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 // engines are wired in: wiring one in is emptying its reason here.
 var engines = []struct{ name, notWired string }{
 	{api.EngineIPykernel, ""},
-	{api.EngineLean, "lean engine not wired yet"},
+	{api.EngineLean, ""},
 }
 
 // ForEachEngine runs fn once per code engine (api.Engines), one after the
