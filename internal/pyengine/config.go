@@ -184,8 +184,9 @@ type ForkConfig struct {
 // Fork returns an error saying which step failed: there is never an engine
 // running with fewer restrictions than asked.
 type Enter struct {
-	// CgroupProcs is a cgroup.procs file to join ("" joins none).
-	CgroupProcs string
+	// CgroupProcs are the cgroup.procs files to join (one per hierarchy on
+	// a cgroup v1 or hybrid machine; none joins none).
+	CgroupProcs []string
 	// Namespaces maps "user", "mnt", "ipc", "uts", "net", "cgroup" or "pid"
 	// to an open namespace file (e.g. /proc/PID/ns/net). Fork only reads
 	// them; the caller closes them.
@@ -215,7 +216,7 @@ const maxBPFInsns = 4096
 
 // enterFrame is Enter on the wire.
 type enterFrame struct {
-	CgroupProcs string        `json:"cgroup_procs,omitempty"`
+	CgroupProcs []string      `json:"cgroup_procs,omitempty"`
 	UID         *uint32       `json:"uid,omitempty"`
 	GID         *uint32       `json:"gid,omitempty"`
 	Groups      []uint32      `json:"groups,omitempty"`

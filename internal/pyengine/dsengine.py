@@ -506,8 +506,11 @@ def _enter_early(enter, nsfds):
     order). Joining a pid namespace applies to the children, hence the second
     fork that follows."""
     libc = _libc()
-    if enter.get("cgroup_procs"):
-        with open(enter["cgroup_procs"], "w") as f:
+    procs = enter.get("cgroup_procs") or []
+    if isinstance(procs, str):
+        procs = [procs]
+    for path in procs:
+        with open(path, "w") as f:
             f.write(str(os.getpid()))
     for ns in _NS_ORDER:
         if ns in nsfds:
@@ -600,6 +603,9 @@ def _fail_child(efd, what, e):
 
 
 def _first_child(req, efd, nsfds):
+    # The zygote's reaper is the zygote's alone: the engine's own children
+    # are waited for by the code that started them.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     try:
         os.close(S.sock.detach())
         if req.get("enter") is not None:
@@ -637,6 +643,16 @@ def _recv_request(sock):
     return _loads(bytes(body)), fds
 
 
+def _reap_children(signum, frame):
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def _threads():
     return threading.active_count(), len(os.listdir("/proc/self/task"))
 
@@ -663,6 +679,11 @@ def zygote(preload):
                             "a zygote must have exactly one thread to fork safely: remove it from the preload list"
                             % ((mod,) + n)})
             os._exit(1)
+    # Engines that entered a pid namespace are orphans of the first child,
+    # which lives outside it: as a child subreaper, the zygote adopts them
+    # and reaps them, instead of the host's init.
+    _check(_libc().prctl(36, 1, 0, 0, 0), "become a child subreaper")  # PR_SET_CHILD_SUBREAPER
+    signal.signal(signal.SIGCHLD, _reap_children)
     gc.collect()
     gc.freeze()
     _send({"t": "ready", "pid": os.getpid()})
@@ -692,7 +713,10 @@ def zygote(preload):
                 os._exit(1)
         for fd in fds:
             os.close(fd)
-        os.waitpid(pid, 0)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:  # reaped by _reap_children
+            pass
         _send({"t": "forked", "pid": pid})
 
 

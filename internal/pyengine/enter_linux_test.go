@@ -150,7 +150,7 @@ func TestForkEnter(t *testing.T) {
 
 	const nobody = 65534
 	e := fork(t, z, ForkConfig{Dir: "/tmp", Enter: &Enter{
-		CgroupProcs: filepath.Join(cg, "cgroup.procs"),
+		CgroupProcs: []string{filepath.Join(cg, "cgroup.procs")},
 		Namespaces:  openNS(t, target, "net", "mnt", "uts", "ipc", "pid"),
 		Credential:  &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{nobody}},
 		Rlimits:     []Rlimit{{Resource: unix.RLIMIT_NOFILE, Cur: 256, Max: 256}},
@@ -278,7 +278,7 @@ print('limit reached')`)
 			enter *Enter
 			want  string
 		}{
-			{name: "missing cgroup", enter: &Enter{CgroupProcs: "/nonexistent/cgroup.procs"}, want: "No such file"},
+			{name: "missing cgroup", enter: &Enter{CgroupProcs: []string{"/nonexistent/cgroup.procs"}}, want: "No such file"},
 			{name: "not a namespace", enter: &Enter{Namespaces: map[string]*os.File{"net": notNS}}, want: "setns net"},
 			{name: "unknown namespace", enter: &Enter{Namespaces: map[string]*os.File{"time": notNS}}, want: `unknown namespace "time"`},
 			{name: "seccomp not whole instructions", enter: &Enter{Seccomp: []byte{1, 2, 3}}, want: "whole number of 8-byte instructions"},
