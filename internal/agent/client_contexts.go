@@ -74,6 +74,12 @@ func (c *Client) RestartContext(ctx context.Context, id string) (api.Context, er
 	return out, err
 }
 
+// ContextReady waits until a context's engine runs, starting one if it has
+// none; it runs no code.
+func (c *Client) ContextReady(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodPost, "/contexts/"+url.PathEscape(id)+"/ready", nil, nil, nil)
+}
+
 // DeleteContext stops a context's kernel and forgets it.
 func (c *Client) DeleteContext(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/contexts/"+url.PathEscape(id), nil, nil, nil)

@@ -340,6 +340,16 @@ func hasEnv(env []string, key string) bool {
 	return false
 }
 
+// ready starts c's engine if it has none running.
+func (t *contextTable) ready(ctx context.Context, c *codeContext) error {
+	if err := lockCtx(ctx, &c.mu); err != nil {
+		return api.Errorf(api.ErrUnavailable, "context %s: %v", c.info.ID, err)
+	}
+	defer c.mu.Unlock()
+	_, err := t.ensureKernel(ctx, c)
+	return err
+}
+
 // restart replaces c's kernel with a fresh one. The old kernel is killed
 // first, so a cell still running in it ends (with an error saying why) and
 // does not hold the restart up.
@@ -484,6 +494,20 @@ func (s *Server) registerContextRoutes() {
 		c, err := s.ctxs.get(r.PathValue("id"))
 		if err == nil {
 			err = s.ctxs.restart(r.Context(), c)
+		}
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, c.info)
+	})
+	// ready waits until the context's engine runs (starting one when it has
+	// none), running no code: the manager's start admission holds a
+	// sandbox's start slot until its default engine is up.
+	s.mux.HandleFunc("POST /contexts/{id}/ready", func(w http.ResponseWriter, r *http.Request) {
+		c, err := s.ctxs.get(r.PathValue("id"))
+		if err == nil {
+			err = s.ctxs.ready(r.Context(), c)
 		}
 		if err != nil {
 			writeError(w, err)

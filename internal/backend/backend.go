@@ -40,6 +40,10 @@ type Spec struct {
 	// Preload lists the Python modules every fresh engine imports before its
 	// first cell (the agent's --preload); nil = the engine's default list.
 	Preload []string
+	// EngineHandoff: the default context's engine will be forked from the
+	// daemon's zygote into the sandbox (backend.Entry) and handed to the
+	// agent (its --engine-handoff), so the agent starts none itself.
+	EngineHandoff bool
 	// DefaultTimeout bounds cells and commands that ask for no timeout.
 	DefaultTimeout time.Duration
 	// Image is the template's image; backends without images refuse it.
@@ -73,6 +77,9 @@ func AgentArgs(spec Spec, maxProcs int) []string {
 	}
 	if len(spec.Preload) > 0 {
 		args = append(args, "--preload", strings.Join(spec.Preload, ","))
+	}
+	if spec.EngineHandoff {
+		args = append(args, "--engine-handoff")
 	}
 	if maxProcs > 0 {
 		args = append(args, "--max-procs", strconv.Itoa(maxProcs))

@@ -47,3 +47,9 @@ type Rlimit struct {
 type Enterer interface {
 	Entry(ctx context.Context) (Entry, error)
 }
+
+// EnterChecker is a Backend whose instances implement Enterer. CanEnter
+// says whether they can be entered on this machine (nil) or why not.
+type EnterChecker interface {
+	CanEnter(ctx context.Context) error
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
 )
 
 // Start admission. Starting a sandbox is the expensive part of its life: the
@@ -127,8 +128,8 @@ func (m *Manager) StartStats() StartStats {
 		Admitted: g.admitted, Refused: g.refused, WaitSeconds: g.waited.Seconds()}
 }
 
-// warm waits until the sandbox's default kernel answers (an empty cell,
-// which the kernel does not count), then releases its start slot. It runs
+// warm waits until the sandbox's default kernel runs (the agent's ready
+// route, which runs no code), then releases its start slot. It runs
 // after Create returned; a kernel that does not come up within the kernel
 // start timeout releases the slot too (the first cell reports it).
 func (m *Manager) warm(s *Sandbox, release func()) {
@@ -143,5 +144,5 @@ func (m *Manager) warm(s *Sandbox, release func()) {
 		case <-ctx.Done():
 		}
 	}()
-	_, _ = s.agent.Execute(ctx, api.ExecuteRequest{Code: ""}, nil)
+	_ = s.agent.ContextReady(ctx, agent.DefaultContextID)
 }

@@ -14,9 +14,28 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/seccompbpf"
+	"github.com/moby/profiles/seccomp"
 )
 
-var _ backend.Enterer = (*instance)(nil)
+var (
+	_ backend.Enterer      = (*instance)(nil)
+	_ backend.EnterChecker = (*Backend)(nil)
+)
+
+// CanEnter implements backend.EnterChecker: runc or crun with a root
+// daemon, and a seccomp profile libseccomp can compile here (the default
+// one is compiled once to find out).
+func (b *Backend) CanEnter(ctx context.Context) error {
+	if b.rootless || isRunsc(b.cfg.Runtime) {
+		return api.Errorf(api.ErrUnsupported, "oci backend: processes can join a sandbox from outside only on runc/crun with a root daemon")
+	}
+	prof, err := defaultSeccomp()
+	if err != nil {
+		return err
+	}
+	_, err = b.seccompProgram(ctx, prof)
+	return err
+}
 
 // entryNamespaces are the namespaces of a container an entering process
 // joins, in the order it joins them.
@@ -28,7 +47,10 @@ var entryNamespaces = []string{"user", "mnt", "pid", "net", "ipc", "uts", "cgrou
 // sandboxes are not host namespaces, and a rootless daemon cannot enter the
 // user namespace it made through unshare(1): both are unsupported.
 func (in *instance) Entry(ctx context.Context) (backend.Entry, error) {
-	if in.b == nil || in.b.rootless || isRunsc(in.b.cfg.Runtime) {
+	if in.b == nil {
+		return backend.Entry{}, api.Errorf(api.ErrUnsupported, "oci backend: container %s was not started by this backend", in.cid)
+	}
+	if in.b.rootless || isRunsc(in.b.cfg.Runtime) {
 		return backend.Entry{}, api.Errorf(api.ErrUnsupported, "oci backend: processes can join a sandbox from outside only on runc/crun with a root daemon")
 	}
 	select {
@@ -145,4 +167,14 @@ func (b *Backend) seccompProgram(ctx context.Context, prof *specs.LinuxSeccomp) 
 	b.bpf[key] = bpf
 	b.mu.Unlock()
 	return bpf, nil
+}
+
+// defaultSeccomp is the profile build gives a container (every capability
+// dropped).
+func defaultSeccomp() (*specs.LinuxSeccomp, error) {
+	prof, err := seccomp.GetDefaultProfile(&specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{}}, Linux: &specs.Linux{}})
+	if err != nil {
+		return nil, fmt.Errorf("oci backend: seccomp profile: %w", err)
+	}
+	return prof, nil
 }
