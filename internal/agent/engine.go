@@ -75,13 +75,28 @@ type engineHooks struct {
 // zygoteEnv and zygoteDir are the environment and working directory of a
 // zygote the starter may keep (those of the default context).
 func newEngineStarter(cfg *Config, hooks engineHooks, zygoteEnv []string, zygoteDir string) (engineStarter, error) {
+	if err := CheckEngine(cfg.Engine); err != nil {
+		return nil, err
+	}
 	switch cfg.Engine {
 	case api.EngineIPykernel:
 		return &ipykernelStarter{python: cfg.Python, timeout: cfg.KernelStartTimeout, preload: cfg.Preload, hooks: hooks}, nil
 	case api.EngineLean:
 		return newLeanStarter(cfg, hooks, zygoteEnv, zygoteDir), nil
 	}
-	return nil, api.Errorf(api.ErrInvalid, "engine %q: want one of %s", cfg.Engine, strings.Join(api.Engines, ", "))
+	return nil, fmt.Errorf("engine %q: CheckEngine accepts it but there is no starter for it", cfg.Engine)
+}
+
+// CheckEngine reports whether this build's agent runs engine: nil, or an
+// error saying why not, wrapping api.ErrUnsupported (an engine not built
+// yet) or api.ErrInvalid (not an engine). The manager refuses such a
+// sandbox before starting it; /readyz and `ds-sandbox doctor` report it.
+func CheckEngine(engine string) error {
+	switch engine {
+	case api.EngineIPykernel, api.EngineLean:
+		return nil
+	}
+	return api.Errorf(api.ErrInvalid, "engine %q: want one of %s", engine, strings.Join(api.Engines, ", "))
 }
 
 // ipykernelStarter starts an ipykernel process per context (jupyter.Start)

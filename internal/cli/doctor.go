@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
@@ -16,9 +17,10 @@ import (
 
 // doctorReport is what `ds-sandbox doctor --json` prints.
 type doctorReport struct {
-	Default  backend.Choice  `json:"default_backend"`
-	Network  string          `json:"default_network_policy"`
-	Backends []doctorBackend `json:"backends"`
+	Default  backend.Choice       `json:"default_backend"`
+	Network  string               `json:"default_network_policy"`
+	Engine   manager.EngineStatus `json:"default_engine"`
+	Backends []doctorBackend      `json:"backends"`
 }
 
 type doctorBackend struct {
@@ -38,7 +40,8 @@ type doctorBackend struct {
 const doctorUsage = `usage: ds-sandbox doctor [flags]
 
 Says which backend runs sandboxes here (default_backend, auto by default) and
-why, and what each backend enforces or lacks on this host.
+why, what each backend enforces or lacks on this host, and which code engine
+runs their code (engine, ipykernel by default) and whether it can.
 `
 
 func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -64,7 +67,7 @@ func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 1
 	}
 	defer m.Close(context.WithoutCancel(ctx))
-	rep := doctorReport{Default: m.DefaultChoice(), Network: cfg.Network().Policy}
+	rep := doctorReport{Default: m.DefaultChoice(), Network: cfg.Network().Policy, Engine: m.DefaultEngine()}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	// Strongest first, the order auto tries them in.
@@ -110,6 +113,15 @@ func printDoctor(w io.Writer, rep doctorReport) {
 		fmt.Fprintf(w, "  %s\n", warn)
 	}
 	fmt.Fprintf(w, "  default network policy: %s\n", rep.Network)
+	eng := rep.Engine
+	fmt.Fprintf(w, "default engine: %s", eng.Name)
+	if len(eng.Preload) > 0 {
+		fmt.Fprintf(w, " (preload: %s)", strings.Join(eng.Preload, ", "))
+	}
+	if !eng.Ready {
+		fmt.Fprintf(w, "\n  unavailable: %s", eng.Reason)
+	}
+	fmt.Fprintln(w)
 	for _, b := range rep.Backends {
 		state := "available"
 		switch {

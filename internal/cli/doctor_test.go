@@ -18,7 +18,8 @@ func TestDoctor(t *testing.T) {
 	}
 	// TestMain configures local (SANDBOX_DEFAULT_BACKEND), which isolates
 	// nothing: doctor says so.
-	for _, want := range []string{"default backend: local\n", "why: default_backend is local in the configuration", "code is NOT isolated", "\nlocal: available", "\noci: "} {
+	for _, want := range []string{"default backend: local\n", "why: default_backend is local in the configuration", "code is NOT isolated", "\nlocal: available", "\noci: ",
+		"\ndefault engine: ipykernel\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("doctor output lacks %q:\n%s", want, out)
 		}
@@ -35,6 +36,9 @@ func TestDoctor(t *testing.T) {
 	if rep.Default.Name != "local" || rep.Default.Auto || rep.Default.Isolated || rep.Network != "allow" {
 		t.Errorf("default: %+v, network %q", rep.Default, rep.Network)
 	}
+	if e := rep.Engine; e.Name != "ipykernel" || !e.Ready || e.Reason != "" || e.Preload != nil {
+		t.Errorf("default engine: %+v", e)
+	}
 	names := map[string]doctorBackend{}
 	for _, b := range rep.Backends {
 		names[b.Name] = b
@@ -47,6 +51,17 @@ func TestDoctor(t *testing.T) {
 	}
 	if o, ok := names["oci"]; !ok || !o.Isolates {
 		t.Errorf("oci: %+v", o)
+	}
+
+	// An engine this build does not run yet is reported as such.
+	lean := filepath.Join(t.TempDir(), "lean.yaml")
+	if err := os.WriteFile(lean, []byte("engine: lean\npreload: [numpy, matplotlib.pyplot]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = runCLI(t, "", "doctor", "--config", lean)
+	const want = "\ndefault engine: lean (preload: numpy, matplotlib.pyplot)\n  unavailable: engine \"lean\" is not built yet"
+	if code != 0 || !strings.Contains(out, want) {
+		t.Errorf("doctor with engine lean: exit %d: %s\n%s\nwant %q", code, errOut, out, want)
 	}
 
 	bad := filepath.Join(t.TempDir(), "c.yaml")

@@ -23,8 +23,9 @@ type backendStatus struct {
 	Enforces []string `json:"enforces"`
 }
 
-// readyz reports each backend's availability (503 when one is unusable)
-// and which backend serves requests that name none, and why.
+// readyz reports each backend's availability (503 when one is unusable),
+// which backend serves requests that name none, and why, and the default
+// code engine (503 when this build cannot run it).
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
@@ -39,11 +40,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 		}
 		out[name] = st
 	}
+	eng := s.m.DefaultEngine()
+	ready = ready && eng.Ready
 	status := http.StatusOK
 	if !ready {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, map[string]any{"ready": ready, "backends": out, "default_backend": s.m.DefaultChoice()})
+	writeJSON(w, status, map[string]any{"ready": ready, "backends": out, "default_backend": s.m.DefaultChoice(), "default_engine": eng})
 	return nil
 }
 

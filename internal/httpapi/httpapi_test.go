@@ -577,9 +577,13 @@ func TestCORSAndReadiness(t *testing.T) {
 			Isolated bool   `json:"isolated"`
 			Reason   string `json:"reason"`
 		} `json:"default_backend"`
+		Engine manager.EngineStatus `json:"default_engine"`
 	}
 	if err := json.Unmarshal(rr.body, &ready); err != nil || rr.status != 200 || !ready.Ready || !ready.Backends["local"].Ready || len(ready.Backends["local"].Enforces) == 0 {
 		t.Fatalf("readyz: %d %s", rr.status, rr.body)
+	}
+	if e := ready.Engine; e.Name != "ipykernel" || !e.Ready {
+		t.Errorf("readyz default_engine: %+v", e)
 	}
 	if d := ready.Default; d.Name != "local" || d.Auto || d.Isolated || !strings.Contains(d.Reason, "default_backend is local") {
 		t.Errorf("readyz default_backend: %+v", d)
@@ -590,6 +594,17 @@ func TestCORSAndReadiness(t *testing.T) {
 		if !strings.Contains(enf, limit) {
 			t.Errorf("readyz says nothing of %s for local: %q", limit, enf)
 		}
+	}
+}
+
+// TestReadyzReportsAnUnusableEngine: a default engine this build cannot run
+// makes the daemon unready, saying why.
+func TestReadyzReportsAnUnusableEngine(t *testing.T) {
+	t.Parallel()
+	e := newServer(t, func(c *config.Config) { c.Engine = "lean" })
+	r := e.do(t, "", "GET", "/readyz", nil)
+	if r.status != 503 || !strings.Contains(string(r.body), `"default_engine":{"name":"lean","ready":false,"reason":"engine \"lean\" is not built yet`) {
+		t.Fatalf("readyz with engine lean: %d %s", r.status, r.body)
 	}
 }
 

@@ -233,6 +233,10 @@ func (m *Manager) plan(req api.CreateSandboxRequest) (plan, error) {
 		}
 	}
 	p.engine = firstOf(p.tmpl.Engine, req.Engine, m.cfg.Engine)
+	// Refused here rather than by the sandbox's agent, after a start.
+	if err := agent.CheckEngine(p.engine); err != nil {
+		return p, err
+	}
 	p.preload = p.tmpl.Preload
 	if len(p.preload) == 0 {
 		p.preload = m.cfg.Preload

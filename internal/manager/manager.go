@@ -147,6 +147,26 @@ func (m *Manager) DefaultChoice() backend.Choice { return m.choice }
 // Config returns the manager's configuration.
 func (m *Manager) Config() config.Config { return m.cfg }
 
+// EngineStatus is the code engine of sandboxes whose template and request
+// name none (the config's engine and preload), and whether this build runs
+// it: for /readyz and `ds-sandbox doctor`.
+type EngineStatus struct {
+	Name    string   `json:"name"`
+	Preload []string `json:"preload,omitempty"`
+	Ready   bool     `json:"ready"`
+	// Reason says why a sandbox on it cannot start here.
+	Reason string `json:"reason,omitempty"`
+}
+
+// DefaultEngine reports the default code engine.
+func (m *Manager) DefaultEngine() EngineStatus {
+	st := EngineStatus{Name: m.cfg.Engine, Preload: m.cfg.Preload, Ready: true}
+	if err := agent.CheckEngine(m.cfg.Engine); err != nil {
+		st.Ready, st.Reason = false, err.Error()
+	}
+	return st
+}
+
 // Backend returns the named backend ("" = the default).
 func (m *Manager) Backend(name string) (backend.Backend, error) {
 	if name == "" {
