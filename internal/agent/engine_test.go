@@ -22,7 +22,7 @@ func TestEngineConfig(t *testing.T) {
 	}{
 		{"default is ipykernel", "", nil, nil, ""},
 		{"ipykernel", api.EngineIPykernel, []string{"numpy", "matplotlib.pyplot", "_x1"}, nil, ""},
-		{"lean is not built yet", api.EngineLean, nil, api.ErrUnsupported, `engine "lean" is not built yet`},
+		{"lean", api.EngineLean, []string{"json"}, nil, ""},
 		{"unknown engine", "jupyter", nil, api.ErrInvalid, `engine "jupyter": want one of ipykernel, lean`},
 		{"code as a module", "", []string{"os; os.system('x')"}, nil, `preload module "os; os.system('x')"`},
 		{"empty part", "", []string{"a..b"}, nil, `preload module "a..b"`},
@@ -42,8 +42,12 @@ func TestEngineConfig(t *testing.T) {
 			case tc.says == "" && err != nil:
 				t.Fatalf("New: %v", err)
 			case tc.says == "":
-				if s.cfg.Engine != api.EngineIPykernel {
-					t.Fatalf("engine %q, want ipykernel", s.cfg.Engine)
+				want := tc.engine
+				if want == "" {
+					want = api.EngineIPykernel
+				}
+				if s.cfg.Engine != want {
+					t.Fatalf("engine %q, want %s", s.cfg.Engine, want)
 				}
 			case err == nil || !strings.Contains(err.Error(), tc.says):
 				t.Fatalf("New: %v, want an error saying %q", err, tc.says)

@@ -1,6 +1,7 @@
 package manager_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -10,31 +11,50 @@ import (
 )
 
 // TestEngineResolution: a sandbox's engine and preload list are the
-// template's, else (the engine) the request's, else the configuration's. An
-// engine this build does not run (lean: not built yet) is refused before
-// anything starts, as unsupported; the preload list in force is imported in
-// the sandbox's kernel. (backendtest proves every backend passes the engine
-// on to its agent.)
+// template's, else (the engine) the request's, else the configuration's;
+// the preload list in force is imported in the sandbox's engine. (backendtest
+// proves every backend passes the engine on to its agent.)
 func TestEngineResolution(t *testing.T) {
 	t.Parallel()
 	m := localManager(t, func(c *config.Config) {
 		c.Engine = api.EngineLean
 		c.Preload = []string{"mailbox"}
 	})
-	const notBuilt = `engine "lean" is not built yet`
-	t.Run("the configured engine", func(t *testing.T) {
+	imported := func(t *testing.T, s interface {
+		Execute(context.Context, api.ExecuteRequest, func(api.ExecEvent)) (*api.Execution, error)
+	}) string {
+		t.Helper()
+		e, err := s.Execute(t.Context(), api.ExecuteRequest{Code: "import sys; print('mailbox' in sys.modules, 'wave' in sys.modules)"}, nil)
+		if err != nil || e.Error != nil {
+			t.Fatalf("execute: %v %+v", err, e.Error)
+		}
+		return strings.TrimSpace(strings.Join(e.Logs.Stdout, ""))
+	}
+	t.Run("the configured engine and preload", func(t *testing.T) {
 		t.Parallel()
-		_, err := m.Create(t.Context(), api.CreateSandboxRequest{})
-		if !errors.Is(err, api.ErrUnsupported) || !strings.Contains(err.Error(), notBuilt) {
-			t.Fatalf("create with engine lean configured: %v, want an error saying %q", err, notBuilt)
+		s, err := m.Create(t.Context(), api.CreateSandboxRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Info().Engine; got != api.EngineLean {
+			t.Errorf("info engine %q, want lean", got)
+		}
+		if got := imported(t, s); got != "True False" {
+			t.Errorf("mailbox, wave imported: %s, want True False", got)
 		}
 	})
 	t.Run("a template's engine wins over the request's", func(t *testing.T) {
 		t.Parallel()
-		_, err := m.Create(t.Context(), api.CreateSandboxRequest{Engine: api.EngineIPykernel,
-			TemplateSpec: &api.Template{Engine: api.EngineLean}})
-		if !errors.Is(err, api.ErrUnsupported) || !strings.Contains(err.Error(), notBuilt) {
-			t.Fatalf("create: %v, want an error saying %q", err, notBuilt)
+		s, err := m.Create(t.Context(), api.CreateSandboxRequest{Engine: api.EngineIPykernel,
+			TemplateSpec: &api.Template{Engine: api.EngineLean, Preload: []string{"wave"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Info().Engine; got != api.EngineLean {
+			t.Errorf("info engine %q, want lean", got)
+		}
+		if got := imported(t, s); got != "False True" {
+			t.Errorf("mailbox, wave imported: %s, want False True", got)
 		}
 	})
 	t.Run("an unknown engine is refused", func(t *testing.T) {

@@ -65,10 +65,6 @@ func Run(t *testing.T, b backend.Backend, opts Options) {
 			Network: api.NetworkPolicy{Policy: opts.Network}, Python: opts.Python, Engine: opts.Engine,
 		}
 	}
-	if why := notWired(opts.Engine); why != "" {
-		checkNotWired(t, b, spec(t))
-		t.Skip(why)
-	}
 	start := func(t *testing.T, s backend.Spec) (backend.Instance, *agent.Client) {
 		t.Helper()
 		inst, err := b.Create(t.Context(), s)
