@@ -91,6 +91,32 @@ var ErrNotReady = errors.New("enginehost: the zygote is not ready")
 // Warm starts the zygote of preload in the background, if it is not running.
 func (h *Host) Warm(preload []string) { h.zygote(preload) }
 
+// WaitReady starts preload's zygote if needed and waits until it runs (or
+// its start failed: the error says why).
+func (h *Host) WaitReady(ctx context.Context, preload []string) error {
+	for {
+		z, err := h.zygote(preload)
+		if z != nil {
+			return nil
+		}
+		if !errors.Is(err, ErrNotReady) {
+			return err
+		}
+		h.mu.Lock()
+		s := h.zygotes[strings.Join(preload, ",")]
+		starting, lastErr := s.starting, s.err
+		h.mu.Unlock()
+		if starting == nil {
+			return fmt.Errorf("enginehost: zygote: %w", lastErr)
+		}
+		select {
+		case <-starting:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // zygote returns the running zygote of preload, or nil after starting one
 // in the background when there is none (or it died).
 func (h *Host) zygote(preload []string) (*pyengine.Zygote, error) {

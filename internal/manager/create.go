@@ -80,6 +80,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 		PidsLimit: plan.limits.PidsLimit, MaxOpenFiles: plan.limits.MaxOpenFiles, MaxOutputBytes: plan.limits.MaxOutputBytes,
 		KernelStartTimeout: time.Duration(m.cfg.KernelStartTimeoutSec) * time.Second,
 	}
+	spec.EngineHandoff = m.handsEngines(ctx, plan.backend, plan.engine, plan.preload)
 	inst, err := plan.backend.Create(ctx, spec)
 	if errors.Is(err, api.ErrTimeout) && ctx.Err() == nil {
 		// Its agent did not answer in time: on a loaded machine the next
@@ -92,6 +93,9 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 	if err != nil {
 		cleanup()
 		return nil, fmt.Errorf("create sandbox: %w", err)
+	}
+	if spec.EngineHandoff {
+		m.handEngine(ctx, id, inst, plan.preload)
 	}
 	now := time.Now().UTC()
 	s := &Sandbox{

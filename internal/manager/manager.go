@@ -60,6 +60,7 @@ type Manager struct {
 	events events
 	adm    admission
 	starts *startGate
+	eng    engineHost
 
 	mu         sync.Mutex
 	sandboxes  map[string]*Sandbox
@@ -422,6 +423,7 @@ func (m *Manager) Close(ctx context.Context) error {
 		wg.Go(func() { errs[i] = m.destroy(ctx, s, "manager closed") })
 	}
 	wg.Wait()
+	m.closeEngines()
 	m.mu.Lock()
 	m.unlock()
 	m.mu.Unlock()

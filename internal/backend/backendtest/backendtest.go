@@ -67,7 +67,7 @@ func Run(t *testing.T, b backend.Backend, opts Options) {
 	}
 	start := func(t *testing.T, s backend.Spec) (backend.Instance, *agent.Client) {
 		t.Helper()
-		inst, err := b.Create(t.Context(), s)
+		inst, err := create(t, b, s)
 		if err != nil {
 			t.Fatalf("Create: %v", err)
 		}

@@ -79,6 +79,7 @@ func Security(t *testing.T, b backend.Backend, opts SecurityOptions) {
 		{"other-sandbox", s.otherSandbox},
 		{"agent-socket", s.agentSocket},
 		{"destroy-leaves-no-process", s.destroyLeavesNothing},
+		{"engine-confined", s.engineConfined},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,7 +136,7 @@ func (s *suite) sandbox(t *testing.T, mod func(*backend.Spec)) (backend.Instance
 	if mod != nil {
 		mod(&spec)
 	}
-	inst, err := s.b.Create(t.Context(), spec)
+	inst, err := create(t, s.b, spec)
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
