@@ -183,12 +183,13 @@ func (p *pidfdProc) watch() {
 	p.gone = true
 	p.mu.Unlock()
 	p.why = "engine process exited"
-	_ = rc.Control(func(fd uintptr) {
-		var info unix.Siginfo
-		if unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED, nil) == nil {
-			p.why = "engine process exited (reaped by us)"
-		}
-	})
+	if rc != nil {
+		// Reap it if we adopted it as its subreaper; ECHILD otherwise.
+		_ = rc.Control(func(fd uintptr) {
+			var info unix.Siginfo
+			_ = unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED, nil)
+		})
+	}
 	if p.reaped != nil {
 		p.reaped(p.pid)
 	}
@@ -197,10 +198,19 @@ func (p *pidfdProc) watch() {
 	close(p.exitedCh)
 }
 
-func (p *pidfdProc) signal(sig unix.Signal) error {
+// signal sends sig to the engine's process group; with toEngine, first to
+// the engine itself through its pidfd (a kill that must reach it even if
+// it left its group).
+func (p *pidfdProc) signal(sig unix.Signal, toEngine bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.gone {
+		return nil
+	}
+	if !toEngine {
+		if err := unix.Kill(-p.pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+			return err
+		}
 		return nil
 	}
 	rc, err := p.pidfd.SyscallConn()
@@ -224,8 +234,8 @@ func (p *pidfdProc) signal(sig unix.Signal) error {
 	return nil
 }
 
-func (p *pidfdProc) kill() error             { return p.signal(unix.SIGKILL) }
-func (p *pidfdProc) interrupt() error        { return p.signal(unix.SIGINT) }
+func (p *pidfdProc) kill() error             { return p.signal(unix.SIGKILL, true) }
+func (p *pidfdProc) interrupt() error        { return p.signal(unix.SIGINT, false) }
 func (p *pidfdProc) exited() <-chan struct{} { return p.exitedCh }
 func (p *pidfdProc) reason() string          { return p.why }
 

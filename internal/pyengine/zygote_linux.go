@@ -160,77 +160,19 @@ func (z *Zygote) deadError(detail string) error {
 // fc.Enter if set. ctx bounds the fork (and the zygote's StartTimeout
 // bounds the engine's hello). A zygote that died makes it fail with an error
 // matching jupyter.ErrDead; an Enter step that fails makes it fail naming
-// the step, and no engine is left running.
+// the step, and no engine is left running. A ctx that ends while the
+// zygote handles the request does not cut it; it ends the wait for the
+// engine's hello (the engine then exits at EOF).
 func (z *Zygote) Fork(ctx context.Context, fc ForkConfig) (*Engine, error) {
 	maxFrame, err := checkMaxFrame(fc.MaxFrameBytes)
 	if err != nil {
 		return nil, fmt.Errorf("pyengine: fork: %w", err)
 	}
-	frame, nsFiles, err := z.forkFrame(fc)
+	conn, pid, err := z.fork(ctx, fc)
 	if err != nil {
-		return nil, err
-	}
-	if err := z.acquire(ctx); err != nil {
-		return nil, err
-	}
-	defer func() { <-z.sem }()
-
-	conn, child, err := socketpair()
-	if err != nil {
-		return nil, fmt.Errorf("pyengine: fork: %w", err)
-	}
-	pid, err := z.request(ctx, frame, child, nsFiles)
-	child.Close()
-	if err != nil {
-		conn.Close()
 		return nil, err
 	}
 	return attach(ctx, conn, fc, z.cfg.StartTimeout, maxFrame, fmt.Sprintf("child %d", pid))
-}
-
-// forkFrame encodes fc's fork request and returns the namespace files it
-// passes.
-func (z *Zygote) forkFrame(fc ForkConfig) ([]byte, []*os.File, error) {
-	req := forkFrame{T: "fork", Dir: fc.Dir, Env: map[string]string{}, FDs: []string{}}
-	var nsFiles []*os.File
-	if fc.Enter != nil {
-		ef, names, files, err := fc.Enter.frame()
-		if err != nil {
-			return nil, nil, fmt.Errorf("pyengine: fork: %w", err)
-		}
-		req.Enter, req.FDs, nsFiles = ef, names, files
-	}
-	for _, kv := range engineEnv(fc.Env) {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, nil, fmt.Errorf("pyengine: fork: Env entry %q is not KEY=VALUE", kv)
-		}
-		req.Env[k] = v
-	}
-	frame, err := encodeFrame(req)
-	if err != nil {
-		return nil, nil, fmt.Errorf("pyengine: fork: %w", err)
-	}
-	return frame, nsFiles, nil
-}
-
-// acquire takes the zygote's one fork slot (release: <-z.sem), failing when
-// ctx ends first or the zygote is dead.
-func (z *Zygote) acquire(ctx context.Context) error {
-	select {
-	case z.sem <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("pyengine: fork: waiting for another fork: %w", ctx.Err())
-	case <-z.done:
-		return z.deadError("")
-	}
-	select {
-	case <-z.done:
-		<-z.sem
-		return z.deadError("")
-	default:
-	}
-	return nil
 }
 
 // ForkConn is Fork without the engine's Go side: it returns our end of the
@@ -238,22 +180,8 @@ func (z *Zygote) acquire(ctx context.Context) error {
 // Attach (an agent inside the sandbox the engine entered), and the pid of
 // the zygote's child that made it (in the zygote's pid namespace).
 func (z *Zygote) ForkConn(ctx context.Context, fc ForkConfig) (*os.File, int, error) {
-	frame, nsFiles, err := z.forkFrame(fc)
+	conn, pid, err := z.fork(ctx, fc)
 	if err != nil {
-		return nil, 0, err
-	}
-	if err := z.acquire(ctx); err != nil {
-		return nil, 0, err
-	}
-	defer func() { <-z.sem }()
-	conn, child, err := socketpair()
-	if err != nil {
-		return nil, 0, fmt.Errorf("pyengine: fork: %w", err)
-	}
-	pid, err := z.request(ctx, frame, child, nsFiles)
-	child.Close()
-	if err != nil {
-		conn.Close()
 		return nil, 0, err
 	}
 	f, err := conn.File()
@@ -262,6 +190,41 @@ func (z *Zygote) ForkConn(ctx context.Context, fc ForkConfig) (*os.File, int, er
 		return nil, 0, fmt.Errorf("pyengine: fork: %w", err)
 	}
 	return f, pid, nil
+}
+
+// fork sends fc's fork request with a new socketpair and returns our end.
+func (z *Zygote) fork(ctx context.Context, fc ForkConfig) (*net.UnixConn, int, error) {
+	req := forkFrame{T: "fork", Dir: fc.Dir, Env: map[string]string{}, FDs: []string{}}
+	var nsFiles []*os.File
+	if fc.Enter != nil {
+		ef, names, files, err := fc.Enter.frame()
+		if err != nil {
+			return nil, 0, fmt.Errorf("pyengine: fork: %w", err)
+		}
+		req.Enter, req.FDs, nsFiles = ef, names, files
+	}
+	for _, kv := range engineEnv(fc.Env) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, 0, fmt.Errorf("pyengine: fork: Env entry %q is not KEY=VALUE", kv)
+		}
+		req.Env[k] = v
+	}
+	frame, err := encodeFrame(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("pyengine: fork: %w", err)
+	}
+	conn, child, err := socketpair()
+	if err != nil {
+		return nil, 0, fmt.Errorf("pyengine: fork: %w", err)
+	}
+	pid, err := z.requestOne(ctx, frame, child, nsFiles)
+	child.Close()
+	if err != nil {
+		conn.Close()
+		return nil, 0, err
+	}
+	return conn, pid, nil
 }
 
 // Attach makes an Engine of an engine's socket end returned by ForkConn
@@ -338,23 +301,41 @@ func adoptPidfd(fd int, reaped func(int)) (*pidfdProc, int, error) {
 	return newPidfdProc(os.NewFile(uintptr(fd), "pidfd"), pid, reaped), pid, nil
 }
 
+// requestOne makes one fork request at a time; engines then start in
+// parallel.
+func (z *Zygote) requestOne(ctx context.Context, frame []byte, child *os.File, ns []*os.File) (int, error) {
+	select {
+	case z.sem <- struct{}{}:
+	case <-ctx.Done():
+		return 0, fmt.Errorf("pyengine: fork: waiting for another fork: %w", ctx.Err())
+	case <-z.done:
+		return 0, z.deadError("")
+	}
+	defer func() { <-z.sem }()
+	select {
+	case <-z.done:
+		return 0, z.deadError("")
+	default:
+	}
+	return z.request(frame, child, ns)
+}
+
 // request sends one fork request with the engine's socket end and the
-// namespace files, and reads the zygote's answer.
-func (z *Zygote) request(ctx context.Context, frame []byte, child *os.File, ns []*os.File) (int, error) {
+// namespace files, and reads the zygote's answer. It does not watch ctx: a
+// request cut midway would leave the control socket unusable, and the
+// zygote answers within milliseconds (its first child only applies the
+// cgroup and namespaces and forks); StartTimeout bounds it, after which the
+// zygote is closed.
+func (z *Zygote) request(frame []byte, child *os.File, ns []*os.File) (int, error) {
 	fds := []int{int(child.Fd())}
 	for _, f := range ns {
 		fds = append(fds, int(f.Fd()))
 	}
-	stop := context.AfterFunc(ctx, func() {
-		_ = z.conn.SetDeadline(time.Now())
-	})
-	defer stop()
+	if err := z.conn.SetDeadline(time.Now().Add(z.cfg.StartTimeout)); err != nil {
+		return 0, z.deadError(err.Error())
+	}
 	broken := func(err error) (int, error) {
-		// A fork request cut midway leaves the control socket unusable.
 		z.Close()
-		if ctx.Err() != nil {
-			return 0, fmt.Errorf("pyengine: fork: %w (the zygote was closed: a request was cut midway)", ctx.Err())
-		}
 		return 0, z.deadError(err.Error())
 	}
 	n, _, err := z.conn.WriteMsgUnix(frame, unix.UnixRights(fds...), nil)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -95,6 +96,29 @@ func TestZygote(t *testing.T) {
 		eval(t, c, "secret = 1\nimport json\njson.dumps = None")
 		if got := eval(t, d, "import json\nprint('secret' in globals(), json.dumps is None, json.dumps([1]))"); got != "False False [1]" {
 			t.Fatalf("state leaked between forks: %q", got)
+		}
+	})
+	t.Run("concurrent forks", func(t *testing.T) {
+		const n = 3
+		engines := make([]*Engine, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				engines[i], errs[i] = z.Fork(context.Background(), ForkConfig{Env: testEnv(t, "N="+strconv.Itoa(i))})
+			})
+		}
+		wg.Wait()
+		for i, e := range engines {
+			if errs[i] != nil {
+				t.Fatalf("fork %d: %v", i, errs[i])
+			}
+			t.Cleanup(func() { e.Close() })
+		}
+		for i, e := range engines {
+			if got := eval(t, e, "import os\nprint(os.environ['N'])"); got != strconv.Itoa(i) {
+				t.Fatalf("engine %d says %q", i, got)
+			}
 		}
 	})
 	t.Run("no inherited descriptors", func(t *testing.T) {
