@@ -126,8 +126,10 @@ func zygoteEnv(env []string) []string {
 	return out
 }
 
-// DefaultPreload is ZygoteConfig.Preload when it is nil.
-var DefaultPreload = []string{"numpy", "pandas", "matplotlib", "matplotlib.pyplot"}
+// DefaultPreload is ZygoteConfig.Preload when it is nil: the data-science
+// stack, and matplotlib's inline backend (importing it hooks the figure
+// flush into the zygote's shell, so a fork's first plot pays nothing more).
+var DefaultPreload = []string{"numpy", "pandas", "matplotlib", "matplotlib.pyplot", "matplotlib_inline.backend_inline"}
 
 // ZygoteConfig starts a zygote (StartZygote). The zero value is usable.
 type ZygoteConfig struct {

@@ -417,9 +417,17 @@ def _execute(req):
     _send(reply)
 
 
+_libc_self = None
+
+
 def _finish_outputs():
+    """Sends everything the cell wrote: C stdio buffers, the fd 1/2 pipes,
+    then our stream buffers."""
+    global _libc_self
     try:
-        ctypes.CDLL(None).fflush(None)
+        if _libc_self is None:
+            _libc_self = ctypes.CDLL(None)
+        _libc_self.fflush(None)
     except Exception:
         pass
     if S.fdreader is not None:
