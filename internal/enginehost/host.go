@@ -23,7 +23,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -163,7 +162,6 @@ func (h *Host) start(s *slot, preload []string) {
 	z, err := pyengine.StartZygote(ctx, pyengine.ZygoteConfig{
 		Python: h.cfg.Python, Env: zygoteEnv(h.cfg.Dir), Dir: h.cfg.Dir, Preload: preload,
 		StartTimeout: h.cfg.StartTimeout,
-		SysProcAttr:  &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
 	})
 	if err == nil {
 		h.cfg.Logger.Info("zygote ready", "preload", strings.Join(preload, ","), "pid", z.PID(), "took", time.Since(start).Round(time.Millisecond))
@@ -237,7 +235,7 @@ func enterOf(e backend.Entry) (*pyengine.Enter, func(), error) {
 	en := &pyengine.Enter{
 		CgroupProcs: e.CgroupProcs,
 		Namespaces:  map[string]*os.File{},
-		Credential:  &syscall.Credential{Uid: e.UID, Gid: e.GID, Groups: e.Groups},
+		Credential:  &pyengine.Credential{UID: e.UID, GID: e.GID, Groups: e.Groups},
 		Seccomp:     e.Seccomp,
 	}
 	closeAll := func() {

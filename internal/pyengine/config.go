@@ -3,7 +3,6 @@ package pyengine
 import (
 	_ "embed"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -168,8 +167,8 @@ type ForkConfig struct {
 	MaxFrameBytes  int
 	// Started, when set, is called with the engine's pid once it said
 	// hello; an error kills it and fails Fork. Reaped is called once the
-	// engine's exit was observed and, if it is our child (we are its
-	// subreaper), it was reaped.
+	// engine's exit was observed (it is reaped by the zygote, by us if we
+	// adopted it as its subreaper, or by whoever adopted it).
 	Started func(pid int) error
 	Reaped  func(pid int)
 }
@@ -178,7 +177,7 @@ type ForkConfig struct {
 // child applies it before anything else, still root, in this order: its pid
 // into CgroupProcs; setns into Namespaces (user, cgroup, ipc, uts, net, pid,
 // mnt — nsenter's order; pid applies to children, so the child forks once
-// more and the engine runs inside); chdir to ForkConfig.Dir; the capability
+// more and the engine, a grandchild of the zygote, runs inside); chdir to ForkConfig.Dir; the capability
 // bounding set emptied (this needs CAP_SETPCAP, so it comes before the uid
 // changes); setgroups/setresgid/setresuid to Credential; every capability
 // dropped (effective, permitted, inheritable, ambient); Rlimits;
@@ -194,14 +193,21 @@ type Enter struct {
 	// them; the caller closes them.
 	Namespaces map[string]*os.File
 	// Credential, when set, is the uid, gid and supplementary groups to
-	// run as (NoSetGroups is not supported: groups are always set).
-	Credential *syscall.Credential
+	// run as.
+	Credential *Credential
 	// Rlimits are set in order.
 	Rlimits []Rlimit
 	// Seccomp is a classic BPF program (an array of struct sock_filter, 8
 	// bytes each, native byte order), loaded with SECCOMP_MODE_FILTER
 	// last. It must allow what the Python engine needs to run.
 	Seccomp []byte
+}
+
+// Credential is a uid, a gid and the supplementary groups (none when
+// empty: setgroups always runs).
+type Credential struct {
+	UID, GID uint32
+	Groups   []uint32
 }
 
 // Rlimit is one resource limit (resource is RLIMIT_*; math.MaxUint64 is
@@ -253,10 +259,7 @@ func (en *Enter) frame() (*enterFrame, []string, []*os.File, error) {
 		}
 	}
 	if c := en.Credential; c != nil {
-		if c.NoSetGroups {
-			return nil, nil, nil, errors.New("Enter.Credential.NoSetGroups is not supported: supplementary groups are always set")
-		}
-		uid, gid := c.Uid, c.Gid
+		uid, gid := c.UID, c.GID
 		f.UID, f.GID, f.Groups = &uid, &gid, c.Groups
 	}
 	for _, rl := range en.Rlimits {

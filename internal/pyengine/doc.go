@@ -47,15 +47,17 @@
 // # Processes
 //
 // A cold engine (Start) is our child, leads its own session and has
-// Pdeathsig SIGKILL. A forked engine is a grandchild of the zygote (double
-// fork: the zygote forks a child that applies Enter's cgroup and namespaces,
-// forks the engine and exits; the zygote reaps that child at once). The
-// engine is then an orphan: the nearest child subreaper (the agent) or init
-// adopts and reaps it. Engine watches it through a pidfd the engine sends in
-// its hello (no pid reuse race), reaps it itself when it became our child,
-// and notices death by the pidfd or by EOF on the socket. A forked engine
-// exits when its socket reaches EOF, so engines do not outlive the process
-// that holds the Engine by more than their running cell.
+// Pdeathsig SIGKILL. A forked engine is the zygote's child, which the
+// zygote reaps (SIGCHLD). With Enter's pid namespace it is a grandchild
+// instead: joining a pid namespace applies to children, so the zygote's child
+// applies Enter's cgroup and namespaces, forks the engine and exits (the
+// zygote reaps it); the engine is then an orphan that the nearest child
+// subreaper (the agent) or the namespace's init adopts and reaps. Engine
+// watches a forked engine through a pidfd the engine sends in its hello (no
+// pid reuse race), reaps it itself if it became our child, and notices death
+// by the pidfd or by EOF on the socket. A forked engine exits when its
+// socket reaches EOF, so engines do not outlive the process that holds the
+// Engine by more than their running cell.
 //
 // The zygote refuses to serve if it has more than one thread after the
 // preload (threading.active_count() and /proc/self/task): forking a process

@@ -510,9 +510,9 @@ def _check(ret, what):
 
 
 def _enter_early(enter, nsfds):
-    """In the first child, still root: cgroup, then namespaces (nsenter's
+    """In the zygote's child, still root: cgroup, then namespaces (nsenter's
     order). Joining a pid namespace applies to the children, hence the second
-    fork that follows."""
+    fork that follows then."""
     libc = _libc()
     procs = enter.get("cgroup_procs") or []
     if isinstance(procs, str):
@@ -575,7 +575,7 @@ def _enter_late(enter):
 
 
 def _engine_child(req, efd):
-    """The engine after the second fork: its own session, the restrictions,
+    """The engine: its own session, the restrictions,
     no inherited descriptors, fresh random state, its directory and
     environment; then threads and serving."""
     os.setsid()
@@ -610,19 +610,20 @@ def _fail_child(efd, what, e):
     os._exit(1)
 
 
-def _first_child(req, efd, nsfds):
-    # The zygote's reaper is the zygote's alone: the engine's own children
-    # are waited for by the code that started them.
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+def _child(req, efd, nsfds):
+    """The zygote's child: Enter's early steps; if it joined a pid namespace
+    (which applies to children only), it forks once more and exits, and the
+    grandchild is the engine; otherwise it is the engine itself."""
     try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.close(S.sock.detach())
         if req.get("enter") is not None:
             _enter_early(req["enter"], nsfds)
-        pid = os.fork()
+        if "pid" in (req.get("fds") or []):
+            if os.fork():
+                os._exit(0)
     except BaseException as e:
         _fail_child(efd, "enter", e)
-    if pid:
-        os._exit(0)
     try:
         _engine_child(req, efd)
     except BaseException as e:
@@ -651,7 +652,9 @@ def _recv_request(sock):
     return _loads(bytes(body)), fds
 
 
-def _reap_children(signum, frame):
+def _reap_children(signum=None, frame=None):
+    """Reaps the zygote's exited children: engines, and the first children
+    of forks into a pid namespace."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -687,13 +690,13 @@ def zygote(preload):
                             "a zygote must have exactly one thread to fork safely: remove it from the preload list"
                             % ((mod,) + n)})
             os._exit(1)
-    # Engines that entered a pid namespace are orphans of the first child,
-    # which lives outside it: as a child subreaper, the zygote adopts them
-    # and reaps them, instead of the host's init.
+    # An engine forked into a pid namespace is an orphan of the first child,
+    # which lives outside it: as a child subreaper the zygote adopts it and
+    # _reap_children reaps it, instead of the host's init.
     _check(_libc().prctl(36, 1, 0, 0, 0), "become a child subreaper")  # PR_SET_CHILD_SUBREAPER
-    signal.signal(signal.SIGCHLD, _reap_children)
     gc.collect()
     gc.freeze()
+    signal.signal(signal.SIGCHLD, _reap_children)
     _send({"t": "ready", "pid": os.getpid()})
     while True:
         try:
@@ -716,15 +719,13 @@ def zygote(preload):
             continue
         if pid == 0:
             try:
-                _first_child(req, efd, nsfds)
+                _child(req, efd, nsfds)
             finally:
                 os._exit(1)
         for fd in fds:
             os.close(fd)
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:  # reaped by _reap_children
-            pass
+        # The child (the engine, or the first of two forks into a pid
+        # namespace) is reaped by _reap_children on SIGCHLD.
         _send({"t": "forked", "pid": pid})
 
 

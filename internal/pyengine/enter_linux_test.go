@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -152,7 +151,7 @@ func TestForkEnter(t *testing.T) {
 	e := fork(t, z, ForkConfig{Dir: "/tmp", Enter: &Enter{
 		CgroupProcs: []string{filepath.Join(cg, "cgroup.procs")},
 		Namespaces:  openNS(t, target, "net", "mnt", "uts", "ipc", "pid"),
-		Credential:  &syscall.Credential{Uid: nobody, Gid: nobody, Groups: []uint32{nobody}},
+		Credential:  &Credential{UID: nobody, GID: nobody, Groups: []uint32{nobody}},
 		Rlimits:     []Rlimit{{Resource: unix.RLIMIT_NOFILE, Cur: 256, Max: 256}},
 		Seccomp:     denyGetppid(t),
 	}})

@@ -5,6 +5,7 @@ package pyengine
 import (
 	"context"
 	"errors"
+	"os"
 )
 
 // Start is unsupported outside Linux (pidfds, SCM_RIGHTS, setns).
@@ -29,3 +30,14 @@ func (z *Zygote) Close() error { return errors.ErrUnsupported }
 
 // PID is unsupported outside Linux.
 func (z *Zygote) PID() int { return 0 }
+
+// ForkConn needs Linux.
+func (z *Zygote) ForkConn(context.Context, ForkConfig) (*os.File, int, error) {
+	return nil, 0, errors.ErrUnsupported
+}
+
+// Attach needs Linux.
+func Attach(_ context.Context, f *os.File, _ ForkConfig) (*Engine, error) {
+	f.Close()
+	return nil, errors.ErrUnsupported
+}
