@@ -36,6 +36,15 @@ func Summarise(ds []time.Duration) Stats {
 	for i, d := range ds {
 		ms[i] = float64(d.Microseconds()) / 1000
 	}
+	return summariseValues(ms)
+}
+
+// summariseValues computes Stats over values of any unit, as Summarise does.
+func summariseValues(vs []float64) Stats {
+	if len(vs) == 0 {
+		return Stats{}
+	}
+	ms := slices.Clone(vs)
 	slices.Sort(ms)
 	pick := func(q float64) float64 { return ms[min(len(ms)-1, int(q*float64(len(ms))))] }
 	med := ms[len(ms)/2]
@@ -60,13 +69,15 @@ type benchReport struct {
 }
 
 const benchUsage = `usage: ds-sandbox bench [flags]
+       ds-sandbox bench SCENARIO [flags]
 
-Measures, embedded, how long creating a sandbox until its first result takes
-and RunCode("1+1") round trips, beside a bare jupyter_client (--peer).
+Without a scenario: measures, embedded, how long creating a sandbox until its
+first result takes and RunCode("1+1") round trips, beside a bare
+jupyter_client (--peer).
 `
 
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fl := newCommand("bench", benchUsage, stdout, stderr)
+	fl := newCommand("bench", benchUsage+scenarioHelp(), stdout, stderr)
 	var (
 		backend   = fl.String("backend", "", "backend to measure (default: the configured one)")
 		network   = fl.String("network", "", "network policy of the sandboxes (allow | deny | whitelist; default: the configured one)")

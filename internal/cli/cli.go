@@ -25,6 +25,7 @@ Usage:
   ds-sandbox template build|ls|rm|export …         build and manage template images
   ds-sandbox bench [flags]                         measure create and run_code latency beside jupyter_client
   ds-sandbox bench load [flags]                    the load and fault suite: clients × cells, kill -9 of kernels and the daemon, leftovers
+  ds-sandbox bench SCENARIO [flags]                first-ds-cell, create-1+1, rtt, density, cycles: through the REST API, beside a baseline
 
 Against a running daemon (DS_SANDBOX_URL, default http://127.0.0.1:8000; key in DS_SANDBOX_API_KEY):
   ds-sandbox ps [-q] [--json]                      list sandboxes
@@ -52,6 +53,9 @@ var commands = map[string]func(ctx context.Context, args []string, stdin io.Read
 	"bench": func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		if len(args) > 0 && args[0] == "load" {
 			return loadCmd(ctx, args[1:], stdout, stderr)
+		}
+		if len(args) > 0 && isScenario(args[0]) {
+			return scenarioCmd(ctx, args[0], args[1:], stdout, stderr)
 		}
 		return benchCmd(ctx, args, stdout, stderr)
 	},

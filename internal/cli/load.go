@@ -155,6 +155,9 @@ func (d *loadDaemon) start() error {
 		cmd.Env = append(cmd.Env, "SANDBOX_DEFAULT_BACKEND="+d.backend)
 	}
 	cmd.Stdout, cmd.Stderr = d.log, d.log
+	// A process group of its own: a Ctrl-C at the terminal reaches the
+	// bench, which kills its sandboxes through the daemon, then stops it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
