@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	dssandbox "github.com/ds-sandbox/ds-sandbox"
 	"github.com/ds-sandbox/ds-sandbox/api"
@@ -523,10 +524,14 @@ func printScenario(w io.Writer, r *ScenarioReport) {
 		fmt.Fprintln(w, "note:", n)
 	}
 	if len(r.Latency) > 0 {
-		fmt.Fprintf(w, "%-46s %6s %9s %9s %9s\n", "measure", "n", "p50 ms", "p99 ms", "max ms")
+		width := len("measure")
+		for _, c := range r.Latency {
+			width = max(width, utf8.RuneCountInString(c.Measure), utf8.RuneCountInString("baseline: "+c.Baseline))
+		}
+		fmt.Fprintf(w, "%-*s %6s %9s %9s %9s\n", width, "measure", "n", "p50 ms", "p99 ms", "max ms")
 		for _, c := range r.Latency {
 			row := func(name string, s Stats) {
-				fmt.Fprintf(w, "%-46s %6d %9.2f %9.2f %9.2f\n", name, s.N, s.P50, s.P99, s.Max)
+				fmt.Fprintf(w, "%-*s %6d %9.2f %9.2f %9.2f\n", width, name, s.N, s.P50, s.P99, s.Max)
 			}
 			row(c.Measure, c.Ours)
 			row("baseline: "+c.Baseline, c.Base)
