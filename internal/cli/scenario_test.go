@@ -31,12 +31,12 @@ func TestBenchScenarios(t *testing.T) {
 		{"first-ds-cell", []string{"--n", "2"}, []string{"latency"}, []string{"pandas cell", "import pandas", "ratio ours/baseline"}, checkLatency(2)},
 		{"create-1+1", []string{"--n", "2"}, []string{"latency"}, []string{"create → result of 1+1", "kernel start", "ratio ours/baseline"}, checkLatency(2)},
 		{"rtt", []string{"--n", "5"}, []string{"latency"}, []string{"keep-alive", "execute", "ratio ours/baseline"}, checkLatency(5)},
-		{"density", []string{"--n", "2"}, []string{"density"}, []string{"PSS", "MemAvailable", "per 24 GiB", "ipykernel"}, func(t *testing.T, r *ScenarioReport) {
+		{"density", []string{"--n", "2"}, []string{"density"}, []string{"PSS", "daemon's own tree", "MemAvailable", "per 24 GiB", "ipykernel"}, func(t *testing.T, r *ScenarioReport) {
 			d := r.Density
 			// MemAvailable is not checked: other programs move it, it may even rise.
 			if d == nil || d.N != 2 || d.Processes < 2 || d.PSSPerSandboxMiB <= 0 || d.PSSSandboxMiB.Min <= 0 ||
 				d.BaselineKernelPSSMiB <= 0 || d.BaselinePythonPSSMiB <= 0 || d.RatioPSS <= 0 || d.Per24GiBPSS <= 0 ||
-				len(d.FoundBy) != 1 || d.FoundBy[0] != "process tree" {
+				len(d.FoundBy) != 1 || d.FoundBy[0] != "process tree" || d.DaemonTreeProcesses < 1 || d.DaemonTreeMiB <= 0 || d.PSSWithDaemonTreeMiB <= d.PSSPerSandboxMiB {
 				t.Errorf("density: %+v", d)
 			}
 			if r.Sandboxes != 2 {
