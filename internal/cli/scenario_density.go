@@ -263,7 +263,7 @@ func printDensity(w io.Writer, d *DensityResult) {
 		return fmt.Sprintf("≈ %d", int(24*1024/mib))
 	}
 	fmt.Fprintf(w, "%-58s %9.1f %9.2f %12s\n", "PSS of its processes (sum over all / N)", d.PSSPerSandboxMiB, d.RatioPSS, per(d.PSSPerSandboxMiB))
-	fmt.Fprintf(w, "%-58s %9.1f %9.2f %12s\n", fmt.Sprintf("  + the daemon's own tree (%d processes, %.1f MiB) / N", d.DaemonTreeProcesses, d.DaemonTreeMiB),
+	fmt.Fprintf(w, "%-58s %9.1f %9.2f %12s\n", fmt.Sprintf("  + the daemon's own tree (procs %d, %.1f MiB) / N", d.DaemonTreeProcesses, d.DaemonTreeMiB),
 		d.PSSWithDaemonTreeMiB, ratio(d.PSSWithDaemonTreeMiB, d.BaselineKernelPSSMiB), per(d.PSSWithDaemonTreeMiB))
 	fmt.Fprintf(w, "%-58s %9.1f %9.2f %12s\n", "MemAvailable drop / N (others move it too)", d.MemAvailableDropPerSandboxMiB, d.RatioMemAvailable, per(d.MemAvailableDropPerSandboxMiB))
 	fmt.Fprintf(w, "%-58s %9.1f %9s %12s\n", "baseline: one ipykernel after the cell (PSS)", d.BaselineKernelPSSMiB, "1.00", per(d.BaselineKernelPSSMiB))
