@@ -261,3 +261,10 @@ type CreateContextRequest struct {
 	// Cwd is the kernel's working directory, resolved against the sandbox workdir.
 	Cwd string `json:"cwd,omitempty"`
 }
+
+// SetEnvRequest sets environment variables for the rest of a sandbox's
+// life: in os.environ of every running code context, in kernels started
+// later, and in every command started later.
+type SetEnvRequest struct {
+	Envs map[string]string `json:"envs"`
+}

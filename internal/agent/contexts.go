@@ -92,7 +92,8 @@ type contextTable struct {
 	cfg     *Config
 	fs      *FS
 	engines engineStarter
-	tmpDir  string // private dir for kernel sockets and IPython state
+	env     *environ // the engines' environment (cfg.Env, extended by POST /env)
+	tmpDir  string   // private dir for kernel sockets and IPython state
 
 	mu   sync.Mutex
 	ctxs map[string]*codeContext
@@ -106,8 +107,8 @@ type contextTable struct {
 
 // newContextTable fails when cfg.Engine cannot be started here (see
 // newEngineStarter).
-func newContextTable(cfg *Config, fs *FS) (*contextTable, error) {
-	t := &contextTable{cfg: cfg, fs: fs, ctxs: make(map[string]*codeContext), children: pidSet{m: map[int]bool{}}}
+func newContextTable(cfg *Config, fs *FS, env *environ) (*contextTable, error) {
+	t := &contextTable{cfg: cfg, fs: fs, env: env, ctxs: make(map[string]*codeContext), children: pidSet{m: map[int]bool{}}}
 	d, err := os.MkdirTemp("", "dsk")
 	if err != nil {
 		return nil, fmt.Errorf("kernel dir: %w", err)
@@ -134,7 +135,7 @@ func newContextTable(cfg *Config, fs *FS) (*contextTable, error) {
 
 // engineEnv is the environment of the sandbox's engines.
 func (t *contextTable) engineEnv() []string {
-	env := append([]string(nil), t.cfg.Env...)
+	env := t.env.get()
 	if !hasEnv(env, "IPYTHONDIR") {
 		env = append(env, "IPYTHONDIR="+filepath.Join(t.tmpDir, "ipython"))
 	}

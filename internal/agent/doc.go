@@ -16,6 +16,7 @@
 //	POST   /contexts/{id}/restart     → api.Context
 //	DELETE /contexts/{id}
 //	POST   /execute                   api.ExecuteRequest → NDJSON api.ExecEvent
+//	POST   /env                       api.SetEnvRequest (for the rest of the sandbox's life)
 //	GET    /files?path=               → raw bytes (streamed)
 //	PUT    /files?path=               raw bytes (streamed) → api.EntryInfo
 //	DELETE /files?path=

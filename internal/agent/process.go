@@ -40,6 +40,7 @@ const (
 type processTable struct {
 	cfg   *Config
 	fs    *FS
+	env   *environ // the commands' environment (cfg.Env, extended by POST /env)
 	log   *slog.Logger
 	shell string
 	// wrap is the prlimit(1) command line that sets cfg.Limits before the
@@ -83,7 +84,7 @@ func (t *processTable) start(req api.ProcessRequest, attach bool) (*process, *su
 	if err != nil {
 		return nil, nil, err
 	}
-	env, err := commandEnv(t.cfg.Env, as, req.Envs)
+	env, err := commandEnv(t.env.get(), as, req.Envs)
 	if err != nil {
 		return nil, nil, err
 	}

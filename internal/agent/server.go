@@ -112,6 +112,7 @@ type Server struct {
 	fs    *FS
 	procs *processTable
 	ctxs  *contextTable
+	env   *environ // cfg.Env, extended by POST /env
 	mux   *http.ServeMux
 }
 
@@ -126,9 +127,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, fs: fs, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, log: cfg.Logger, fs: fs, mux: http.NewServeMux(), env: &environ{list: cfg.Env}}
 	s.procs = newProcessTable(&s.cfg, fs)
-	if s.ctxs, err = newContextTable(&s.cfg, fs); err != nil {
+	s.procs.env = s.env
+	if s.ctxs, err = newContextTable(&s.cfg, fs, s.env); err != nil {
 		return nil, err
 	}
 	s.mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
@@ -137,6 +139,7 @@ func New(cfg Config) (*Server, error) {
 	s.registerContextRoutes()
 	s.registerFileRoutes()
 	s.registerProcessRoutes()
+	s.registerEnvRoutes()
 	return s, nil
 }
 
