@@ -209,9 +209,11 @@ func (t *contextTable) startDefault() {
 		return
 	}
 	t.bg.Add(1)
+	// Locked here, not in the goroutine: a request that comes right after
+	// (POST /env) waits for this start instead of finding no kernel.
+	c.mu.Lock()
 	go func() {
 		defer t.bg.Done()
-		c.mu.Lock()
 		defer c.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -55,7 +56,10 @@ func setEnvCode(envs map[string]string) string {
 // first, so a kernel that is starting (the default one, right after the
 // agent started) either read the new environment or gets the cell after
 // it is up. A context without a kernel gets the new environment when its
-// kernel starts.
+// kernel starts. It answers api.ErrUnavailable when the default context's
+// kernel is not running: a warm pool waits on this route for a new
+// sandbox's kernel, and drops a sandbox whose kernel died instead of
+// handing it out.
 func (s *Server) setEnv(ctx context.Context, envs map[string]string) error {
 	if err := validateEnvs(envs); err != nil {
 		return err
@@ -75,12 +79,17 @@ func (s *Server) setEnv(ctx context.Context, envs map[string]string) error {
 		k := c.kernel
 		c.kmu.Unlock()
 		var err error
+		alive := false
 		if k != nil {
 			select {
 			case <-k.Done(): // its next kernel reads the new environment
 			default:
+				alive = true
 				_, err = k.Execute(ctx, jupyter.ExecuteRequest{Code: setEnvCode(envs), Silent: true}, nil)
 			}
+		}
+		if err == nil && !alive && c.info.ID == DefaultContextID {
+			err = errors.New("its kernel is not running (it failed to start or died)")
 		}
 		c.mu.Unlock()
 		if err != nil {

@@ -45,3 +45,19 @@ func TestSetEnvReachesKernelsAndCommands(t *testing.T) {
 	err = a.c.SetEnv(ctx, map[string]string{"A=B": "x"})
 	wantErr(t, "a name with '='", err, api.ErrInvalid)
 }
+
+// TestSetEnvSaysTheDefaultKernelIsGone: a sandbox whose default kernel died
+// is not "ready" (a warm pool drops it).
+func TestSetEnvSaysTheDefaultKernelIsGone(t *testing.T) {
+	t.Parallel()
+	a := newKernelAgent(t)
+	ctx := t.Context()
+	if err := a.c.SetEnv(ctx, nil); err != nil {
+		t.Fatalf("SetEnv right after the start (waits for the default kernel): %v", err)
+	}
+	e, err := a.c.Execute(ctx, api.ExecuteRequest{Code: "import os; os._exit(1)"}, nil)
+	if err != nil || e.Error == nil {
+		t.Fatalf("killing the kernel: %v %+v", err, e)
+	}
+	wantErr(t, "SetEnv with a dead default kernel", a.c.SetEnv(ctx, map[string]string{"X": "1"}), api.ErrUnavailable)
+}

@@ -406,3 +406,23 @@ func (s *Store) writeMeta(m metadata) error {
 	}
 	return nil
 }
+
+// SetOwner gives workspace id to owner: a warm pool's sandbox is made with
+// an anonymous workspace that belongs to nobody, and the key that claims
+// the sandbox gets it. Errors: api.ErrInvalid, api.ErrNotFound.
+func (s *Store) SetOwner(id, owner string) error {
+	if err := ValidateID(id); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, err := s.readMeta(id)
+	if err != nil {
+		return err
+	}
+	if m.Owner == owner {
+		return nil
+	}
+	m.Owner = owner
+	return s.writeMeta(m)
+}
