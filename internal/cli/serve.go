@@ -169,6 +169,9 @@ func startDaemon(ctx context.Context, cfg config.Config, ephemeral bool, ln net.
 			log.Info("recovered sandboxes after restart", "reattached", rep.Reattached, "reaped", rep.Reaped, "orphans_removed", rep.Orphans)
 		}
 	}
+	// After Recover, which reaps the unclaimed pooled sandboxes of an
+	// earlier run.
+	m.StartPools()
 	if m.OffersLocal() && os.Geteuid() == 0 {
 		log.Warn("the local backend is offered and this daemon runs as root: code on local runs on the host as root, unisolated; non-admin keys may use it only when their api_keys[].backends lists it. Set allowed_backends to leave it out.")
 	}

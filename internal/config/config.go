@@ -149,6 +149,9 @@ type Config struct {
 	// local backend runs code on the host unisolated: a non-admin key gets
 	// it only when its own backends list names it.
 	AllowedBackends []string `yaml:"allowed_backends" json:"allowed_backends"`
+	// MaxSandboxes bounds the sandboxes of the whole daemon: running ones,
+	// warm pools' ready ones and creates in flight (0 = no bound).
+	MaxSandboxes int `yaml:"max_sandboxes" json:"max_sandboxes"`
 	// MaxSandboxesPerKey bounds running sandboxes per key (0 = no bound).
 	MaxSandboxesPerKey int `yaml:"max_sandboxes_per_key" json:"max_sandboxes_per_key"`
 	// CreatesPerMinute is the per-key rate of sandbox creation (burst = the
@@ -181,6 +184,8 @@ type Config struct {
 	// CORSOrigins lists origins allowed to call the API from a browser; CORS
 	// is off when empty.
 	CORSOrigins []string `yaml:"cors_origins" json:"cors_origins"`
+	// Pools are warm pools of ready sandboxes (see Pool).
+	Pools []Pool `yaml:"pools" json:"pools"`
 
 	// derived remembers what Resolve filled in, so a later Resolve (after a
 	// flag changed StateDir) re-derives those fields but not ones set since.

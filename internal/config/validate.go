@@ -94,7 +94,7 @@ func (c Config) Validate() error {
 		}
 	}
 	for k, v := range map[string]int{
-		"max_sandboxes_per_key": c.MaxSandboxesPerKey, "creates_per_minute": c.CreatesPerMinute,
+		"max_sandboxes": c.MaxSandboxes, "max_sandboxes_per_key": c.MaxSandboxesPerKey, "creates_per_minute": c.CreatesPerMinute,
 		"max_streams_per_key": c.MaxStreamsPerKey, "max_upload_mb": c.MaxUploadMB,
 		"audit_backups": c.AuditBackups,
 	} {
@@ -144,6 +144,11 @@ func (c Config) Validate() error {
 	}
 	if c.AllowInternet && c.DefaultNetworkPolicy == api.NetworkWhitelist && len(c.NetworkWhitelist) == 0 {
 		fail("network_whitelist", "the whitelist policy needs at least one entry")
+	}
+
+	c.validatePools(fail, wrap)
+	if total := c.pooledTotal(); c.MaxSandboxes > 0 && total > c.MaxSandboxes {
+		fail("pools", "their sizes add up to %d, more than max_sandboxes %d", total, c.MaxSandboxes)
 	}
 
 	absPath("state_dir", c.StateDir, true)

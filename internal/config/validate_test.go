@@ -154,6 +154,20 @@ func TestValidate(t *testing.T) {
 		{"audit", func(c *Config) { c.AuditLogPath = "" }, []string{"audit_log_path"}},
 		{"listen", func(c *Config) { c.Listen = "8000" }, []string{"listen"}},
 		{"listen port", func(c *Config) { c.Listen = "localhost:http" }, []string{"listen", "port"}},
+		{"pools ok", func(c *Config) {
+			c.MaxSandboxes = 10
+			c.Pools = []Pool{{Size: 2}, {Template: "ds", Backend: "oci", Network: "whitelist", NetworkWhitelist: []string{"pypi.org"},
+				Limits: PoolLimits{MemoryMB: 1024, CPUCount: 1}, Size: 3, MaxAgeSec: 600}}
+		}, nil},
+		{"pool size", func(c *Config) { c.Pools = []Pool{{Size: 0}} }, []string{"pools[0].size: 0 is out of range 1..1000"}},
+		{"pool backend", func(c *Config) { c.Pools = []Pool{{Size: 1, Backend: "auto"}} }, []string{`pools[0].backend: "auto" is not one of`}},
+		{"pool network", func(c *Config) { c.Pools = []Pool{{Size: 1, Network: "whitelist"}} }, []string{"pools[0].network: whitelist policy needs at least one entry"}},
+		{"pool whitelist without policy", func(c *Config) { c.Pools = []Pool{{Size: 1, NetworkWhitelist: []string{"x.org"}}} }, []string{"pools[0].network_whitelist"}},
+		{"pool limits", func(c *Config) { c.Pools = []Pool{{Size: 1, Limits: PoolLimits{PidsLimit: 3}}} }, []string{"pools[0].limits"}},
+		{"pool template", func(c *Config) { c.Pools = []Pool{{Size: 1, Template: "../x"}} }, []string{"pools[0].template"}},
+		{"pool max age", func(c *Config) { c.Pools = []Pool{{Size: 1, MaxAgeSec: 5}} }, []string{"pools[0].max_age_sec: 5 is out of range 10..86400"}},
+		{"pool twice", func(c *Config) { c.Pools = []Pool{{Size: 1}, {Size: 2}} }, []string{"pools[1]: describes the same sandboxes as pools[0]"}},
+		{"pools over max_sandboxes", func(c *Config) { c.MaxSandboxes = 2; c.Pools = []Pool{{Size: 3}} }, []string{"pools: their sizes add up to 3, more than max_sandboxes 2"}},
 		{"joined", func(c *Config) {
 			c.DefaultBackend, c.DefaultMemoryMB, c.DefaultNetworkPolicy, c.Listen = "x", 1, "y", "z"
 		}, []string{"default_backend", "default_memory_mb", "default_network_policy", "listen"}},

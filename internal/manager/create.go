@@ -53,6 +53,15 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 		return nil, api.Errorf(api.ErrUnavailable, "the manager is shutting down")
 	}
 
+	if s := m.claim(ctx, req, plan); s != nil {
+		return s, nil
+	}
+	releaseRoom, err := m.reserveRoom()
+	if err != nil {
+		return nil, err
+	}
+	defer releaseRoom()
+
 	// The start's own deadlines (the backend's, the kernel's) count from
 	// here: after its turn came.
 	releaseStart, err := m.starts.acquire(ctx)
@@ -65,7 +74,45 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 			releaseStart()
 		}
 	}()
-	ws, quota, err := m.attachWorkspace(ctx, req.WorkspaceID, plan.limits.DiskQuotaMB)
+	s, err := m.start(ctx, plan, req.WorkspaceID)
+	if err != nil {
+		return nil, err
+	}
+	id := s.info.SandboxID
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		s.timer = time.NewTimer(0)
+		_ = m.destroy(context.Background(), s, "manager closed")
+		return nil, api.Errorf(api.ErrUnavailable, "the manager is shutting down")
+	}
+	m.sandboxes[id] = s
+	s.mu.Lock()
+	s.timer = time.AfterFunc(plan.timeout, func() { m.expire(id) })
+	s.mu.Unlock()
+	m.mu.Unlock()
+	m.saveRecord(s)
+	m.watchNetwork(s)
+	go m.watch(s)
+	started = true
+	go m.warm(s, releaseStart)
+	m.log.Info("sandbox created", "sandbox_id", id, "backend", plan.backend.Name(), "workspace_id", s.info.WorkspaceID)
+	data := map[string]string{
+		"backend": plan.backend.Name(), "template_id": plan.tmpl.ID, "workspace_id": s.info.WorkspaceID, "network": plan.network.Policy,
+	}
+	if len(s.info.Warnings) > 0 {
+		data["warning"] = strings.Join(s.info.Warnings, "; ")
+		m.log.Warn("sandbox created with a warning", "sandbox_id", id, "warning", data["warning"])
+	}
+	m.emit(api.EventSandboxCreated, id, s.info.Owner, data)
+	return s, nil
+}
+
+// start attaches the workspace, asks the backend for an instance and
+// applies the template: a sandbox owned by the caller in ctx, not yet
+// registered, without a deadline. On error nothing is left behind.
+func (m *Manager) start(ctx context.Context, plan plan, workspaceID string) (*Sandbox, error) {
+	ws, quota, err := m.attachWorkspace(ctx, workspaceID, plan.limits.DiskQuotaMB)
 	if err != nil {
 		return nil, err
 	}
@@ -118,32 +165,6 @@ func (m *Manager) Create(ctx context.Context, req api.CreateSandboxRequest) (*Sa
 		_ = m.destroy(context.Background(), s, "template failed")
 		return nil, err
 	}
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		s.timer = time.NewTimer(0)
-		_ = m.destroy(context.Background(), s, "manager closed")
-		return nil, api.Errorf(api.ErrUnavailable, "the manager is shutting down")
-	}
-	m.sandboxes[id] = s
-	s.mu.Lock()
-	s.timer = time.AfterFunc(plan.timeout, func() { m.expire(id) })
-	s.mu.Unlock()
-	m.mu.Unlock()
-	m.saveRecord(s)
-	m.watchNetwork(s)
-	go m.watch(s)
-	started = true
-	go m.warm(s, releaseStart)
-	m.log.Info("sandbox created", "sandbox_id", id, "backend", plan.backend.Name(), "workspace_id", ws.ID)
-	data := map[string]string{
-		"backend": plan.backend.Name(), "template_id": plan.tmpl.ID, "workspace_id": ws.ID, "network": plan.network.Policy,
-	}
-	if len(s.info.Warnings) > 0 {
-		data["warning"] = strings.Join(s.info.Warnings, "; ")
-		m.log.Warn("sandbox created with a warning", "sandbox_id", id, "warning", data["warning"])
-	}
-	m.emit(api.EventSandboxCreated, id, s.info.Owner, data)
 	return s, nil
 }
 

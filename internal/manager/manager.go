@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
@@ -71,6 +72,19 @@ type Manager struct {
 
 	wsMu    sync.Mutex
 	wsUsers map[string]int // running sandboxes per workspace id (see workspaces.go)
+
+	// Warm pools (pools.go). pools and poolsStop are set once by
+	// StartPools; pooled and creating count, under mu, the pooled
+	// sandboxes (ready and starting) and the cold creates in flight,
+	// for max_sandboxes.
+	pools     []*pool
+	poolsStop chan struct{}
+	poolsOnce sync.Once
+	poolsWG   sync.WaitGroup // refill loops, refills, watchers of ready sandboxes
+	dropWG    sync.WaitGroup // destroys of dropped pooled sandboxes
+	pooled    int
+	creating  int
+	unmatched atomic.Uint64
 }
 
 // New returns a manager over the given backends (keyed by their names). A
@@ -255,6 +269,9 @@ type Sandbox struct {
 	// kept is set by KillKeep: the workspace stays, and stays readable at
 	// its host path (a disk quota's image is left mounted).
 	kept bool
+	// pooled is set while the sandbox waits, unclaimed, in a warm pool:
+	// it is nobody's, so its end is not an event.
+	pooled bool
 }
 
 // Info returns a snapshot of the sandbox's description.
@@ -394,6 +411,15 @@ func (m *Manager) destroy(ctx context.Context, s *Sandbox, why string) error {
 	if rerr := m.releaseWorkspace(info.WorkspaceID, info.Anonymous, kept); rerr != nil {
 		err = errors.Join(err, rerr)
 	}
+	s.mu.Lock()
+	pooled := s.pooled
+	s.mu.Unlock()
+	if pooled {
+		if err != nil {
+			m.log.Warn("pooled sandbox stopped with an error", "sandbox_id", info.SandboxID, "reason", why, "err", err)
+		}
+		return err
+	}
 	m.log.Info("sandbox stopped", "sandbox_id", info.SandboxID, "reason", why)
 	typ := api.EventSandboxKilled
 	switch why {
@@ -414,9 +440,13 @@ func (m *Manager) destroy(ctx context.Context, s *Sandbox, why string) error {
 func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Lock()
 	m.closed = true
-	all := slices.Collect(maps.Values(m.sandboxes))
+	m.mu.Unlock()
+	pooled := m.stopPools()
+	m.mu.Lock()
+	all := append(slices.Collect(maps.Values(m.sandboxes)), pooled...)
 	clear(m.sandboxes)
 	m.mu.Unlock()
+	defer m.dropWG.Wait()
 	var wg sync.WaitGroup
 	errs := make([]error, len(all))
 	for i, s := range all {

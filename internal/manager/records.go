@@ -20,6 +20,9 @@ import (
 type record struct {
 	Info         api.SandboxInfo   `json:"info"`
 	BackendState map[string]string `json:"backend_state"`
+	// Pooled marks a warm pool's sandbox nobody claimed: a restarted
+	// daemon reaps it (its pools start afresh).
+	Pooled bool `json:"pooled,omitempty"`
 }
 
 // Persist makes the manager keep a record of every sandbox on disk (written
@@ -58,6 +61,9 @@ func (m *Manager) saveRecord(s *Sandbox) {
 		return
 	}
 	rec := record{Info: s.Info()}
+	s.mu.Lock()
+	rec.Pooled = s.pooled
+	s.mu.Unlock()
 	if rec.Info.State != api.StateRunning {
 		return
 	}
@@ -158,6 +164,9 @@ func (m *Manager) Recover(ctx context.Context) (RecoveryReport, error) {
 func (m *Manager) reattach(ctx context.Context, rec record) bool {
 	info := rec.Info
 	reap := func(why string) bool {
+		if rec.Pooled {
+			why = "an unclaimed pooled sandbox: " + why
+		}
 		// An anonymous workspace (its image too) goes with its sandbox. A
 		// named one with a disk quota stays mounted: another recorded
 		// sandbox may still use it, and the next attach finds it mounted.
@@ -181,6 +190,16 @@ func (m *Manager) reattach(ctx context.Context, rec record) bool {
 	inst, err := rb.Recover(ctx, rec.BackendState)
 	if err != nil {
 		return reap(err.Error())
+	}
+	if rec.Pooled {
+		// Nobody's yet: never handed out by a daemon that did not make it
+		// (its pool's spec may have changed), so it goes, quietly.
+		err := inst.Destroy(ctx)
+		m.holdWorkspace(info.WorkspaceID)
+		_ = m.releaseWorkspace(info.WorkspaceID, true, false)
+		m.deleteRecord(info.SandboxID)
+		m.log.Info("unclaimed pooled sandbox reaped after restart", "sandbox_id", info.SandboxID, "err", err)
+		return false
 	}
 	left := time.Until(info.EndAt)
 	if left <= 0 {
@@ -219,9 +238,20 @@ func (m *Manager) reattach(ctx context.Context, rec record) bool {
 // the next daemon's Recover (a graceful daemon shutdown).
 func (m *Manager) Detach() {
 	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	// Ready pooled sandboxes keep their records too: the next daemon
+	// reaps them (Recover).
+	for _, s := range m.stopPools() {
+		s.agent.Close()
+		if d, ok := s.inst.(backend.Detacher); ok {
+			d.Detach()
+		}
+	}
+	m.dropWG.Wait()
+	m.mu.Lock()
 	defer m.mu.Unlock()
 	defer m.unlock()
-	m.closed = true
 	for id, s := range m.sandboxes {
 		s.mu.Lock()
 		s.timer.Stop()

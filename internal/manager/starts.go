@@ -108,6 +108,23 @@ func (g *startGate) acquire(ctx context.Context) (release func(), err error) {
 	return g.releaser(), nil
 }
 
+// tryAcquireBackground takes a slot for a warm pool's refill, which must
+// never delay a create: only when nobody waits and, with more than one
+// slot, one more stays free.
+func (g *startGate) tryAcquireBackground() (release func(), ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.waiting > 0 || (cap(g.slots) > 1 && len(g.slots) >= cap(g.slots)-1) {
+		return nil, false
+	}
+	select {
+	case g.slots <- struct{}{}:
+		return g.releaser(), true
+	default:
+		return nil, false
+	}
+}
+
 func (g *startGate) releaser() func() {
 	var once sync.Once
 	return func() { once.Do(func() { <-g.slots }) }
