@@ -48,14 +48,14 @@ type pool struct {
 	cfg  config.Pool
 	wake chan struct{} // a claim or a finished refill: look again
 
-	mu       sync.Mutex
-	key      string // poolKey of the spec its sandboxes were made with
-	ready    []*pooled
-	starting int
+	mu                                        sync.Mutex
+	key                                       string // poolKey of the spec its sandboxes were made with
+	ready                                     []*pooled
+	starting                                  int
 	hits, misses, dropped, recycled, failures uint64
-	lastErr  string
-	failedAt time.Time
-	backoff  time.Duration
+	lastErr                                   string
+	failedAt                                  time.Time
+	backoff                                   time.Duration
 }
 
 // pooled is one ready sandbox of a pool.
