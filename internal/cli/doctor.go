@@ -21,6 +21,9 @@ type doctorReport struct {
 	Network  string               `json:"default_network_policy"`
 	Engine   manager.EngineStatus `json:"default_engine"`
 	Backends []doctorBackend      `json:"backends"`
+	// Pools are the configured warm pools and what would keep each from
+	// filling (the daemon keeps them; doctor starts none).
+	Pools []manager.PoolCheck `json:"pools"`
 }
 
 type doctorBackend struct {
@@ -86,6 +89,7 @@ func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		rep.Backends = append(rep.Backends, d)
 	}
+	rep.Pools = m.CheckPools(pctx)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -137,5 +141,15 @@ func printDoctor(w io.Writer, rep doctorReport) {
 		for _, e := range b.Enforces {
 			fmt.Fprintf(w, "  - %s\n", e)
 		}
+	}
+	if len(rep.Pools) > 0 {
+		fmt.Fprintf(w, "\nwarm pools (kept by ds-sandbox serve):\n")
+	}
+	for _, p := range rep.Pools {
+		state := "ok"
+		if p.Problem != "" {
+			state = "cannot fill: " + p.Problem
+		}
+		fmt.Fprintf(w, "  pools[%d]: template %q on %s, network %s, size %d: %s\n", p.Index, p.Template, p.Backend, p.Network, p.Size, state)
 	}
 }

@@ -127,6 +127,15 @@ func startDaemon(ctx context.Context, cfg config.Config, ephemeral bool, ln net.
 			return metrics.Starts{Slots: st.Slots, Running: st.Running, Waiting: st.Waiting,
 				Admitted: st.Admitted, Refused: st.Refused, WaitSeconds: st.WaitSeconds}
 		})
+		opt.Metrics.WatchPools(func() []metrics.Pool {
+			var out []metrics.Pool
+			for _, p := range m.PoolStats() {
+				out = append(out, metrics.Pool{Index: p.Index, Template: p.Template, Backend: p.Backend,
+					Size: p.Size, Ready: p.Ready, Starting: p.Starting, Hits: p.Hits, Misses: p.Misses,
+					Dropped: p.Dropped, Recycled: p.Recycled, Failed: p.RefillFailures, Failing: p.LastError != ""})
+			}
+			return out
+		}, m.UnmatchedCreates)
 	}
 	if cfg.EnableAuditLog {
 		d.audit, err = audit.Open(cfg.AuditLogPath, int64(cfg.AuditMaxMB)<<20, cfg.AuditBackups)

@@ -24,8 +24,9 @@ type backendStatus struct {
 }
 
 // readyz reports each backend's availability (503 when one is unusable),
-// which backend serves requests that name none, and why, and the default
-// code engine (503 when this build cannot run it).
+// which backend serves requests that name none, and why, the default code
+// engine (503 when this build cannot run it), and the warm pools (a failing
+// pool does not make the daemon unready: creates start cold).
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
@@ -46,7 +47,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	if !ready {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, map[string]any{"ready": ready, "backends": out, "default_backend": s.m.DefaultChoice(), "default_engine": eng})
+	writeJSON(w, status, map[string]any{"ready": ready, "backends": out, "default_backend": s.m.DefaultChoice(), "default_engine": eng, "pools": s.m.PoolStats()})
 	return nil
 }
 

@@ -153,3 +153,54 @@ func (m *Metrics) WatchStarts(stats func() Starts) {
 		}})
 	}
 }
+
+// Pool is one warm pool's state (see manager.PoolStats).
+type Pool struct {
+	Index                     int
+	Template, Backend         string
+	Size, Ready, Starting     int
+	Hits, Misses              uint64
+	Dropped, Recycled, Failed uint64
+	Failing                   bool
+}
+
+// WatchPools reports the warm pools at every scrape, labelled by the pool's
+// index in the configuration, its template and backend: configured size,
+// ready and starting sandboxes, hits, misses, dropped and recycled
+// sandboxes, refill failures and whether it is failing now; unmatched
+// counts creates that matched no pool.
+func (m *Metrics) WatchPools(pools func() []Pool, unmatched func() uint64) {
+	labels := []string{"pool", "template", "backend"}
+	desc := func(name, help string) *prometheus.Desc { return prometheus.NewDesc(name, help, labels, nil) }
+	series := []struct {
+		desc *prometheus.Desc
+		typ  prometheus.ValueType
+		val  func(Pool) float64
+	}{
+		{desc("dssandbox_pool_size", "Ready sandboxes a warm pool keeps (pools[].size)."), prometheus.GaugeValue, func(p Pool) float64 { return float64(p.Size) }},
+		{desc("dssandbox_pool_ready", "Ready sandboxes in a warm pool now."), prometheus.GaugeValue, func(p Pool) float64 { return float64(p.Ready) }},
+		{desc("dssandbox_pool_starting", "Sandboxes a warm pool is starting now."), prometheus.GaugeValue, func(p Pool) float64 { return float64(p.Starting) }},
+		{desc("dssandbox_pool_hits_total", "Creates that took a warm pool's ready sandbox."), prometheus.CounterValue, func(p Pool) float64 { return float64(p.Hits) }},
+		{desc("dssandbox_pool_misses_total", "Creates that matched a warm pool while it had none ready (started cold)."), prometheus.CounterValue, func(p Pool) float64 { return float64(p.Misses) }},
+		{desc("dssandbox_pool_dropped_total", "Pooled sandboxes found dead and dropped."), prometheus.CounterValue, func(p Pool) float64 { return float64(p.Dropped) }},
+		{desc("dssandbox_pool_recycled_total", "Pooled sandboxes replaced (max_age_sec, a changed template, room for a create)."), prometheus.CounterValue, func(p Pool) float64 { return float64(p.Recycled) }},
+		{desc("dssandbox_pool_refill_failures_total", "Failed refills of a warm pool."), prometheus.CounterValue, func(p Pool) float64 { return float64(p.Failed) }},
+		{desc("dssandbox_pool_failing", "1 while a warm pool's last refill failed (it backs off; creates start cold)."), prometheus.GaugeValue, func(p Pool) float64 {
+			if p.Failing {
+				return 1
+			}
+			return 0
+		}},
+	}
+	for _, s := range series {
+		m.reg.MustRegister(collectorFunc{desc: s.desc, collect: func(ch chan<- prometheus.Metric) {
+			for _, p := range pools() {
+				ch <- prometheus.MustNewConstMetric(s.desc, s.typ, s.val(p), strconv.Itoa(p.Index), p.Template, p.Backend)
+			}
+		}})
+	}
+	um := prometheus.NewDesc("dssandbox_pool_unmatched_creates_total", "Creates, while warm pools are configured, that matched no pool or could not take a pooled sandbox (a named workspace, a template with files or commands).", nil, nil)
+	m.reg.MustRegister(collectorFunc{desc: um, collect: func(ch chan<- prometheus.Metric) {
+		ch <- prometheus.MustNewConstMetric(um, prometheus.CounterValue, float64(unmatched()))
+	}})
+}
