@@ -85,7 +85,9 @@ func (s *Server) setEnv(ctx context.Context, envs map[string]string) error {
 			case <-k.Done(): // its next kernel reads the new environment
 			default:
 				alive = true
-				_, err = k.Execute(ctx, jupyter.ExecuteRequest{Code: setEnvCode(envs), Silent: true}, nil)
+				if len(envs) > 0 {
+					_, err = k.Execute(ctx, jupyter.ExecuteRequest{Code: setEnvCode(envs), Silent: true}, nil)
+				}
 			}
 		}
 		if err == nil && !alive && c.info.ID == DefaultContextID {

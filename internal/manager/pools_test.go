@@ -25,7 +25,7 @@ import (
 // or "oci" with runc), its state in dir, its pools started. With daemon
 // set, local sandboxes outlive the manager (as the daemon runs them) and
 // records are kept (Persist, Recover).
-func poolManager(t *testing.T, dir, name string, daemon bool, mod func(*config.Config)) *manager.Manager {
+func poolManager(t testing.TB, dir, name string, daemon bool, mod func(*config.Config)) *manager.Manager {
 	t.Helper()
 	testenv.RequirePython(t)
 	cfg := config.Default()
@@ -63,7 +63,7 @@ func poolManager(t *testing.T, dir, name string, daemon bool, mod func(*config.C
 	return m
 }
 
-func stateDir(t *testing.T) string {
+func stateDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "dss-pool-")
 	if err != nil {
