@@ -79,3 +79,53 @@ func TestPoolDropsDeadSandboxes(t *testing.T) {
 		t.Fatalf("after an agent died: %+v, want 2 drops", st)
 	}
 }
+
+// TestPoolRecyclesOldSandboxes: a ready sandbox older than max_age_sec is
+// replaced by a fresh one, and destroyed.
+func TestPoolRecyclesOldSandboxes(t *testing.T) {
+	t.Parallel()
+	testenv.RequirePython(t)
+	cfg := config.Default()
+	cfg.StateDir = t.TempDir()
+	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
+	cfg.Resolve()
+	cfg.DefaultBackend, cfg.Python = "local", "/usr/bin/python3"
+	cfg.Pools = []config.Pool{{Size: 1, MaxAgeSec: 10}}
+	m, err := New(cfg, nil, local.New(local.Config{CacheDir: filepath.Join(cfg.StateDir, "cache")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close(context.Background()) })
+	m.StartPools()
+	p := m.pools[0]
+	current := func() *Sandbox {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if len(p.ready) == 0 {
+			return nil
+		}
+		return p.ready[0].s
+	}
+	var first *Sandbox
+	for end := time.Now().Add(60 * time.Second); first == nil; time.Sleep(5 * time.Millisecond) {
+		if first = current(); time.Now().After(end) {
+			t.Fatal("the pool did not fill")
+		}
+	}
+	for end := time.Now().Add(90 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if s := current(); s != nil && s != first {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the first sandbox was not replaced: %+v", m.PoolStats())
+		}
+	}
+	select {
+	case <-first.inst.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the recycled sandbox still runs")
+	}
+	if st := m.PoolStats()[0]; st.Recycled < 1 {
+		t.Fatalf("%+v, want a recycled sandbox", st)
+	}
+}
