@@ -75,4 +75,3 @@ func p50(ds []time.Duration) float64 {
 	slices.Sort(s)
 	return float64(s[len(s)/2].Microseconds()) / 1000
 }
-
