@@ -257,10 +257,18 @@ func TestPoolRefillFailureFallsBack(t *testing.T) {
 // workspaces gone), a claimed one is re-attached, and the new daemon's pool
 // fills afresh.
 func TestPoolRestartReapsPooled(t *testing.T) {
-	t.Parallel()
+	for _, name := range poolBackends {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testPoolRestart(t, name)
+		})
+	}
+}
+
+func testPoolRestart(t *testing.T, name string) {
 	dir := stateDir(t)
 	mod := func(c *config.Config) { c.Pools = []config.Pool{{Size: 2}} }
-	m1 := poolManager(t, dir, "local", true, mod)
+	m1 := poolManager(t, dir, name, true, mod)
 	waitReady(t, m1, 2)
 	s, err := m1.Create(t.Context(), api.CreateSandboxRequest{Envs: map[string]string{"A": "1"}})
 	if err != nil {
@@ -281,13 +289,19 @@ func TestPoolRestartReapsPooled(t *testing.T) {
 	wsBefore, _ := os.ReadDir(filepath.Join(dir, "workspaces"))
 	m1.Detach()
 
-	m2 := poolManager(t, dir, "local", true, mod)
+	m2 := poolManager(t, dir, name, true, mod)
 	if got := m2.List(t.Context(), nil); len(got) != 1 || got[0].SandboxID != s.ID() {
 		t.Fatalf("after the restart: %+v, want only the claimed sandbox", got)
 	}
 	waitReady(t, m2, 2)
 	if n := len(records()); n != 3 {
 		t.Fatalf("records after the restart: %v, want 3 (the claimed one, two new pooled)", records())
+	}
+	if name == "oci" {
+		// The runtime's own state: one container per live sandbox.
+		if cs, err := os.ReadDir(filepath.Join(dir, "oci", "runtime")); err != nil || len(cs) != 3 {
+			t.Fatalf("containers after the restart: %d (%v), want 3: the reaped ones leaked", len(cs), err)
+		}
 	}
 	wsAfter, _ := os.ReadDir(filepath.Join(dir, "workspaces"))
 	if len(wsAfter) != len(wsBefore) {
