@@ -261,7 +261,7 @@ type Sandbox struct {
 	inst  backend.Instance
 	agent *agent.Client
 	net   netState
-	owner string // the key that created it (info.Owner, fixed for its life)
+	owner string // the key that created it (info.Owner; a pooled sandbox gets it at claim, before it is registered, and keeps it)
 
 	mu    sync.Mutex
 	info  api.SandboxInfo
