@@ -62,7 +62,13 @@ func (e *env) stoppedAfter(t *testing.T, id string) string {
 	if err := json.NewDecoder(r.Body).Decode(&exec); err != nil || r.StatusCode != 200 {
 		t.Fatalf("next cell: %d %v", r.StatusCode, err)
 	}
-	return strings.TrimSpace(strings.Join(exec.Logs.Stdout, ""))
+	out := strings.TrimSpace(strings.Join(exec.Logs.Stdout, ""))
+	if exec.Error != nil {
+		// Say why, for the failure message: a kernel killed after its
+		// interrupt grace comes back fresh, without the variable.
+		out += fmt.Sprintf(" [error %s: %s; notices %q]", exec.Error.Name, exec.Error.Value, exec.Notices)
+	}
+	return out
 }
 
 // TestStalledReaderIsCut: a raw TCP client that stops reading an execution
