@@ -47,6 +47,7 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: "internal/manager", forbidden: append([]string{"ROOT", "internal/httpapi", "internal/mcpserver"}, above...)},
 		{pkg: "internal/httpapi", forbidden: append([]string{"ROOT", "internal/mcpserver", "internal/e2b"}, above...)},
 		{pkg: "internal/e2b", forbidden: append([]string{"ROOT", "internal/httpapi", "internal/mcpserver"}, above...)},
+		{pkg: "internal/enginehost", forbidden: append([]string{"ROOT", "internal/manager", "internal/httpapi"}, above...)},
 		{pkg: "internal/imagebuild", forbidden: append([]string{"ROOT", "internal/manager", "internal/httpapi"}, above...)},
 		{pkg: "internal/mcpserver", forbidden: append([]string{"ROOT", "internal/httpapi"}, above...)},
 		{pkg: "ROOT", forbidden: above},

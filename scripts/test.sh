@@ -22,6 +22,8 @@ export DS_SANDBOX_BUILT
 go test -race -count=1 -timeout 30m ./...
 # The SDK's behaviour tests again, through a real daemon (remote mode).
 DS_SANDBOX_TEST_REMOTE=1 go test -race -count=1 -timeout 15m .
+# And on the lean engine (the backends' suites run on both engines already).
+SANDBOX_ENGINE=lean go test -count=1 -timeout 15m .
 # The oci backend's conformance and security suites again under gVisor (runsc,
 # built once from the module proxy and cached).
 DSS_OCI_RUNTIME="$(./scripts/gvisor-setup.sh)" go test -count=1 -timeout 15m ./internal/backend/oci/
