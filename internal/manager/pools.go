@@ -91,7 +91,9 @@ func poolKey(p plan) string {
 		Workdir  string
 		Network  api.NetworkPolicy
 		Limits   api.Limits
-	}{p.backend.Name(), p.tmpl, p.user, p.workdir, net, p.limits})
+		Engine   string
+		Preload  []string
+	}{p.backend.Name(), p.tmpl, p.user, p.workdir, net, p.limits, p.engine, p.preload})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
