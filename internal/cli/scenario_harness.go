@@ -121,7 +121,40 @@ func startHarness(ctx context.Context, o scenarioOptions, rep *ScenarioReport) (
 		opts.Network.Policy, rep.Network = api.NetworkAllow, api.NetworkAllow
 		rep.Notes = append(rep.Notes, "network allow: the local backend cannot enforce deny (its sandboxes share the host's network)")
 	}
+	if n, waited := waitPoolsFull(addr, o.timeout); n > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("warm pools: waited %s for their %d sandboxes before measuring", waited.Round(time.Millisecond), n))
+	}
 	return &harness{o: o, rep: rep, d: d, state: state, c: c, opts: opts, live: map[string]*dssandbox.Sandbox{}}, nil
+}
+
+// waitPoolsFull waits (at most timeout) until every warm pool of the daemon
+// at addr is full, so a scenario measures claims rather than refills. It
+// returns how many pooled sandboxes there are and how long it waited.
+func waitPoolsFull(addr string, timeout time.Duration) (int, time.Duration) {
+	start := time.Now()
+	for {
+		var rz struct {
+			Pools []struct {
+				Size  int `json:"size"`
+				Ready int `json:"ready"`
+			} `json:"pools"`
+		}
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return 0, time.Since(start)
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&rz)
+		resp.Body.Close()
+		size, ready := 0, 0
+		for _, p := range rz.Pools {
+			size += p.Size
+			ready += min(p.Ready, p.Size)
+		}
+		if ready >= size || time.Since(start) > timeout {
+			return size, time.Since(start)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // defaultBackend asks the daemon at addr which backend it gives sandboxes

@@ -21,7 +21,8 @@ import (
 // fork or hand-off) the agent starts the engine itself, as on every other
 // backend: a create never fails because of a zygote.
 
-// enterTimeout bounds one fork and hand-off.
+// enterTimeout bounds one fork and hand-off, with the wait for a zygote
+// that is starting.
 const enterTimeout = 15 * time.Second
 
 // engineHost is the manager's zygote keeper, made on first use.
@@ -86,7 +87,14 @@ func (m *Manager) handEngine(ctx context.Context, id string, inst backend.Instan
 	ctx, cancel := context.WithTimeout(ctx, enterTimeout)
 	defer cancel()
 	start := time.Now()
-	e, err := en.Entry(ctx)
+	// A zygote that is starting (the first creates after the daemon
+	// started, or after it died) is waited for: its fork is much cheaper
+	// than the cold start the agent would do meanwhile.
+	err := m.engineHost().WaitReady(ctx, preload)
+	var e backend.Entry
+	if err == nil {
+		e, err = en.Entry(ctx)
+	}
 	if err == nil {
 		err = m.engineHost().Spawn(ctx, preload, e, inst.AgentSocket())
 	}

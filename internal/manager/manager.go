@@ -120,6 +120,11 @@ func New(cfg config.Config, log *slog.Logger, backends ...backend.Backend) (*Man
 	if w := m.choice.Warning(); w != "" {
 		m.log.Warn(w, "backend", m.choice.Name)
 	}
+	if b, ok := m.backends[m.cfg.DefaultBackend]; ok && m.cfg.Engine == api.EngineLean {
+		// Start the default zygote now, so the first creates need not start
+		// their own engines.
+		go m.handsEngines(context.Background(), b, m.cfg.Engine, m.cfg.Preload)
+	}
 	return m, nil
 }
 

@@ -265,6 +265,35 @@ func TestPoolRestartReapsPooled(t *testing.T) {
 	}
 }
 
+// TestPoolGracefulStopRemovesPooled: a daemon that stops gracefully
+// (Detach) removes its unclaimed pooled sandboxes — nobody's, and otherwise
+// running until the next daemon starts — and keeps claimed ones.
+func TestPoolGracefulStopRemovesPooled(t *testing.T) {
+	t.Parallel()
+	dir := stateDir(t)
+	m := poolManager(t, dir, "local", true, func(c *config.Config) { c.Pools = []config.Pool{{Size: 2}} })
+	waitReady(t, m, 2)
+	s, err := m.Create(t.Context(), api.CreateSandboxRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, m, 2)
+	m.Detach()
+	ents, _ := os.ReadDir(filepath.Join(dir, "sandboxes"))
+	if len(ents) != 1 || ents[0].Name() != s.ID()+".json" {
+		t.Fatalf("records after a graceful stop: %v, want only the claimed sandbox's", ents)
+	}
+	// The next daemon re-attaches the claimed one; stopping it for good
+	// ends it.
+	m2 := poolManager(t, dir, "local", true, nil)
+	if _, err := m2.Get(t.Context(), s.ID()); err != nil {
+		t.Fatalf("the claimed sandbox after the restart: %v", err)
+	}
+	if err := m2.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func testPoolRestart(t *testing.T, name string) {
 	dir := stateDir(t)
 	mod := func(c *config.Config) { c.Pools = []config.Pool{{Size: 2}} }
@@ -287,7 +316,7 @@ func testPoolRestart(t *testing.T, name string) {
 		t.Fatalf("records before the restart: %v, want 3 (one claimed, two pooled)", records())
 	}
 	wsBefore, _ := os.ReadDir(filepath.Join(dir, "workspaces"))
-	m1.Detach()
+	m1.CrashDetach()
 
 	m2 := poolManager(t, dir, name, true, mod)
 	if got := m2.List(t.Context(), nil); len(got) != 1 || got[0].SandboxID != s.ID() {

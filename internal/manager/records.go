@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
@@ -236,18 +237,31 @@ func (m *Manager) reattach(ctx context.Context, rec record) bool {
 
 // Detach forgets every sandbox without stopping it, leaving the records for
 // the next daemon's Recover (a graceful daemon shutdown).
-func (m *Manager) Detach() {
+func (m *Manager) Detach() { m.detach(false) }
+
+// detach is Detach; keepPooled leaves the pooled sandboxes running with
+// their records, as a daemon that crashed would (for tests of Recover).
+func (m *Manager) detach(keepPooled bool) {
 	m.mu.Lock()
 	m.closed = true
 	m.mu.Unlock()
-	// Ready pooled sandboxes keep their records too: the next daemon
-	// reaps them (Recover).
+	// Ready pooled sandboxes belong to no one and would only be reaped by
+	// the next daemon: they are removed now. (A daemon killed without a
+	// graceful stop leaves them to the next one's Recover.)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	var wg sync.WaitGroup
 	for _, s := range m.stopPools() {
-		s.agent.Close()
-		if d, ok := s.inst.(backend.Detacher); ok {
-			d.Detach()
+		if keepPooled {
+			s.agent.Close()
+			if d, ok := s.inst.(backend.Detacher); ok {
+				d.Detach()
+			}
+			continue
 		}
+		wg.Go(func() { _ = m.destroy(ctx, s, "daemon stopped") })
 	}
+	wg.Wait()
+	cancel()
 	m.dropWG.Wait()
 	m.mu.Lock()
 	defer m.mu.Unlock()
