@@ -343,14 +343,24 @@ func hasEnv(env []string, key string) bool {
 	return false
 }
 
-// ready starts c's engine if it has none running.
+// ready starts c's engine if it has none running, and runs one silent
+// empty cell in it: the first cell of a forked engine pays for the pages it
+// touches (copy-on-write faults, tens of milliseconds), which is then paid
+// here, before the sandbox's first real cell. A silent cell counts nothing
+// and records no history.
 func (t *contextTable) ready(ctx context.Context, c *codeContext) error {
 	if err := lockCtx(ctx, &c.mu); err != nil {
 		return api.Errorf(api.ErrUnavailable, "context %s: %v", c.info.ID, err)
 	}
 	defer c.mu.Unlock()
-	_, err := t.ensureKernel(ctx, c)
-	return err
+	k, err := t.ensureKernel(ctx, c)
+	if err != nil {
+		return err
+	}
+	if _, err := k.Execute(ctx, jupyter.ExecuteRequest{Code: "None", Silent: true}, nil); err != nil {
+		return api.Errorf(api.ErrUnavailable, "context %s: warm-up cell: %v", c.info.ID, err)
+	}
+	return nil
 }
 
 // restart replaces c's kernel with a fresh one. The old kernel is killed
