@@ -175,7 +175,7 @@ func startDaemon(ctx context.Context, cfg config.Config, ephemeral bool, ln net.
 			return nil, err
 		}
 		if len(rep.Reattached)+len(rep.Reaped)+rep.Orphans > 0 {
-			log.Info("recovered sandboxes after restart", "reattached", rep.Reattached, "reaped", rep.Reaped, "orphans_removed", rep.Orphans)
+			log.Info("recovered sandboxes after restart", "reattached", rep.Reattached, "reaped", rep.Reaped, "orphans_removed", rep.Orphans, "workspaces_removed", rep.Workspaces)
 		}
 	}
 	// After Recover, which reaps the unclaimed pooled sandboxes of an

@@ -19,6 +19,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
+	"github.com/ds-sandbox/ds-sandbox/internal/workspace"
 )
 
 // poolManager is a manager with warm pools over the named backend ("local"
@@ -373,4 +374,31 @@ func TestPoolMaxSandboxes(t *testing.T) {
 		m.Kill(t.Context(), id)
 	}
 	waitReady(t, m, 2)
+}
+
+// TestRecoverRemovesUnusedAnonymousWorkspaces: an anonymous workspace that no
+// recorded sandbox uses (a create cut by a daemon crash before its record)
+// is removed when the next daemon recovers; named workspaces stay.
+func TestRecoverRemovesUnusedAnonymousWorkspaces(t *testing.T) {
+	t.Parallel()
+	dir := stateDir(t)
+	ws, err := workspace.New(filepath.Join(dir, "workspaces"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon, err := ws.CreateAnonymous("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ws.Create("kept", ""); err != nil {
+		t.Fatal(err)
+	}
+	m := poolManager(t, dir, "local", true, nil)
+	defer m.Close(context.Background())
+	if _, err := ws.Get(anon.ID); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("the unused anonymous workspace after Recover: %v, want not found", err)
+	}
+	if _, err := ws.Get("kept"); err != nil {
+		t.Errorf("the named workspace after Recover: %v", err)
+	}
 }

@@ -100,6 +100,8 @@ type RecoveryReport struct {
 	Reaped []string `json:"reaped"`
 	// Orphans counts running sandboxes that no record named, removed.
 	Orphans int `json:"orphans"`
+	// Workspaces counts anonymous workspaces no sandbox used, removed.
+	Workspaces int `json:"workspaces"`
 }
 
 // Recover loads the persisted records (see Persist) and re-attaches to every
@@ -158,7 +160,40 @@ func (m *Manager) Recover(ctx context.Context) (RecoveryReport, error) {
 			rep.Orphans += n
 		}
 	}
+	rep.Workspaces = m.reapAnonymousWorkspaces()
 	return rep, nil
+}
+
+// reapAnonymousWorkspaces removes the anonymous workspaces no sandbox uses:
+// those of creates a daemon crash cut before their sandbox was recorded (an
+// anonymous workspace belongs to one sandbox, so nothing else can claim it).
+// Recover calls it once the records are read, before any create runs.
+func (m *Manager) reapAnonymousWorkspaces() int {
+	all, err := m.workspaces.List()
+	if err != nil {
+		m.log.Warn("list workspaces", "err", err)
+		return 0
+	}
+	m.mu.Lock()
+	used := map[string]bool{}
+	for _, s := range m.sandboxes {
+		used[s.info.WorkspaceID] = true
+	}
+	m.mu.Unlock()
+	n := 0
+	for _, ws := range all {
+		if !ws.Anonymous || used[ws.ID] {
+			continue
+		}
+		m.holdWorkspace(ws.ID)
+		if err := m.releaseWorkspace(ws.ID, true, false); err != nil {
+			m.log.Warn("remove an unused anonymous workspace", "workspace_id", ws.ID, "err", err)
+			continue
+		}
+		m.log.Info("removed an anonymous workspace no sandbox used (a create cut by a crash)", "workspace_id", ws.ID)
+		n++
+	}
+	return n
 }
 
 // reattach re-attaches one recorded sandbox, or reaps it.
