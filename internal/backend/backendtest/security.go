@@ -80,6 +80,7 @@ func Security(t *testing.T, b backend.Backend, opts SecurityOptions) {
 		{"agent-socket", s.agentSocket},
 		{"destroy-leaves-no-process", s.destroyLeavesNothing},
 		{"engine-confined", s.engineConfined},
+		{"forked-siblings", s.forkedSiblings},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
