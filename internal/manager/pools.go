@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agent"
 	"github.com/ds-sandbox/ds-sandbox/internal/auth"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 )
@@ -290,9 +291,10 @@ func (m *Manager) refillOne(ctx context.Context, p *pool) error {
 	s.timer = time.NewTimer(MaxTimeout)
 	s.timer.Stop()
 	m.saveRecord(s)
-	// Ready means the default kernel answers (POST /env waits for it).
+	// Ready means the default engine runs and has run a silent warm-up
+	// cell (a forked engine's first copy-on-write faults are paid then).
 	rctx, cancel := context.WithTimeout(ctx, time.Duration(m.cfg.KernelStartTimeoutSec)*time.Second+10*time.Second)
-	err = s.agent.SetEnv(rctx, nil)
+	err = s.agent.ContextReady(rctx, agent.DefaultContextID)
 	cancel()
 	if err != nil {
 		_ = m.destroy(context.Background(), s, "pool refill failed")
