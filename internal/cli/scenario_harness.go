@@ -27,6 +27,7 @@ type harness struct {
 	state string
 	c     *dssandbox.Client
 	opts  dssandbox.Options
+	after []func() // left by the sample being timed (samples runs them)
 
 	mu    sync.Mutex
 	live  map[string]*dssandbox.Sandbox // created and not (yet) killed
@@ -308,17 +309,34 @@ func (h *harness) close() {
 // samples runs fn n times, interleaved with base when it is not nil, so a
 // machine that gets busier midway slows both alike. Failed samples count
 // as errors and are not timed.
+// afterSample schedules f to run once the current sample is timed.
+func (h *harness) afterSample(f func()) { h.after = append(h.after, f) }
+
+// killQuietly kills s, counting a failure.
+func (h *harness) killQuietly(ctx context.Context, s *dssandbox.Sandbox) {
+	if err := h.kill(ctx, s); err != nil {
+		h.fail("kill", err)
+	}
+}
+
 func (h *harness) samples(ctx context.Context, n int, what string, fn func() error, baseWhat string, base func() error) (ours, baseline []time.Duration) {
 	for range n {
 		if ctx.Err() != nil {
 			return ours, baseline
 		}
 		t0 := time.Now()
-		if err := fn(); err != nil {
+		err := fn()
+		d := time.Since(t0)
+		if err != nil {
 			h.fail(what, err)
 		} else {
-			ours = append(ours, time.Since(t0))
+			ours = append(ours, d)
 		}
+		// What a sample leaves to do (killing its sandbox) is not timed.
+		for _, f := range h.after {
+			f()
+		}
+		h.after = nil
 		if base != nil {
 			t0 = time.Now()
 			if err := base(); err != nil {

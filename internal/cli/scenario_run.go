@@ -24,11 +24,7 @@ func benchFirstDSCell(ctx context.Context, h *harness) error {
 		if err != nil {
 			return err
 		}
-		defer func() {
-			if err := h.kill(ctx, s); err != nil {
-				h.fail("kill", err)
-			}
-		}()
+		h.afterSample(func() { h.killQuietly(ctx, s) })
 		return h.run(ctx, s, dsCell, "4950")
 	}, "bare import", func() error {
 		return runPython(ctx, h.o, "import pandas, numpy, matplotlib.pyplot")
@@ -46,11 +42,7 @@ func benchCreate(ctx context.Context, h *harness) error {
 		if err != nil {
 			return err
 		}
-		defer func() {
-			if err := h.kill(ctx, s); err != nil {
-				h.fail("kill", err)
-			}
-		}()
+		h.afterSample(func() { h.killQuietly(ctx, s) })
 		return h.run(ctx, s, "1+1", "2")
 	}, "", nil)
 	pr, err := jupyterPeer(ctx, h.o, h.o.n, 1)
