@@ -3,6 +3,7 @@ package api
 import (
 	"net"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -26,6 +27,31 @@ const (
 // Engines lists the code engines a template, the configuration or a create
 // request may name.
 var Engines = []string{EngineIPykernel, EngineLean}
+
+// MaxPreloadModule bounds one name of a preload list.
+const MaxPreloadModule = 200
+
+// PreloadModuleName reports whether m can be a name of a preload list: a
+// Python module name, dotted identifiers of [A-Za-z0-9_] without a leading
+// digit, at most MaxPreloadModule characters (the names become code run in
+// every engine, so nothing else is let through).
+func PreloadModuleName(m string) bool {
+	if m == "" || len(m) > MaxPreloadModule {
+		return false
+	}
+	for part := range strings.SplitSeq(m, ".") {
+		if part == "" || part[0] >= '0' && part[0] <= '9' {
+			return false
+		}
+		for i := 0; i < len(part); i++ {
+			c := part[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
 
 // NetworkPolicy is a sandbox's (or one execution's) network policy.
 type NetworkPolicy struct {

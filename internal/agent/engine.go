@@ -164,8 +164,7 @@ func preloadCode(mods []string) string {
 
 // Bounds of a preload list, as the configuration and templates enforce them.
 const (
-	maxPreload       = 64
-	maxPreloadModule = 200
+	maxPreload = 64
 )
 
 // checkPreload refuses a preload list that is not a short list of Python
@@ -175,29 +174,11 @@ func checkPreload(mods []string) error {
 		return fmt.Errorf("preload lists %d modules; at most %d", len(mods), maxPreload)
 	}
 	for _, m := range mods {
-		if !validModule(m) {
-			return fmt.Errorf("preload module %q: want a Python module name (dotted identifiers of [A-Za-z0-9_], at most %d characters)", m, maxPreloadModule)
+		if !api.PreloadModuleName(m) {
+			return fmt.Errorf("preload module %q: want a Python module name (dotted identifiers of [A-Za-z0-9_], at most %d characters)", m, api.MaxPreloadModule)
 		}
 	}
 	return nil
-}
-
-func validModule(m string) bool {
-	if m == "" || len(m) > maxPreloadModule {
-		return false
-	}
-	for part := range strings.SplitSeq(m, ".") {
-		if part == "" || part[0] >= '0' && part[0] <= '9' {
-			return false
-		}
-		for i := 0; i < len(part); i++ {
-			c := part[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // startError turns a starter's error into the one a cell reports.

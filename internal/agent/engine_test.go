@@ -27,7 +27,7 @@ func TestEngineConfig(t *testing.T) {
 		{"code as a module", "", []string{"os; os.system('x')"}, nil, `preload module "os; os.system('x')"`},
 		{"empty part", "", []string{"a..b"}, nil, `preload module "a..b"`},
 		{"leading digit", "", []string{"1abc"}, nil, `preload module "1abc"`},
-		{"too long", "", []string{strings.Repeat("a", maxPreloadModule+1)}, nil, "at most 200 characters"},
+		{"too long", "", []string{strings.Repeat("a", api.MaxPreloadModule+1)}, nil, "at most 200 characters"},
 		{"too many", "", make([]string, maxPreload+1), nil, "at most 64"},
 	}
 	for _, tc := range tests {

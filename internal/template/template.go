@@ -272,7 +272,7 @@ func ValidateFilePath(p string) error {
 // Bounds of a preload list (api.Template.Preload).
 const (
 	MaxPreload       = 64
-	MaxPreloadModule = 200 // characters of one module name
+	MaxPreloadModule = api.MaxPreloadModule // characters of one module name
 )
 
 // ValidateEngine reports whether e names a code engine (api.Engines). The
@@ -295,7 +295,7 @@ func ValidatePreload(mods []string) error {
 	}
 	seen := make(map[string]bool, len(mods))
 	for _, m := range mods {
-		if !moduleName(m) {
+		if !api.PreloadModuleName(m) {
 			return api.Errorf(api.ErrInvalid, "module %.60q: want a Python module name such as pandas or matplotlib.pyplot (dotted identifiers of [A-Za-z0-9_], at most %d characters)", m, MaxPreloadModule)
 		}
 		if seen[m] {
@@ -304,24 +304,6 @@ func ValidatePreload(mods []string) error {
 		seen[m] = true
 	}
 	return nil
-}
-
-func moduleName(m string) bool {
-	if m == "" || len(m) > MaxPreloadModule {
-		return false
-	}
-	for part := range strings.SplitSeq(m, ".") {
-		if part == "" || part[0] >= '0' && part[0] <= '9' {
-			return false
-		}
-		for i := 0; i < len(part); i++ {
-			c := part[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // ValidateEnv reports whether key=value can be passed to a process: key is an
