@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -47,8 +48,15 @@ func (m *Manager) engineHost() *enginehost.Host {
 // handsEngines reports whether sandboxes of engine on b get their default
 // engine from the daemon's zygote; when they do, it makes sure that zygote
 // is starting.
+//
+// Only the configured preload list (the operator's) gets the daemon's
+// zygote: the zygote imports its list as root on the host, outside every
+// sandbox, so a list a caller chose (a template given inline with the
+// request, or a stored one) is imported by the sandbox's own zygote, inside
+// it, like any other code of the sandbox. That also keeps the daemon to one
+// zygote.
 func (m *Manager) handsEngines(ctx context.Context, b backend.Backend, engine string, preload []string) bool {
-	if engine != api.EngineLean || m.cfg.StateDir == "" {
+	if engine != api.EngineLean || m.cfg.StateDir == "" || !slices.Equal(preload, m.cfg.Preload) {
 		return false
 	}
 	ec, ok := b.(backend.EnterChecker)

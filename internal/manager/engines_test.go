@@ -54,8 +54,9 @@ func forkedIn(t *testing.T, m *manager.Manager) bool {
 // TestZygoteRestart: lean sandboxes on oci get engines forked from the
 // daemon's zygote; when the zygote dies, the next create waits for a new one
 // and still gets a forked engine — it never fails.
+//
+// Not parallel: it counts and kills this process's zygotes.
 func TestZygoteRestart(t *testing.T) {
-	t.Parallel()
 	m := poolManager(t, stateDir(t), "oci", false, func(c *config.Config) { c.Engine = api.EngineLean })
 	if !forkedIn(t, m) {
 		t.Fatal("the first lean sandbox's engine was not forked in from the daemon's zygote")
@@ -73,5 +74,31 @@ func TestZygoteRestart(t *testing.T) {
 	}
 	if now := zygotes(t); len(now) != 1 || now[0] == zs[0] {
 		t.Fatalf("zygotes after the restart: %v (the killed one was %d)", now, zs[0])
+	}
+}
+
+// TestCallerPreloadStaysInside: a preload list a caller chose (an inline
+// template) is never imported by the daemon's zygote — which runs as root on
+// the host — but by the sandbox's own, inside it; no daemon zygote is made
+// for it.
+//
+// Not parallel: it counts this process's zygotes.
+func TestCallerPreloadStaysInside(t *testing.T) {
+	m := poolManager(t, stateDir(t), "oci", false, func(c *config.Config) { c.Engine = api.EngineLean })
+	before := len(zygotes(t))
+	s, err := m.Create(t.Context(), api.CreateSandboxRequest{TemplateSpec: &api.Template{Engine: api.EngineLean, Preload: []string{"wave"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Kill(t.Context(), s.ID())
+	e, err := s.Execute(t.Context(), api.ExecuteRequest{Code: "import os, sys; print(os.getppid() != 0, 'wave' in sys.modules)"}, nil)
+	if err != nil || e.Error != nil {
+		t.Fatalf("execute: %v %+v", err, e.Error)
+	}
+	if got := strings.TrimSpace(strings.Join(e.Logs.Stdout, "")); got != "True True" {
+		t.Fatalf("engine started inside the sandbox, wave preloaded: %s, want True True", got)
+	}
+	if after := len(zygotes(t)); after > max(before, 1) {
+		t.Fatalf("daemon zygotes: %d before, %d after a caller's preload list", before, after)
 	}
 }
