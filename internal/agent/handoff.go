@@ -19,7 +19,9 @@ import (
 // socket. The daemon connects to the hand-off socket beside the agent's own
 // and sends one message: a JSON header (handoffHeader) with the descriptor
 // attached (SCM_RIGHTS); the agent answers one JSON line (handoffReply) and
-// closes. Only the agent's user and root can reach the socket (mode 0600).
+// closes. The socket is 0600 in the agent's socket directory, which the
+// backends seal from the sandbox's code; the agent also refuses a peer that
+// is a process of the sandbox (checkHandoffPeer).
 
 // handoffSocketName is the hand-off socket's name beside the agent's socket.
 const handoffSocketName = "engine.sock"
@@ -101,6 +103,9 @@ func serveHandoffs(ln *net.UnixListener, adopt func(ctxID string, f *os.File) er
 }
 
 func receiveHandoff(c *net.UnixConn, adopt func(string, *os.File) error) error {
+	if err := checkHandoffPeer(c); err != nil {
+		return err
+	}
 	buf := make([]byte, maxHandoffHeader+1)
 	oob := make([]byte, unix.CmsgSpace(4*4))
 	n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)

@@ -509,11 +509,20 @@ def _check(ret, what):
         raise OSError(e, "%s: %s" % (what, os.strerror(e)))
 
 
+# keyctl's number per machine (os.uname().machine).
+_KEYCTL = {"x86_64": 250, "aarch64": 219, "riscv64": 219, "ppc64le": 280, "s390x": 280}
+
+
 def _enter_early(enter, nsfds):
     """In the zygote's child, still root: cgroup, then namespaces (nsenter's
     order). Joining a pid namespace applies to the children, hence the second
     fork that follows then."""
     libc = _libc()
+    # The rlimits first, as host root: raising a hard limit needs
+    # CAP_SYS_RESOURCE in the host's user namespace.
+    import resource
+    for rl in enter.get("rlimits") or []:
+        resource.setrlimit(rl["resource"], (rl["cur"], rl["max"]))
     procs = enter.get("cgroup_procs") or []
     if isinstance(procs, str):
         procs = [procs]
@@ -544,6 +553,15 @@ def _enter_late(enter):
     no_new_privs, seccomp. The bounding set is dropped before the uid
     changes, because dropping it needs CAP_SETPCAP."""
     libc = _libc()
+    # While still root: a session keyring of the engine's own (not the
+    # daemon's) and runc's umask.
+    nr = _KEYCTL.get(os.uname().machine)
+    if nr is None:
+        raise OSError("no keyctl syscall number known for %s" % os.uname().machine)
+    if libc.syscall(nr, 1, None) < 0:  # keyctl(KEYCTL_JOIN_SESSION_KEYRING, NULL)
+        e = ctypes.get_errno()
+        raise OSError(e, "join a new session keyring: %s" % os.strerror(e))
+    os.umask(0o022)
     PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
     PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
     with open("/proc/sys/kernel/cap_last_cap") as f:
@@ -559,9 +577,6 @@ def _enter_late(enter):
     hdr = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
     data = (_CapData * 2)()
     _check(libc.capset(ctypes.byref(hdr), data), "capset (drop every capability)")
-    import resource
-    for rl in enter.get("rlimits") or []:
-        resource.setrlimit(rl["resource"], (rl["cur"], rl["max"]))
     _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "set no_new_privs")
     prog = enter.get("seccomp")
     if prog:

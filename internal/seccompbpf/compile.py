@@ -1,7 +1,9 @@
 # Compile an OCI runtime-spec seccomp profile (JSON on stdin) into the classic
 # BPF program libseccomp generates for it (raw struct sock_filter array on
-# stdout). Rules follow runc's reading of the spec: unknown syscall names are
-# skipped, a rule whose action is the default is skipped, and several
+# stdout). Rules follow runc's reading of the spec: syscall names unknown here
+# are skipped in rules that allow (the filter is then stricter; one in a rule
+# that refuses fails the compile), a rule whose action is the default is
+# skipped, and several
 # conditions on one argument index become separate rules (OR), because
 # libseccomp refuses two comparisons of one argument in a rule.
 import errno
@@ -68,6 +70,10 @@ def main():
         conds = [c for v in by_index.values() for c in v]
         for name in rule["names"]:
             if seccomp.resolve_syscall(seccomp.Arch.NATIVE, name) == -1:
+                if act != seccomp.ALLOW:
+                    # Skipping a refusal would make the filter weaker than
+                    # the profile: refuse to compile it instead.
+                    raise ValueError("syscall %r of a %s rule is unknown to this libseccomp" % (name, rule["action"]))
                 skipped.append(name)
                 continue
             if split:

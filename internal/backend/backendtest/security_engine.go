@@ -16,6 +16,7 @@ type engineView struct {
 	Status     map[string]string `json:"status"`
 	Namespaces map[string]string `json:"ns"`
 	Cgroup     string            `json:"cgroup"`
+	Limits     string            `json:"limits"`
 }
 
 const engineViewCode = `import json, os
@@ -29,7 +30,7 @@ for n in ('mnt', 'net', 'pid', 'ipc', 'uts', 'cgroup', 'user'):
         ns[n] = os.readlink('/proc/self/ns/' + n)
     except OSError as e:  # gVisor has no cgroup namespace file
         ns[n] = 'absent: %s' % e.strerror
-print(json.dumps({'ppid': os.getppid(), 'status': st, 'ns': ns, 'cgroup': open('/proc/self/cgroup').read()}))`
+print(json.dumps({'ppid': os.getppid(), 'status': st, 'ns': ns, 'cgroup': open('/proc/self/cgroup').read(), 'limits': open('/proc/self/limits').read()}))`
 
 // engineConfined: the default context's engine is confined exactly as the
 // sandbox's other processes are — a command the agent starts is the
@@ -64,7 +65,10 @@ func (s *suite) engineConfined(t *testing.T) {
 	if cell.Cgroup != cmd.Cgroup {
 		t.Errorf("cgroup: engine %q, command %q", cell.Cgroup, cmd.Cgroup)
 	}
-	for _, k := range []string{"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters"} {
+	if cell.Limits != cmd.Limits {
+		t.Errorf("resource limits:\nengine:\n%s\ncommand:\n%s", cell.Limits, cmd.Limits)
+	}
+	for _, k := range []string{"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp", "Seccomp_filters", "Umask"} {
 		if cell.Status[k] != cmd.Status[k] {
 			t.Errorf("%s: engine %q, command %q", k, cell.Status[k], cmd.Status[k])
 		}

@@ -109,7 +109,8 @@ func (in *instance) Entry(ctx context.Context) (backend.Entry, error) {
 // and returns the host paths of the cgroup.procs files of its cgroups: the
 // v2 one and, on a v1 or hybrid machine, one per v1 hierarchy. A hierarchy
 // in which the process sits at the root is not the sandbox's own and is left
-// out; none at all is an error.
+// out; one whose cgroup cannot be found under /sys/fs/cgroup, or none at
+// all, is an error (the engine would escape that hierarchy's limits).
 func cgroupProcs(file string) ([]string, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
@@ -118,8 +119,14 @@ func cgroupProcs(file string) ([]string, error) {
 	var out []string
 	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		parts := strings.SplitN(l, ":", 3)
-		if len(parts) != 3 || parts[2] == "/" || strings.Contains(parts[2], "..") {
-			continue
+		if len(parts) != 3 {
+			return nil, fmt.Errorf("%s: unreadable line %q", file, l)
+		}
+		if parts[2] == "/" {
+			continue // a hierarchy the container has no cgroup of its own in
+		}
+		if strings.Contains(parts[2], "..") {
+			return nil, fmt.Errorf("%s: cgroup path %q", file, parts[2])
 		}
 		var dirs []string
 		if parts[1] == "" { // v2
@@ -129,12 +136,19 @@ func cgroupProcs(file string) ([]string, error) {
 			first, _, _ := strings.Cut(ctrl, ",")
 			dirs = []string{"/sys/fs/cgroup/" + ctrl, "/sys/fs/cgroup/" + first}
 		}
+		found := false
 		for _, d := range dirs {
 			p := d + parts[2] + "/cgroup.procs"
 			if _, err := os.Stat(p); err == nil {
 				out = append(out, p)
+				found = true
 				break
 			}
+		}
+		if !found {
+			// An engine left outside one of the container's cgroups would
+			// escape that hierarchy's limits: refuse instead.
+			return nil, fmt.Errorf("%s: the container's cgroup %q (%s) is not mounted where this host is searched (%s)", file, parts[2], parts[1], strings.Join(dirs, ", "))
 		}
 	}
 	if len(out) == 0 {
