@@ -1,6 +1,6 @@
 // Package agent is the in-sandbox agent: the one process inside a sandbox's
 // boundary that touches its files and processes and runs its code contexts
-// (Jupyter kernels). It serves HTTP/1.1 on a unix socket — JSON bodies, NDJSON
+// (engines: ipykernel processes, or lean engines forked from a zygote). It serves HTTP/1.1 on a unix socket — JSON bodies, NDJSON
 // streams, errors as api.Error — and Client speaks that protocol for the manager
 // and the SDK.
 //
@@ -14,6 +14,7 @@
 //	POST   /contexts                  api.CreateContextRequest → api.Context
 //	GET    /contexts                  → []api.Context
 //	POST   /contexts/{id}/restart     → api.Context
+//	POST   /contexts/{id}/ready       → api.Context (the engine started and warmed; no code of the user's)
 //	DELETE /contexts/{id}
 //	POST   /execute                   api.ExecuteRequest → NDJSON api.ExecEvent
 //	POST   /env                       api.SetEnvRequest (for the rest of the sandbox's life)
@@ -30,4 +31,7 @@
 //	GET    /processes/{pid}/stream    → NDJSON api.ProcessEvent (output from now on, then "end")
 //	POST   /processes/{pid}/stdin     api.StdinRequest
 //	POST   /processes/{pid}/signal    api.SignalRequest
+//
+// With --engine-handoff the agent also listens on engine.sock beside its
+// socket for engines forked outside the sandbox (handoff.go).
 package agent
