@@ -5,13 +5,13 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 )
 
 // Commands runs shell commands inside a sandbox. A non-zero exit code is a
 // result (CommandResult.ExitCode), not an error.
 type Commands struct {
-	c *agent.Client
+	c *agentclient.Client
 }
 
 // CommandOption configures Run and Start.
@@ -115,7 +115,7 @@ func (c *Commands) SendStdin(ctx context.Context, pid int, data string) error {
 // CommandHandle is a running command.
 type CommandHandle struct {
 	PID     int
-	c       *agent.Client
+	c       *agentclient.Client
 	onEvent func(api.ProcessEvent)
 }
 

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/backends"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/dataset"
@@ -80,7 +80,7 @@ type embedded struct {
 	m *manager.Manager
 }
 
-func (e *embedded) create(ctx context.Context, req api.CreateSandboxRequest) (api.SandboxInfo, *agent.Client, error) {
+func (e *embedded) create(ctx context.Context, req api.CreateSandboxRequest) (api.SandboxInfo, *agentclient.Client, error) {
 	s, err := e.m.Create(ctx, req)
 	if err != nil {
 		return api.SandboxInfo{}, nil, err
@@ -88,15 +88,15 @@ func (e *embedded) create(ctx context.Context, req api.CreateSandboxRequest) (ap
 	return s.Info(), s.Agent(), nil
 }
 
-func (e *embedded) connect(ctx context.Context, id string) (api.SandboxInfo, *agent.Client, error) {
+func (e *embedded) connect(ctx context.Context, id string) (api.SandboxInfo, *agentclient.Client, error) {
 	s, err := e.m.Get(ctx, id)
 	if err != nil {
 		return api.SandboxInfo{}, nil, err
 	}
-	return s.Info(), agent.NewClient(s.AgentSocket()), nil
+	return s.Info(), agentclient.NewClient(s.AgentSocket()), nil
 }
 
-func (e *embedded) execute(ctx context.Context, id string, _ *agent.Client, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error) {
+func (e *embedded) execute(ctx context.Context, id string, _ *agentclient.Client, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error) {
 	s, err := e.m.Get(ctx, id)
 	if err != nil {
 		return nil, err

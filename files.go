@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 )
 
 // Files reads and writes a sandbox's filesystem, as the sandbox's code sees it.
@@ -17,7 +17,7 @@ import (
 // filesystem (on the local backend: its workspace) is refused with
 // ErrPermission.
 type Files struct {
-	c *agent.Client
+	c *agentclient.Client
 }
 
 // Read returns a file's contents.

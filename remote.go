@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 )
 
 // Environment variables of remote mode.
@@ -250,11 +250,11 @@ func busyWait(resp *http.Response, body io.Reader, attempt int) (time.Duration, 
 	return d/2 + rand.N(d/2+1), true
 }
 
-func (r *remote) agentFor(id string) *agent.Client {
-	return agent.NewHTTPClient(r.hc, r.base+"/v1/sandboxes/"+url.PathEscape(id))
+func (r *remote) agentFor(id string) *agentclient.Client {
+	return agentclient.NewHTTPClient(r.hc, r.base+"/v1/sandboxes/"+url.PathEscape(id))
 }
 
-func (r *remote) create(ctx context.Context, req api.CreateSandboxRequest) (api.SandboxInfo, *agent.Client, error) {
+func (r *remote) create(ctx context.Context, req api.CreateSandboxRequest) (api.SandboxInfo, *agentclient.Client, error) {
 	var info api.SandboxInfo
 	if err := r.call(ctx, http.MethodPost, "/v1/sandboxes", nil, req, &info); err != nil {
 		return info, nil, err
@@ -262,7 +262,7 @@ func (r *remote) create(ctx context.Context, req api.CreateSandboxRequest) (api.
 	return info, r.agentFor(info.SandboxID), nil
 }
 
-func (r *remote) connect(ctx context.Context, id string) (api.SandboxInfo, *agent.Client, error) {
+func (r *remote) connect(ctx context.Context, id string) (api.SandboxInfo, *agentclient.Client, error) {
 	var info api.SandboxInfo
 	if err := r.call(ctx, http.MethodPost, "/v1/sandboxes/"+url.PathEscape(id)+"/connect", nil, nil, &info); err != nil {
 		return info, nil, err
@@ -270,7 +270,7 @@ func (r *remote) connect(ctx context.Context, id string) (api.SandboxInfo, *agen
 	return info, r.agentFor(id), nil
 }
 
-func (r *remote) execute(ctx context.Context, _ string, ac *agent.Client, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error) {
+func (r *remote) execute(ctx context.Context, _ string, ac *agentclient.Client, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error) {
 	return ac.Execute(ctx, req, onEvent)
 }
 

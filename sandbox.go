@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 )
 
 // Options configure Create. Every field is optional.
@@ -57,15 +57,15 @@ type Sandbox struct {
 	Commands *Commands
 
 	cp    controlPlane
-	agent *agent.Client
+	agent *agentclient.Client
 	info  SandboxInfo
 }
 
 // controlPlane is what the SDK needs of whoever manages sandboxes: the
 // in-process manager (embedded mode) or a ds-sandbox server (remote mode).
 type controlPlane interface {
-	create(ctx context.Context, req api.CreateSandboxRequest) (api.SandboxInfo, *agent.Client, error)
-	connect(ctx context.Context, id string) (api.SandboxInfo, *agent.Client, error)
+	create(ctx context.Context, req api.CreateSandboxRequest) (api.SandboxInfo, *agentclient.Client, error)
+	connect(ctx context.Context, id string) (api.SandboxInfo, *agentclient.Client, error)
 	list(ctx context.Context, metadata map[string]string) ([]api.SandboxInfo, error)
 	info(ctx context.Context, id string) (api.SandboxInfo, error)
 	setTimeout(ctx context.Context, id string, d time.Duration) (api.SandboxInfo, error)
@@ -79,10 +79,10 @@ type controlPlane interface {
 	// execute runs a cell: through the manager in process (which scans it,
 	// applies a per-execution network policy and collects denials), through
 	// the server's execute route remotely (which does the same there).
-	execute(ctx context.Context, id string, ac *agent.Client, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error)
+	execute(ctx context.Context, id string, ac *agentclient.Client, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error)
 }
 
-func newSandbox(cp controlPlane, info api.SandboxInfo, ac *agent.Client) *Sandbox {
+func newSandbox(cp controlPlane, info api.SandboxInfo, ac *agentclient.Client) *Sandbox {
 	return &Sandbox{
 		ID: info.SandboxID, cp: cp, agent: ac, info: info,
 		Files:    &Files{c: ac},

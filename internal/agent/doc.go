@@ -1,8 +1,8 @@
 // Package agent is the in-sandbox agent: the one process inside a sandbox's
 // boundary that touches its files and processes and runs its code contexts
 // (engines: ipykernel processes, or lean engines forked from a zygote). It serves HTTP/1.1 on a unix socket — JSON bodies, NDJSON
-// streams, errors as api.Error — and Client speaks that protocol for the manager
-// and the SDK.
+// streams, errors as api.Error — and package agentclient speaks that protocol
+// for the manager, the backends and the SDK.
 //
 // The agent knows nothing about managers, backends or the daemon; a backend starts
 // it (`ds-sandbox agent --socket …`) inside whatever isolation it provides and

@@ -294,7 +294,7 @@ func TestProcessBadRequests(t *testing.T) {
 		{"unknown field", `{"cmd":"true","bogus":1}`, `unknown field "bogus"`},
 		{"empty body", ``, "request body is empty"},
 	} {
-		err := a.c.do(ctx, "POST", "/processes", nil, strings.NewReader(tc.body), nil)
+		err := a.post(ctx, "/processes", strings.NewReader(tc.body))
 		wantErr(t, tc.name, err, api.ErrInvalid)
 		if err == nil || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("%s: message %v does not say %q", tc.name, err, tc.msg)
@@ -305,7 +305,7 @@ func TestProcessBadRequests(t *testing.T) {
 	wantErr(t, "connect unknown pid", err, api.ErrNotFound)
 	wantErr(t, "signal unknown pid", a.c.Signal(ctx, nopid, "SIGTERM"), api.ErrNotFound)
 	wantErr(t, "stdin unknown pid", a.c.SendStdin(ctx, nopid, "", true), api.ErrNotFound)
-	err = a.c.do(ctx, "POST", "/processes/abc/signal", nil, api.SignalRequest{Signal: "SIGTERM"}, nil)
+	err = a.post(ctx, "/processes/abc/signal", strings.NewReader(`{"signal":"SIGTERM"}`))
 	wantErr(t, "signal pid abc", err, api.ErrInvalid)
 }
 

@@ -1,7 +1,11 @@
 package agent
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -9,11 +13,12 @@ import (
 	"testing"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 )
 
 // testAgent is an agent served on a real unix socket, and a Client for it.
 type testAgent struct {
-	c         *Client
+	c         *agentclient.Client
 	s         *Server
 	sock      string
 	workspace string // host directory of the workdir (local mode)
@@ -52,7 +57,7 @@ func startAgent(t *testing.T, cfg Config) *testAgent {
 	srv := &http.Server{Handler: s.Handler()}
 	served := make(chan struct{})
 	go func() { defer close(served); _ = srv.Serve(ln) }()
-	c := NewClient(sock)
+	c := agentclient.NewClient(sock)
 	t.Cleanup(func() {
 		c.Close()
 		_ = srv.Close()
@@ -61,6 +66,34 @@ func startAgent(t *testing.T, cfg Config) *testAgent {
 		_ = os.RemoveAll(dir)
 	})
 	return &testAgent{c: c, s: s, sock: sock}
+}
+
+// post sends body as it is to the agent's route p (for malformed requests no
+// Client method sends) and returns the api.Error the agent answered with, nil
+// for a 2xx answer.
+func (a *testAgent) post(ctx context.Context, p string, body io.Reader) error {
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", a.sock)
+	}}}
+	defer hc.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://agent"+p, body)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 == 2 {
+		return nil
+	}
+	var e api.Error
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || e.Code == "" {
+		return fmt.Errorf("HTTP %d without an api.Error (%v)", resp.StatusCode, err)
+	}
+	return &e
 }
 
 // wantErr fails unless err wraps want (nil: no error).

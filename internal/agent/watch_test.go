@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 )
 
 // eventLog collects watch events for a test.
@@ -30,7 +31,7 @@ func (l eventLog) waitFor(t *testing.T, op, path string) {
 	}
 }
 
-func startWatch(t *testing.T, a *testAgent, p string, recursive bool) (*DirWatch, eventLog) {
+func startWatch(t *testing.T, a *testAgent, p string, recursive bool) (*agentclient.DirWatch, eventLog) {
 	t.Helper()
 	l := make(eventLog, 1024)
 	w, err := a.c.WatchDir(t.Context(), p, recursive, func(ev api.FilesystemEvent) { l <- ev })

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 )
 
 // ErrExited is returned by WaitReady when the sandbox stopped before its agent
@@ -23,7 +23,7 @@ var ErrExited = errors.New("the sandbox exited before its agent answered")
 func WaitReady(parent context.Context, sock string, done <-chan struct{}, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
-	c := agent.NewClient(sock)
+	c := agentclient.NewClient(sock)
 	defer c.Close()
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()

@@ -7,7 +7,7 @@ import (
 	"sync"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 )
 
 // Polling watchers (CreateWatcher / GetWatcherEvents / RemoveWatcher), which
@@ -23,7 +23,7 @@ const (
 
 type watcher struct {
 	sandboxID string
-	w         *agent.DirWatch
+	w         *agentclient.DirWatch
 
 	mu     sync.Mutex
 	events []map[string]any

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/auth"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
@@ -149,7 +150,7 @@ func (m *Manager) start(ctx context.Context, plan plan, workspaceID string) (*Sa
 		m:     m,
 		owner: auth.FromContext(ctx).KeyID,
 		inst:  inst,
-		agent: agent.NewClient(inst.AgentSocket()),
+		agent: agentclient.NewClient(inst.AgentSocket()),
 		info: api.SandboxInfo{
 			SandboxID: id, Owner: auth.FromContext(ctx).KeyID, TemplateID: plan.tmpl.ID, Backend: plan.backend.Name(), State: api.StateRunning,
 			User: plan.user, Workdir: plan.workdir, Metadata: plan.metadata,

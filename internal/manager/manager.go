@@ -23,6 +23,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/auth"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
@@ -264,7 +265,7 @@ func (m *Manager) LoadTemplate(id string) (api.Template, error) {
 type Sandbox struct {
 	m     *Manager
 	inst  backend.Instance
-	agent *agent.Client
+	agent *agentclient.Client
 	net   netState
 	owner string // the key that created it (info.Owner; a pooled sandbox gets it at claim, before it is registered, and keeps it)
 
@@ -292,7 +293,7 @@ func (s *Sandbox) Info() api.SandboxInfo {
 func (s *Sandbox) ID() string { return s.info.SandboxID }
 
 // Agent returns the client of the sandbox's agent.
-func (s *Sandbox) Agent() *agent.Client { return s.agent }
+func (s *Sandbox) Agent() *agentclient.Client { return s.agent }
 
 // AgentSocket returns the host path of the agent's socket.
 func (s *Sandbox) AgentSocket() string { return s.inst.AgentSocket() }

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/atomicfile"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 )
@@ -242,7 +242,7 @@ func (m *Manager) reattach(ctx context.Context, rec record) bool {
 		_ = inst.Destroy(ctx)
 		return reap("its timeout passed while the daemon was down")
 	}
-	s := &Sandbox{m: m, owner: info.Owner, inst: inst, agent: agent.NewClient(inst.AgentSocket()), info: info}
+	s := &Sandbox{m: m, owner: info.Owner, inst: inst, agent: agentclient.NewClient(inst.AgentSocket()), info: info}
 	m.holdWorkspace(info.WorkspaceID)
 	m.mu.Lock()
 	m.sandboxes[info.SandboxID] = s

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 )
 
@@ -65,13 +65,13 @@ func Run(t *testing.T, b backend.Backend, opts Options) {
 			Network: api.NetworkPolicy{Policy: opts.Network}, Python: opts.Python, Engine: opts.Engine,
 		}
 	}
-	start := func(t *testing.T, s backend.Spec) (backend.Instance, *agent.Client) {
+	start := func(t *testing.T, s backend.Spec) (backend.Instance, *agentclient.Client) {
 		t.Helper()
 		inst, err := create(t, b, s)
 		if err != nil {
 			t.Fatalf("Create: %v", err)
 		}
-		c := agent.NewClient(inst.AgentSocket())
+		c := agentclient.NewClient(inst.AgentSocket())
 		t.Cleanup(func() {
 			c.Close()
 			_ = inst.Destroy(context.Background())
@@ -200,7 +200,7 @@ func Run(t *testing.T, b backend.Backend, opts Options) {
 			return // refusing at create is fine too
 		}
 		defer inst.Destroy(context.Background())
-		c := agent.NewClient(inst.AgentSocket())
+		c := agentclient.NewClient(inst.AgentSocket())
 		defer c.Close()
 		e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "1"}, nil)
 		if !errors.Is(err, api.ErrUnavailable) || !strings.Contains(err.Error(), "nonexistent") || e.Error != nil {

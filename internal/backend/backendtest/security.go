@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 )
 
@@ -127,7 +127,7 @@ func (s *suite) plantHostFiles(t *testing.T) {
 }
 
 // sandbox starts one sandbox of the suite; mod may change its spec.
-func (s *suite) sandbox(t *testing.T, mod func(*backend.Spec)) (backend.Instance, *agent.Client, backend.Spec) {
+func (s *suite) sandbox(t *testing.T, mod func(*backend.Spec)) (backend.Instance, *agentclient.Client, backend.Spec) {
 	t.Helper()
 	spec := backend.Spec{
 		ID:   "sec-" + strings.ToLower(strings.NewReplacer("/", "-", " ", "-", "_", "-").Replace(t.Name())),
@@ -141,7 +141,7 @@ func (s *suite) sandbox(t *testing.T, mod func(*backend.Spec)) (backend.Instance
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	c := agent.NewClient(inst.AgentSocket())
+	c := agentclient.NewClient(inst.AgentSocket())
 	t.Cleanup(func() {
 		c.Close()
 		_ = inst.Destroy(context.Background())
@@ -150,7 +150,7 @@ func (s *suite) sandbox(t *testing.T, mod func(*backend.Spec)) (backend.Instance
 }
 
 // sh runs a shell command in the sandbox: its stdout, stderr and exit code.
-func sh(t *testing.T, c *agent.Client, cmd string) (string, string, int) {
+func sh(t *testing.T, c *agentclient.Client, cmd string) (string, string, int) {
 	t.Helper()
 	r, err := c.RunCommand(t.Context(), api.ProcessRequest{Cmd: cmd}, nil)
 	if err != nil {
@@ -161,7 +161,7 @@ func sh(t *testing.T, c *agent.Client, cmd string) (string, string, int) {
 
 // python runs a Python program in the sandbox (as a command) and decodes the
 // JSON it prints into out.
-func python(t *testing.T, c *agent.Client, prog string, out any) {
+func python(t *testing.T, c *agentclient.Client, prog string, out any) {
 	t.Helper()
 	stdout, stderr, code := sh(t, c, "python3 - <<'PYEOF'\n"+prog+"\nPYEOF")
 	if code != 0 {
@@ -174,7 +174,7 @@ func python(t *testing.T, c *agent.Client, prog string, out any) {
 
 // startMarked starts a background process in the sandbox whose command line
 // carries name, and waits until it runs.
-func startMarked(t *testing.T, c *agent.Client, name string) {
+func startMarked(t *testing.T, c *agentclient.Client, name string) {
 	t.Helper()
 	if _, err := c.StartProcess(t.Context(), api.ProcessRequest{Cmd: "exec -a " + name + " sleep 600"}); err != nil {
 		t.Fatal(err)
@@ -184,7 +184,7 @@ func startMarked(t *testing.T, c *agent.Client, name string) {
 
 // waitFor runs cmd in the sandbox until it succeeds (a bounded wait for
 // something the sandbox does asynchronously; never a timing assertion).
-func waitFor(t *testing.T, c *agent.Client, cmd string) {
+func waitFor(t *testing.T, c *agentclient.Client, cmd string) {
 	t.Helper()
 	for deadline := time.Now().Add(60 * time.Second); ; {
 		if _, _, code := sh(t, c, cmd); code == 0 {

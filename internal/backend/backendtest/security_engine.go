@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 )
 
@@ -89,7 +89,7 @@ func (s *suite) engineConfined(t *testing.T) {
 func (s *suite) forkedSiblings(t *testing.T) {
 	_, a, spec := s.sandbox(t, func(sp *backend.Spec) { sp.ID += "-a" })
 	_, b, _ := s.sandbox(t, func(sp *backend.Spec) { sp.ID += "-b" })
-	run := func(c *agent.Client, code string) string {
+	run := func(c *agentclient.Client, code string) string {
 		t.Helper()
 		e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: code}, nil)
 		if err != nil || e.Error != nil {

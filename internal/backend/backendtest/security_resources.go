@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 	"github.com/ds-sandbox/ds-sandbox/internal/workspace"
@@ -226,7 +226,7 @@ func (s *suite) diskFillShm(t *testing.T) {
 	fill(t, c, "/dev/shm")
 }
 
-func fill(t *testing.T, c *agent.Client, dir string) {
+func fill(t *testing.T, c *agentclient.Client, dir string) {
 	t.Helper()
 	out, _, _ := sh(t, c, "df -k --output=size "+dir+" | tail -1")
 	kb, err := strconv.Atoi(strings.TrimSpace(out))

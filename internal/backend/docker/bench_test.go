@@ -9,7 +9,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/docker"
 )
@@ -26,7 +26,7 @@ func BenchmarkDockerCreateToFirstResult(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		c := agent.NewClient(inst.AgentSocket())
+		c := agentclient.NewClient(inst.AgentSocket())
 		e, err := c.Execute(ctx, api.ExecuteRequest{Code: "1+1"}, nil)
 		if err != nil || e.Error != nil || len(e.Results) == 0 || !strings.Contains(e.Results[0].Text, "2") {
 			b.Fatalf("1+1: %v %+v", err, e)

@@ -41,6 +41,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet"
 )
@@ -509,7 +510,7 @@ func (b *Backend) checkPython(ctx context.Context, in *instance, imageID, python
 	if _, ok := b.checked.Load(key); ok {
 		return nil
 	}
-	ac := agent.NewClient(in.sock)
+	ac := agentclient.NewClient(in.sock)
 	defer ac.Close()
 	res, err := ac.RunCommand(ctx, api.ProcessRequest{Cmd: shellQuote(python) + ` -c "import ipykernel"`, TimeoutMs: 60000}, nil)
 	if err != nil {

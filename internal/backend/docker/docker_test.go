@@ -17,7 +17,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/backendtest"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/docker"
@@ -81,13 +81,13 @@ func spec(t *testing.T) backend.Spec {
 	}
 }
 
-func start(t *testing.T, b *docker.Backend, s backend.Spec) (backend.Instance, *agent.Client) {
+func start(t *testing.T, b *docker.Backend, s backend.Spec) (backend.Instance, *agentclient.Client) {
 	t.Helper()
 	inst, err := b.Create(t.Context(), s)
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	c := agent.NewClient(inst.AgentSocket())
+	c := agentclient.NewClient(inst.AgentSocket())
 	t.Cleanup(func() {
 		c.Close()
 		_ = inst.Destroy(context.Background())
@@ -95,7 +95,7 @@ func start(t *testing.T, b *docker.Backend, s backend.Spec) (backend.Instance, *
 	return inst, c
 }
 
-func run(t *testing.T, c *agent.Client, cmd string) api.CommandResult {
+func run(t *testing.T, c *agentclient.Client, cmd string) api.CommandResult {
 	t.Helper()
 	r, err := c.RunCommand(t.Context(), api.ProcessRequest{Cmd: cmd}, nil)
 	if err != nil {
@@ -220,7 +220,7 @@ func TestRecoverAfterDaemonRestart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Recover a running sandbox: %v", err)
 	}
-	c := agent.NewClient(in.AgentSocket())
+	c := agentclient.NewClient(in.AgentSocket())
 	defer c.Close()
 	if r := run(t, c, "echo back"); strings.TrimSpace(r.Stdout) != "back" {
 		t.Fatalf("recovered sandbox answers %q", r.Stdout)

@@ -19,7 +19,7 @@ import (
 	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet"
 )
@@ -272,7 +272,7 @@ func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend
 		}
 		in.net, in.network, in.resolvConf = sn, pol, state["resolv_conf"]
 	}
-	ac := agent.NewClient(in.sock)
+	ac := agentclient.NewClient(in.sock)
 	defer ac.Close()
 	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

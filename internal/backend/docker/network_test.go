@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/docker"
 	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet/nettest"
@@ -15,7 +15,7 @@ import (
 // The network attacks against docker sandboxes with a network of ours (the
 // same enforcement as oci's; see internal/backend/oci/network_test.go).
 
-func probe(t *testing.T, c *agent.Client, kind string, args ...any) string {
+func probe(t *testing.T, c *agentclient.Client, kind string, args ...any) string {
 	t.Helper()
 	e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: nettest.ProbeCode(kind, args...)}, nil)
 	if err != nil || e.Error != nil {
@@ -34,7 +34,7 @@ func want(t *testing.T, got string, ok bool, contains string) {
 	}
 }
 
-func netSandbox(t *testing.T, pol api.NetworkPolicy) (backend.Instance, *agent.Client) {
+func netSandbox(t *testing.T, pol api.NetworkPolicy) (backend.Instance, *agentclient.Client) {
 	t.Helper()
 	b := docker.New(setup(t))
 	s := spec(t)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/backendtest"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/local"
@@ -65,7 +66,7 @@ func TestWorkdirIsTheWorkspace(t *testing.T) {
 		}
 		testenv.Require(t, "a private mount namespace", false, w[0])
 	}
-	c := agent.NewClient(inst.AgentSocket())
+	c := agentclient.NewClient(inst.AgentSocket())
 	defer c.Close()
 	if _, err := c.WriteFile(t.Context(), workdir+"/x.csv", strings.NewReader("a,b\n1,2\n")); err != nil {
 		t.Fatal(err)
@@ -110,7 +111,7 @@ func TestWorkdirNotBound(t *testing.T) {
 		if len(w) != 1 || !strings.Contains(w[0], "cannot show the workspace at "+workdir) || !strings.Contains(w[0], "code finds it at "+ws) {
 			t.Fatalf("warnings %q", w)
 		}
-		c := agent.NewClient(inst.AgentSocket())
+		c := agentclient.NewClient(inst.AgentSocket())
 		defer c.Close()
 		e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: "import os; print(os.getcwd())"}, nil)
 		if err != nil || strings.Join(e.Logs.Stdout, "") != ws+"\n" {

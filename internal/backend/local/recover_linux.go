@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 )
 
@@ -39,7 +39,7 @@ func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend
 		os.RemoveAll(dir)
 		return nil, api.Errorf(api.ErrNotFound, "local backend: process %d is not a ds-sandbox agent any more", pid)
 	}
-	c := agent.NewClient(sock)
+	c := agentclient.NewClient(sock)
 	defer c.Close()
 	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet"
 )
@@ -462,7 +463,7 @@ func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend
 		}
 		in.net, in.network = sn, pol
 	}
-	c := agent.NewClient(l.socket())
+	c := agentclient.NewClient(l.socket())
 	defer c.Close()
 	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

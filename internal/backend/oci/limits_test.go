@@ -9,6 +9,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 )
 
@@ -72,7 +73,7 @@ func TestForkBombInACommandLeavesTheSandboxUsable(t *testing.T) {
 
 // assertUsableAfterBomb: the agent is alive, and after a context restart a
 // cell runs and a command starts.
-func assertUsableAfterBomb(t *testing.T, inst backend.Instance, c *agent.Client) {
+func assertUsableAfterBomb(t *testing.T, inst backend.Instance, c *agentclient.Client) {
 	t.Helper()
 	select {
 	case <-inst.Done():

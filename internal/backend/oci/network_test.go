@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/oci"
 	"github.com/ds-sandbox/ds-sandbox/internal/sandboxnet/nettest"
@@ -36,7 +36,7 @@ func TestServeInternet(t *testing.T) {
 }
 
 // netSandbox starts a sandbox under pol and collects its denials.
-func netSandbox(t *testing.T, b *oci.Backend, pol api.NetworkPolicy) (backend.Instance, *agent.Client, *nettest.Denials) {
+func netSandbox(t *testing.T, b *oci.Backend, pol api.NetworkPolicy) (backend.Instance, *agentclient.Client, *nettest.Denials) {
 	t.Helper()
 	inst, c, _ := sandbox(t, b, func(s *backend.Spec) {
 		s.Network = pol
@@ -48,7 +48,7 @@ func netSandbox(t *testing.T, b *oci.Backend, pol api.NetworkPolicy) (backend.In
 }
 
 // probe runs nettest.Probe in the sandbox's kernel and returns its answer.
-func probe(t *testing.T, c *agent.Client, kind string, args ...any) string {
+func probe(t *testing.T, c *agentclient.Client, kind string, args ...any) string {
 	t.Helper()
 	e, err := c.Execute(t.Context(), api.ExecuteRequest{Code: nettest.ProbeCode(kind, args...)}, nil)
 	if err != nil {
@@ -211,7 +211,7 @@ func TestNetworkRecover(t *testing.T) {
 	}
 }
 
-func mustSh(t *testing.T, c *agent.Client, cmd string) string {
+func mustSh(t *testing.T, c *agentclient.Client, cmd string) string {
 	t.Helper()
 	out, errs, code := sh(t, c, cmd)
 	if code != 0 {

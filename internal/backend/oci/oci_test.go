@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/agent"
+	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/backendtest"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/oci"
@@ -115,7 +115,7 @@ func TestConformance(t *testing.T) {
 
 // sandbox starts a deny-policy sandbox with limits from mod and returns its
 // agent client and spec.
-func sandbox(t *testing.T, b *oci.Backend, mod func(*backend.Spec)) (backend.Instance, *agent.Client, backend.Spec) {
+func sandbox(t *testing.T, b *oci.Backend, mod func(*backend.Spec)) (backend.Instance, *agentclient.Client, backend.Spec) {
 	t.Helper()
 	ws := t.TempDir()
 	s := backend.Spec{
@@ -129,7 +129,7 @@ func sandbox(t *testing.T, b *oci.Backend, mod func(*backend.Spec)) (backend.Ins
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
-	c := agent.NewClient(inst.AgentSocket())
+	c := agentclient.NewClient(inst.AgentSocket())
 	t.Cleanup(func() {
 		c.Close()
 		_ = inst.Destroy(context.Background())
@@ -139,7 +139,7 @@ func sandbox(t *testing.T, b *oci.Backend, mod func(*backend.Spec)) (backend.Ins
 
 // sh runs a shell command in the sandbox and returns its stdout, stderr and
 // exit code.
-func sh(t *testing.T, c *agent.Client, cmd string) (string, string, int) {
+func sh(t *testing.T, c *agentclient.Client, cmd string) (string, string, int) {
 	t.Helper()
 	r, err := c.RunCommand(t.Context(), api.ProcessRequest{Cmd: cmd}, nil)
 	if err != nil {
@@ -160,7 +160,7 @@ func TestRecover(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Recover: %v", err)
 	}
-	c2 := agent.NewClient(again.AgentSocket())
+	c2 := agentclient.NewClient(again.AgentSocket())
 	defer c2.Close()
 	if out, _, _ := sh(t, c2, "cat note"); out != "before\n" {
 		t.Fatalf("recovered sandbox: %q", out)
