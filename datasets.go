@@ -2,17 +2,13 @@ package dssandbox
 
 import (
 	"context"
+
+	"github.com/ds-sandbox/ds-sandbox/client"
+	"github.com/ds-sandbox/ds-sandbox/internal/sdkcp"
 )
 
 // DatasetFilter narrows ListDatasets; zero fields match everything.
-type DatasetFilter struct {
-	// NameContains matches names containing it, ignoring case.
-	NameContains string
-	// Tags must all be present.
-	Tags []string
-	// Format is csv, tsv, parquet, json, excel, feather, text, dir or unknown.
-	Format string
-}
+type DatasetFilter = client.DatasetFilter
 
 // RegisterDataset registers a file or directory (a host path) once under name,
 // recording its description, tags, sha256 and format. Sandboxes then get it
@@ -22,7 +18,7 @@ func RegisterDataset(ctx context.Context, source, name, description string, tags
 	if err != nil {
 		return Dataset{}, err
 	}
-	return cp.registerDataset(ctx, source, name, description, tags)
+	return cp.RegisterDataset(ctx, source, name, description, tags)
 }
 
 // ListDatasets lists registered datasets, sorted by name.
@@ -31,7 +27,7 @@ func ListDatasets(ctx context.Context, f DatasetFilter) ([]Dataset, error) {
 	if err != nil {
 		return nil, err
 	}
-	return cp.listDatasets(ctx, f)
+	return cp.ListDatasets(ctx, sdkcp.DatasetFilter(f))
 }
 
 // RemoveDataset removes a dataset from the registry (copies already prepared
@@ -41,5 +37,5 @@ func RemoveDataset(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	return cp.removeDataset(ctx, name)
+	return cp.RemoveDataset(ctx, name)
 }

@@ -12,6 +12,11 @@
 // variables. A program that embeds the SDK needs the ds-sandbox binary on PATH
 // (or SANDBOX_AGENT_PATH) to run the in-sandbox agent, or calls
 // ServeAgentIfChild first thing in main so it can serve the agent itself.
+//
+// With DS_SANDBOX_URL set, or through NewClient, the SDK talks to a
+// ds-sandbox server instead (remote mode). A program that only ever does
+// that can import package client, which this package re-exports: the same
+// types and calls, without the embedded mode linked in.
 package dssandbox
 
 import (

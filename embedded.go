@@ -14,6 +14,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/dataset"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
+	"github.com/ds-sandbox/ds-sandbox/internal/sdkcp"
 )
 
 // ConfigEnv names a config file (YAML or JSON) for the embedded manager; the
@@ -26,15 +27,15 @@ var (
 	embeddedErr  error
 
 	remoteOnce sync.Once
-	remoteCP   *remote
+	remoteCP   *sdkcp.Remote
 	remoteErr  error
 )
 
 // defaultControlPlane is the server named by DS_SANDBOX_URL when it is set,
 // else the embedded manager.
-func defaultControlPlane() (controlPlane, error) {
+func defaultControlPlane() (sdkcp.ControlPlane, error) {
 	if u := os.Getenv(URLEnv); u != "" {
-		remoteOnce.Do(func() { remoteCP, remoteErr = newRemote(u, os.Getenv(APIKeyEnv)) })
+		remoteOnce.Do(func() { remoteCP, remoteErr = sdkcp.NewRemote(u, os.Getenv(APIKeyEnv)) })
 		if remoteErr != nil {
 			return nil, remoteErr
 		}
@@ -80,7 +81,9 @@ type embedded struct {
 	m *manager.Manager
 }
 
-func (e *embedded) create(ctx context.Context, req api.CreateSandboxRequest) (api.SandboxInfo, *agentclient.Client, error) {
+var _ sdkcp.ControlPlane = (*embedded)(nil)
+
+func (e *embedded) Create(ctx context.Context, req api.CreateSandboxRequest) (api.SandboxInfo, *agentclient.Client, error) {
 	s, err := e.m.Create(ctx, req)
 	if err != nil {
 		return api.SandboxInfo{}, nil, err
@@ -88,7 +91,7 @@ func (e *embedded) create(ctx context.Context, req api.CreateSandboxRequest) (ap
 	return s.Info(), s.Agent(), nil
 }
 
-func (e *embedded) connect(ctx context.Context, id string) (api.SandboxInfo, *agentclient.Client, error) {
+func (e *embedded) Connect(ctx context.Context, id string) (api.SandboxInfo, *agentclient.Client, error) {
 	s, err := e.m.Get(ctx, id)
 	if err != nil {
 		return api.SandboxInfo{}, nil, err
@@ -96,7 +99,7 @@ func (e *embedded) connect(ctx context.Context, id string) (api.SandboxInfo, *ag
 	return s.Info(), agentclient.NewClient(s.AgentSocket()), nil
 }
 
-func (e *embedded) execute(ctx context.Context, id string, _ *agentclient.Client, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error) {
+func (e *embedded) Execute(ctx context.Context, id string, _ *agentclient.Client, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error) {
 	s, err := e.m.Get(ctx, id)
 	if err != nil {
 		return nil, err
@@ -104,15 +107,15 @@ func (e *embedded) execute(ctx context.Context, id string, _ *agentclient.Client
 	return s.Execute(ctx, req, onEvent)
 }
 
-func (e *embedded) setNetwork(ctx context.Context, id string, p api.NetworkPolicy) (api.SandboxInfo, error) {
+func (e *embedded) SetNetwork(ctx context.Context, id string, p api.NetworkPolicy) (api.SandboxInfo, error) {
 	return e.m.SetNetwork(ctx, id, p)
 }
 
-func (e *embedded) list(ctx context.Context, md map[string]string) ([]api.SandboxInfo, error) {
+func (e *embedded) List(ctx context.Context, md map[string]string) ([]api.SandboxInfo, error) {
 	return e.m.List(ctx, md), nil
 }
 
-func (e *embedded) info(ctx context.Context, id string) (api.SandboxInfo, error) {
+func (e *embedded) Info(ctx context.Context, id string) (api.SandboxInfo, error) {
 	s, err := e.m.Get(ctx, id)
 	if err != nil {
 		return api.SandboxInfo{}, err
@@ -120,28 +123,28 @@ func (e *embedded) info(ctx context.Context, id string) (api.SandboxInfo, error)
 	return s.Info(), nil
 }
 
-func (e *embedded) setTimeout(ctx context.Context, id string, d time.Duration) (api.SandboxInfo, error) {
+func (e *embedded) SetTimeout(ctx context.Context, id string, d time.Duration) (api.SandboxInfo, error) {
 	return e.m.SetTimeout(ctx, id, d)
 }
 
-func (e *embedded) kill(ctx context.Context, id string) error { return e.m.Kill(ctx, id) }
+func (e *embedded) Kill(ctx context.Context, id string) error { return e.m.Kill(ctx, id) }
 
-func (e *embedded) prepareDataset(ctx context.Context, id, name, strategy string) (string, error) {
+func (e *embedded) PrepareDataset(ctx context.Context, id, name, strategy string) (string, error) {
 	return e.m.PrepareDataset(ctx, id, name, strategy)
 }
 
-func (e *embedded) registerDataset(ctx context.Context, source, name, description string, tags []string) (api.Dataset, error) {
+func (e *embedded) RegisterDataset(ctx context.Context, source, name, description string, tags []string) (api.Dataset, error) {
 	return e.m.RegisterDataset(ctx, source, name, description, tags)
 }
 
-func (e *embedded) listDatasets(ctx context.Context, f DatasetFilter) ([]api.Dataset, error) {
+func (e *embedded) ListDatasets(ctx context.Context, f sdkcp.DatasetFilter) ([]api.Dataset, error) {
 	return e.m.ListDatasets(ctx, dataset.Filter{NameContains: f.NameContains, Tags: f.Tags, Format: f.Format})
 }
 
-func (e *embedded) removeDataset(ctx context.Context, name string) error {
+func (e *embedded) RemoveDataset(ctx context.Context, name string) error {
 	return e.m.RemoveDataset(ctx, name)
 }
 
-func (e *embedded) loadTemplate(_ context.Context, id string) (api.Template, error) {
+func (e *embedded) LoadTemplate(_ context.Context, id string) (api.Template, error) {
 	return e.m.LoadTemplate(id)
 }

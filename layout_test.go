@@ -55,6 +55,10 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: "internal/enginehost", forbidden: append([]string{"ROOT", "internal/manager", "internal/httpapi"}, above...)},
 		{pkg: "internal/imagebuild", forbidden: append([]string{"ROOT", "internal/manager", "internal/httpapi"}, above...)},
 		{pkg: "internal/mcpserver", forbidden: append([]string{"ROOT", "internal/httpapi"}, above...)},
+		// The remote-only SDK: the root package (embedded mode) builds on it, never the reverse.
+		{pkg: "internal/sdkcp", onlyOurs: []string{"api", "internal/agentclient"}},
+		{pkg: "client", onlyOurs: []string{"api", "internal/agentclient", "internal/sdkcp"}},
+		{pkg: "examples/remote", onlyOurs: []string{"client"}},
 		{pkg: "ROOT", forbidden: above},
 	}
 	dec := json.NewDecoder(strings.NewReader(string(out)))
@@ -108,6 +112,52 @@ func TestDependencyDirection(t *testing.T) {
 	for _, r := range rules {
 		if !seen[r.pkg] {
 			t.Errorf("no package %s: update the layering rules", r.pkg)
+		}
+	}
+}
+
+// TestRemoteOnlyProgram: a program that only talks to a server (package
+// client, as examples/remote does) links none of the embedded mode — no
+// manager, backends, agent server, engines, sandbox networking, ZeroMQ or
+// Docker client.
+func TestRemoteOnlyProgram(t *testing.T) {
+	t.Parallel()
+	const mod = "github.com/ds-sandbox/ds-sandbox"
+	out, err := exec.Command("go", "list", "-deps", "./examples/remote").Output()
+	if err != nil {
+		t.Fatalf("go list -deps ./examples/remote: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if !contains(deps, mod+"/client") {
+		t.Fatalf("examples/remote does not use package client; its dependencies: %v", deps)
+	}
+	forbidden := []struct{ path, what string }{
+		{mod + "/internal/backend", "the backends (and their assembly)"}, // a prefix: backend/…, backends, backendset
+		{mod + "/internal/manager", "the manager"},
+		{mod + "/internal/agent/", "the agent's server"},
+		{mod + "/internal/jupyter", "the Jupyter client"},
+		{mod + "/internal/pyengine", "the lean engine"},
+		{mod + "/internal/sandboxnet", "sandbox networking"},
+		{mod + "/internal/enginehost", "the daemon's zygotes"},
+		{"github.com/go-zeromq/", "ZeroMQ"},
+		{"github.com/docker/", "the Docker client"},
+		{"github.com/moby/", "the Docker client"},
+	}
+	// Of our own packages, only these.
+	ours := []string{"api", "client", "internal/agentclient", "internal/sdkcp", "internal/eventstream", "examples/remote"}
+	for _, d := range deps {
+		bad := false
+		for _, f := range forbidden {
+			if p, ok := strings.CutSuffix(f.path, "/"); ok && d == p || strings.HasPrefix(d, f.path) {
+				t.Errorf("a remote-only program links %s (%s)", d, f.what)
+				bad = true
+			}
+		}
+		if rel, ok := strings.CutPrefix(d, mod+"/"); ok && !bad && !contains(ours, rel) {
+			t.Errorf("a remote-only program links %s; only %v of ours are expected", d, ours)
+		}
+		if d == mod {
+			t.Errorf("a remote-only program links the root package (embedded mode)")
 		}
 	}
 }
