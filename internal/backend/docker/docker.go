@@ -393,7 +393,7 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		CapDrop:        []string{"ALL"},
 		SecurityOpt:    []string{"no-new-privileges"},
 		ReadonlyRootfs: true,
-		Tmpfs:          map[string]string{"/tmp": "rw,nosuid,nodev,exec,mode=1777," + tmpSize(spec.MemoryMB)},
+		Tmpfs:          map[string]string{"/tmp": "rw,nosuid,nodev,exec,mode=1777," + backend.TmpSize(spec.MemoryMB)},
 		Mounts: []mount.Mount{
 			{Type: mount.TypeBind, Source: bin, Target: agentPath, ReadOnly: true},
 			{Type: mount.TypeBind, Source: dir, Target: socketDir},
@@ -490,16 +490,6 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		return nil, err
 	}
 	return in, nil
-}
-
-// tmpSize bounds /tmp (a tmpfs, in memory): half the memory limit when there
-// is one (a full /tmp at the limit would get the agent OOM-killed), else
-// 1 GiB — never the kernel's default of half the host's RAM.
-func tmpSize(memoryMB int) string {
-	if memoryMB > 0 {
-		return fmt.Sprintf("size=%dm", max(memoryMB/2, 16))
-	}
-	return "size=1024m"
 }
 
 // checkPython makes sure the image's interpreter can run a kernel, once per

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"syscall"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
@@ -61,27 +60,13 @@ func containerName(id string) string {
 	return string(b)
 }
 
-// environ is the container's environment on top of the image's.
+// environ is the container's environment on top of the image's (whose PATH
+// it keeps).
 func environ(spec backend.Spec) []string {
-	env := map[string]string{
-		"HOME":             spec.Workdir,
-		"USER":             spec.User,
-		"LANG":             "C.UTF-8",
-		"TMPDIR":           "/tmp",
-		"PYTHONUNBUFFERED": "1",
+	return backend.Environ(spec, map[string]string{
+		"HOME":   spec.Workdir,
+		"TMPDIR": "/tmp",
 		// The root filesystem is read-only and HOME is the workspace.
 		"MPLCONFIGDIR": "/tmp/.matplotlib",
-	}
-	for k, v := range spec.Env {
-		env[k] = v
-	}
-	for k, v := range backend.WorkspaceEnv(spec.Workdir) {
-		env[k] = v
-	}
-	out := make([]string, 0, len(env))
-	for k, v := range env {
-		out = append(out, k+"="+v)
-	}
-	sort.Strings(out)
-	return out
+	}, spec.Workdir)
 }

@@ -6,7 +6,6 @@
 package local
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -227,7 +225,7 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec, bound bool) (*in
 		close(in.done)
 	}()
 	if err := backend.WaitReady(ctx, sock, in.done, b.cfg.StartTimeout); err != nil {
-		out := tail(filepath.Join(dir, "agent.log"), 4<<10)
+		out := backend.Tail(filepath.Join(dir, "agent.log"), 4<<10)
 		_ = in.Destroy(context.Background())
 		if bound && errors.Is(err, backend.ErrExited) && strings.Contains(out, "agent: bind workdir:") {
 			return nil, fmt.Errorf("%w: %s", errBind, strings.TrimPrefix(out, "agent: bind workdir: "))
@@ -235,21 +233,6 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec, bound bool) (*in
 		return nil, fmt.Errorf("local backend: agent did not start: %w; agent output: %s", err, out)
 	}
 	return in, nil
-}
-
-// tail returns the last n bytes of the file at p (for error messages).
-func tail(p string, n int64) string {
-	f, err := os.Open(p)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Size() > n {
-		_, _ = f.Seek(st.Size()-n, 0)
-	}
-	b := make([]byte, n)
-	k, _ := f.Read(b)
-	return string(bytes.TrimSpace(b[:k]))
 }
 
 // startLocked starts cmd from a locked OS thread: Pdeathsig fires when the
@@ -264,12 +247,9 @@ func startLocked(cmd *exec.Cmd) error {
 // environment leaks into user code except PATH and the locale.
 func (b *Backend) environ(spec backend.Spec, tmp, root string) []string {
 	env := map[string]string{
-		"PATH":             os.Getenv("PATH"),
-		"HOME":             spec.WorkspaceDir,
-		"USER":             spec.User,
-		"LANG":             "C.UTF-8",
-		"TMPDIR":           tmp,
-		"PYTHONUNBUFFERED": "1",
+		"PATH":   os.Getenv("PATH"),
+		"HOME":   spec.WorkspaceDir,
+		"TMPDIR": tmp,
 	}
 	if env["PATH"] == "" {
 		env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
@@ -280,19 +260,8 @@ func (b *Backend) environ(spec backend.Spec, tmp, root string) []string {
 			env["MPLCONFIGDIR"] = mpl
 		}
 	}
-	for k, v := range spec.Env {
-		env[k] = v
-	}
 	// Code runs on the host, so the workspace is where the host has it.
-	for k, v := range backend.WorkspaceEnv(root) {
-		env[k] = v
-	}
-	out := make([]string, 0, len(env))
-	for k, v := range env {
-		out = append(out, k+"="+v)
-	}
-	sort.Strings(out)
-	return out
+	return backend.Environ(spec, env, root)
 }
 
 type instance struct {

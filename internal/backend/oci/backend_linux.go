@@ -259,7 +259,7 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	err = cmd.Run()
 	logf.Close()
 	if err != nil {
-		return fail(fmt.Errorf("oci backend: %s create: %w: %s", rt.bin, err, tail(l.log(), 4<<10)))
+		return fail(fmt.Errorf("oci backend: %s create: %w: %s", rt.bin, err, backend.Tail(l.log(), 4<<10)))
 	}
 	if sn != nil && !isRunsc(b.cfg.Runtime) {
 		pid, err := readPid(l.pidFile())
@@ -287,7 +287,7 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	}
 	in.net, in.network = sn, spec.Network
 	if err := backend.WaitReady(ctx, l.socket(), in.done, b.cfg.StartTimeout); err != nil {
-		out := tail(l.log(), 4<<10) // before Destroy removes the bundle
+		out := backend.Tail(l.log(), 4<<10) // before Destroy removes the bundle
 		_ = in.Destroy(context.Background())
 		return nil, fmt.Errorf("oci backend: agent did not start: %w; agent output: %s", err, out)
 	}
@@ -610,19 +610,4 @@ func mkdirSearchable(dir string, rootless bool) error {
 			return nil
 		}
 	}
-}
-
-// tail returns the last n bytes of the file at p (for error messages).
-func tail(p string, n int64) string {
-	f, err := os.Open(p)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Size() > n {
-		_, _ = f.Seek(st.Size()-n, 0)
-	}
-	b := make([]byte, n)
-	k, _ := f.Read(b)
-	return string(bytes.TrimSpace(b[:k]))
 }

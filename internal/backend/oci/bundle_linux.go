@@ -7,7 +7,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -330,7 +329,7 @@ func (b *Backend) spec(l bundle, s backend.Spec, agentArgv, agentEnv []string, c
 			bindRO("/etc", l.etc()),
 			// tmpfs lives in memory: bounded, by the memory limit when there
 			// is one.
-			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", tmpSize(s.MemoryMB)}},
+			{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777", backend.TmpSize(s.MemoryMB)}},
 		},
 		Linux: &specs.Linux{
 			UIDMappings: ids.uid,
@@ -401,41 +400,16 @@ func agentNofile(s backend.Spec) uint64 {
 	return uint64(max(defaultNofile, s.MaxOpenFiles))
 }
 
-// tmpSize bounds /tmp, so filling it cannot exhaust the host's memory: half
-// the memory limit when there is one (tmpfs pages are charged to the
-// sandbox's cgroup and cannot be reclaimed, so a full /tmp at the limit would
-// get the agent OOM-killed), else 1 GiB.
-func tmpSize(memoryMB int) string {
-	if memoryMB > 0 {
-		return fmt.Sprintf("size=%dm", max(memoryMB/2, 16))
-	}
-	return "size=1024m"
-}
-
 // environ is the agent's (so the sandbox code's) environment: nothing of the
-// daemon's own.
+// daemon's own; extra (the network's proxy variables) last.
 func environ(s backend.Spec, extra []string) []string {
-	env := map[string]string{
-		"PATH":             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"HOME":             s.Workdir,
-		"USER":             s.User,
-		"LANG":             "C.UTF-8",
-		"TMPDIR":           "/tmp",
-		"PYTHONUNBUFFERED": "1",
-		"MPLCONFIGDIR":     "/tmp/matplotlib",
-	}
-	for k, v := range s.Env {
-		env[k] = v
-	}
-	for k, v := range backend.WorkspaceEnv(s.Workdir) {
-		env[k] = v
-	}
-	out := make([]string, 0, len(env)+len(extra))
-	for k, v := range env {
-		out = append(out, k+"="+v)
-	}
-	sort.Strings(out)
-	return append(out, extra...)
+	env := backend.Environ(s, map[string]string{
+		"PATH":         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME":         s.Workdir,
+		"TMPDIR":       "/tmp",
+		"MPLCONFIGDIR": "/tmp/matplotlib",
+	}, s.Workdir)
+	return append(env, extra...)
 }
 
 // chownWorkspace gives the workspace to the mapped sandbox user, so code can
