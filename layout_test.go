@@ -40,8 +40,9 @@ func TestDependencyDirection(t *testing.T) {
 		// (nettest, under it, is a test helper: it may use testenv.)
 		{pkg: "internal/sandboxnet", onlyOurs: []string{"api", "internal/netpolicy", "internal/egress", "internal/sandboxnet/nettest", "internal/testenv"}},
 		{pkg: "internal/eventstream", onlyOurs: []string{"api"}},
+		{pkg: "internal/httpjson", onlyOurs: []string{}},
 		{pkg: "internal/pyengine", onlyOurs: []string{"internal/jupyter", "internal/procgroup"}},
-		{pkg: "internal/agent", onlyOurs: []string{"api", "internal/jupyter", "internal/pyengine", "internal/procgroup", "internal/eventstream"}},
+		{pkg: "internal/agent", onlyOurs: []string{"api", "internal/jupyter", "internal/pyengine", "internal/procgroup", "internal/eventstream", "internal/httpjson"}},
 		{pkg: "internal/agentclient", onlyOurs: []string{"api", "internal/eventstream"}},
 		{pkg: "internal/backend", forbidden: append([]string{"internal/manager", "ROOT"}, above...)},
 		// The backend interface reaches agents through the client only (the

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpjson"
 	"github.com/ds-sandbox/ds-sandbox/internal/jupyter"
 )
 
@@ -498,10 +499,10 @@ func (s *Server) registerContextRoutes() {
 			writeError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusCreated, c.info)
+		httpjson.Write(w, http.StatusCreated, c.info)
 	})
 	s.mux.HandleFunc("GET /contexts", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, s.ctxs.list())
+		httpjson.Write(w, http.StatusOK, s.ctxs.list())
 	})
 	s.mux.HandleFunc("POST /contexts/{id}/restart", func(w http.ResponseWriter, r *http.Request) {
 		c, err := s.ctxs.get(r.PathValue("id"))
@@ -512,7 +513,7 @@ func (s *Server) registerContextRoutes() {
 			writeError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, c.info)
+		httpjson.Write(w, http.StatusOK, c.info)
 	})
 	// ready waits until the context's engine runs (starting one when it has
 	// none), running no code: the manager's start admission holds a
@@ -526,7 +527,7 @@ func (s *Server) registerContextRoutes() {
 			writeError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, c.info)
+		httpjson.Write(w, http.StatusOK, c.info)
 	})
 	s.mux.HandleFunc("DELETE /contexts/{id}", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.ctxs.remove(r.PathValue("id")); err != nil {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpjson"
 )
 
 // registerFileRoutes serves the files service (see the package doc).
@@ -53,7 +54,7 @@ func (s *Server) handleWriteFile(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, e)
+	httpjson.Write(w, http.StatusOK, e)
 }
 
 // handleRemoveFile removes a file or a directory tree. The path is required:
@@ -77,7 +78,7 @@ func (s *Server) handleStat(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, e)
+	httpjson.Write(w, http.StatusOK, e)
 }
 
 func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
@@ -96,7 +97,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, entries)
+	httpjson.Write(w, http.StatusOK, entries)
 }
 
 func (s *Server) handleMakeDir(w http.ResponseWriter, r *http.Request) {
@@ -105,7 +106,7 @@ func (s *Server) handleMakeDir(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, e)
+	httpjson.Write(w, http.StatusOK, e)
 }
 
 func (s *Server) handleRename(w http.ResponseWriter, r *http.Request) {
@@ -119,7 +120,7 @@ func (s *Server) handleRename(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, e)
+	httpjson.Write(w, http.StatusOK, e)
 }
 
 // handleWatch streams the changes below a directory until the client hangs

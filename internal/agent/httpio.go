@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpjson"
 )
 
 // maxJSONBody bounds every JSON request body the agent decodes. Code cells and
@@ -17,14 +18,8 @@ const maxJSONBody = 16 << 20
 // statusOf maps an error to its HTTP status through the one table in api.
 func statusOf(err error) int { return api.HTTPStatus(api.CodeOf(err)) }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
 func writeError(w http.ResponseWriter, err error) {
-	writeJSON(w, statusOf(err), api.ErrorFrom(err))
+	httpjson.Write(w, statusOf(err), api.ErrorFrom(err))
 }
 
 // decodeJSON reads a bounded JSON body into v, rejecting unknown fields so a

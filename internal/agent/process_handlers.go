@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpjson"
 )
 
 // registerProcessRoutes serves the process service (see the package doc).
@@ -33,7 +34,7 @@ func (s *Server) handleStartProcess(w http.ResponseWriter, r *http.Request) {
 			writeError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, p.info)
+		httpjson.Write(w, http.StatusOK, p.info)
 		return
 	}
 	p, sub, err := s.procs.start(req, true)
@@ -54,7 +55,7 @@ func (s *Server) handleStartProcess(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleListProcesses(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, s.procs.list())
+	httpjson.Write(w, http.StatusOK, s.procs.list())
 }
 
 // handleStreamProcess streams a process's output from now on (plus output

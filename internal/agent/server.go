@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpjson"
 )
 
 // Mount maps a directory of the sandbox's view (Path) onto a host directory
@@ -134,7 +135,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	s.registerContextRoutes()
 	s.registerFileRoutes()

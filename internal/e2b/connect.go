@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpjson"
 )
 
 // The Connect protocol (connectrpc.com/docs/protocol) with the JSON codec,
@@ -103,7 +104,7 @@ func isConnect(r *http.Request) bool {
 
 func writeConnectUnaryError(w http.ResponseWriter, err error) {
 	ce := toConnectError(err)
-	writeJSON(w, connectStatus(ce.Code), ce)
+	httpjson.Write(w, connectStatus(ce.Code), ce)
 }
 
 // unary adapts fn to a unary Connect-JSON handler.
@@ -140,7 +141,7 @@ func unary[Req, Resp any](fn func(r *http.Request, req *Req) (*Resp, error)) htt
 			writeConnectUnaryError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, resp)
+		httpjson.Write(w, http.StatusOK, resp)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/audit"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpjson"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 )
 
@@ -259,7 +260,7 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) error {
 	rec := audit.FromContext(r.Context())
 	rec.SandboxID = info.SandboxID
 	rec.Detail = map[string]string{"backend": info.Backend, "template": info.TemplateID, "network": info.Network.Policy, "workspace_id": info.WorkspaceID}
-	writeJSON(w, http.StatusCreated, s.sandboxResponse(info, templateID))
+	httpjson.Write(w, http.StatusCreated, s.sandboxResponse(info, templateID))
 	return nil
 }
 
@@ -361,7 +362,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request) error {
 	for _, info := range page {
 		out = append(out, s.listed(info))
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpjson.Write(w, http.StatusOK, out)
 	return nil
 }
 
@@ -382,7 +383,7 @@ func (s *Server) getInfo(w http.ResponseWriter, r *http.Request) error {
 		d.Network = &networkConfig{AllowOut: info.Network.Whitelist, DenyOut: []string{allTraffic}}
 	}
 	d.Lifecycle = &map[string]any{"onTimeout": "kill", "autoResume": false}
-	writeJSON(w, http.StatusOK, d)
+	httpjson.Write(w, http.StatusOK, d)
 	return nil
 }
 
@@ -472,7 +473,7 @@ func (s *Server) connect(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, s.sandboxResponse(info, ""))
+	httpjson.Write(w, http.StatusOK, s.sandboxResponse(info, ""))
 	return nil
 }
 

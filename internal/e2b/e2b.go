@@ -42,6 +42,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 	"github.com/ds-sandbox/ds-sandbox/internal/auth"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpjson"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 )
 
@@ -222,7 +223,7 @@ func (s *Server) serveSandbox(w http.ResponseWriter, r *http.Request) {
 	// owner (quotas, audit).
 	sbx, err := s.m.Get(auth.WithIdentity(r.Context(), auth.Local), id)
 	if err != nil {
-		writeJSON(w, http.StatusBadGateway, map[string]any{"sandboxId": id, "message": "The sandbox was not found", "code": http.StatusBadGateway})
+		httpjson.Write(w, http.StatusBadGateway, map[string]any{"sandboxId": id, "message": "The sandbox was not found", "code": http.StatusBadGateway})
 		return
 	}
 	envdOK := s.validToken("envd", id, r.Header.Get("X-Access-Token"))
@@ -244,7 +245,7 @@ func (s *Server) serveSandbox(w http.ResponseWriter, r *http.Request) {
 				writeConnectUnaryError(w, api.Errorf(api.ErrUnauthenticated, "unauthorized access, please provide a valid access token (X-Access-Token from Sandbox.create/connect)"))
 				return
 			}
-			writeJSON(w, http.StatusUnauthorized, errorBody{Code: 401, Message: "unauthorized access, please provide a valid access token or method signing if supported"})
+			httpjson.Write(w, http.StatusUnauthorized, errorBody{Code: 401, Message: "unauthorized access, please provide a valid access token or method signing if supported"})
 			return
 		}
 		s.envd.ServeHTTP(w, r)
@@ -255,7 +256,7 @@ func (s *Server) serveSandbox(w http.ResponseWriter, r *http.Request) {
 		}
 		s.ci.ServeHTTP(w, r)
 	default:
-		writeJSON(w, http.StatusBadGateway, map[string]any{
+		httpjson.Write(w, http.StatusBadGateway, map[string]any{
 			"message": "The sandbox is running but port is not open: ds-sandbox serves only envd (49983) and the code interpreter (49999) through E2B's headers, not user ports",
 			"port":    port, "sandboxId": id, "code": http.StatusBadGateway})
 	}
@@ -297,15 +298,7 @@ func writeError(w http.ResponseWriter, err error) {
 	if errors.As(err, &busy) {
 		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(busy.RetryAfter().Round(time.Second)/time.Second))))
 	}
-	writeJSON(w, st, errorBody{Code: st, Message: err.Error()})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
+	httpjson.Write(w, st, errorBody{Code: st, Message: err.Error()})
 }
 
 // maxBody bounds a JSON request body of E2B's protocol.

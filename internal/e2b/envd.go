@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpjson"
 )
 
 func (s *Server) envdRoutes() {
@@ -77,7 +78,7 @@ func envdError(w http.ResponseWriter, err error) {
 	if api.CodeOf(err) == api.CodeInvalid && strings.Contains(err.Error(), "is a directory") {
 		st = http.StatusBadRequest
 	}
-	writeJSON(w, st, errorBody{Code: st, Message: err.Error()})
+	httpjson.Write(w, st, errorBody{Code: st, Message: err.Error()})
 }
 
 func (s *Server) filesGet(w http.ResponseWriter, r *http.Request) {
@@ -172,7 +173,7 @@ func (s *Server) filesPost(w http.ResponseWriter, r *http.Request) {
 	if out == nil {
 		out = []writeInfo{}
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpjson.Write(w, http.StatusOK, out)
 }
 
 // envs answers the sandbox's default environment (the create's envVars).
@@ -188,5 +189,5 @@ func (s *Server) envs(w http.ResponseWriter, r *http.Request) {
 			out[k] = v
 		}
 	}
-	writeJSON(w, http.StatusOK, out)
+	httpjson.Write(w, http.StatusOK, out)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 	"github.com/ds-sandbox/ds-sandbox/internal/eventstream"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpjson"
 )
 
 // The code interpreter (port 49999): /execute streams NDJSON in E2B's format
@@ -23,7 +24,7 @@ func (s *Server) interpreterRoutes() {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "ds-sandbox's code interpreter has no route "+r.Method+" "+r.URL.Path, http.StatusNotFound)
 	})
-	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, "OK") })
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { httpjson.Write(w, http.StatusOK, "OK") })
 	mux.Handle("POST /execute", s.counted(http.HandlerFunc(s.execute)))
 	mux.HandleFunc("POST /contexts", s.createContext)
 	mux.HandleFunc("GET /contexts", s.listContexts)
@@ -256,7 +257,7 @@ func (s *Server) createContext(w http.ResponseWriter, r *http.Request) {
 		textError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, c)
+	httpjson.Write(w, http.StatusOK, c)
 }
 
 func (s *Server) listContexts(w http.ResponseWriter, r *http.Request) {
@@ -268,7 +269,7 @@ func (s *Server) listContexts(w http.ResponseWriter, r *http.Request) {
 	if cs == nil {
 		cs = []api.Context{}
 	}
-	writeJSON(w, http.StatusOK, cs)
+	httpjson.Write(w, http.StatusOK, cs)
 }
 
 func (s *Server) restartContext(w http.ResponseWriter, r *http.Request) {
@@ -280,7 +281,7 @@ func (s *Server) restartContext(w http.ResponseWriter, r *http.Request) {
 		textError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, nil)
+	httpjson.Write(w, http.StatusOK, nil)
 }
 
 func (s *Server) deleteContext(w http.ResponseWriter, r *http.Request) {
@@ -292,5 +293,5 @@ func (s *Server) deleteContext(w http.ResponseWriter, r *http.Request) {
 		textError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, nil)
+	httpjson.Write(w, http.StatusOK, nil)
 }

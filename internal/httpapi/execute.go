@@ -10,6 +10,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/eventstream"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpjson"
 )
 
 // execute runs a cell. By default the response is the NDJSON event stream of
@@ -39,7 +40,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, exec)
+		httpjson.Write(w, http.StatusOK, exec)
 		return nil
 	}
 	// The stream goes through a bounded queue, so a slow client never holds

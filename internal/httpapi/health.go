@@ -7,11 +7,12 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpjson"
 	"github.com/ds-sandbox/ds-sandbox/internal/workspace"
 )
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) error {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
 	return nil
 }
 
@@ -47,7 +48,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	if !ready {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, map[string]any{"ready": ready, "backends": out, "default_backend": s.m.DefaultChoice(), "default_engine": eng, "pools": s.m.PoolStats()})
+	httpjson.Write(w, status, map[string]any{"ready": ready, "backends": out, "default_backend": s.m.DefaultChoice(), "default_engine": eng, "pools": s.m.PoolStats()})
 	return nil
 }
 

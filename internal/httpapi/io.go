@@ -9,15 +9,8 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpjson"
 )
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
-}
 
 // writeError writes the one error shape with the request id.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
@@ -30,7 +23,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.log.Error("request failed", "request_id", e.RequestID, "path", r.URL.Path, "err", err)
 	}
 	setRetryAfter(w, err)
-	writeJSON(w, api.HTTPStatus(e.Code), e)
+	httpjson.Write(w, api.HTTPStatus(e.Code), e)
 }
 
 // decode reads a JSON body bounded by max_body_mb, rejecting unknown fields.

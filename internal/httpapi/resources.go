@@ -11,6 +11,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/dataset"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpjson"
 )
 
 func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) error {
@@ -18,7 +19,7 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) error {
 	if err != nil && len(list) == 0 {
 		return err
 	}
-	writeJSON(w, http.StatusOK, nonNil(list))
+	httpjson.Write(w, http.StatusOK, nonNil(list))
 	return nil
 }
 
@@ -27,7 +28,7 @@ func (s *Server) getTemplate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, t)
+	httpjson.Write(w, http.StatusOK, t)
 	return nil
 }
 
@@ -47,7 +48,7 @@ func (s *Server) putTemplate(w http.ResponseWriter, r *http.Request) error {
 	if err := s.m.SaveTemplate(r.Context(), t); err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, t)
+	httpjson.Write(w, http.StatusOK, t)
 	return nil
 }
 
@@ -64,7 +65,7 @@ func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, nonNil(list))
+	httpjson.Write(w, http.StatusOK, nonNil(list))
 	return nil
 }
 
@@ -73,7 +74,7 @@ func (s *Server) getWorkspace(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, ws)
+	httpjson.Write(w, http.StatusOK, ws)
 	return nil
 }
 
@@ -94,7 +95,7 @@ func (s *Server) grantWorkspace(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, ws)
+	httpjson.Write(w, http.StatusOK, ws)
 	return nil
 }
 
@@ -104,7 +105,7 @@ func (s *Server) listDatasets(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, nonNil(list))
+	httpjson.Write(w, http.StatusOK, nonNil(list))
 	return nil
 }
 
@@ -113,7 +114,7 @@ func (s *Server) getDataset(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, d)
+	httpjson.Write(w, http.StatusOK, d)
 	return nil
 }
 
@@ -124,7 +125,7 @@ func (s *Server) publishDataset(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, d)
+	httpjson.Write(w, http.StatusOK, d)
 	return nil
 }
 
@@ -149,7 +150,7 @@ func (s *Server) registerDataset(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, d)
+	httpjson.Write(w, http.StatusCreated, d)
 	return nil
 }
 
@@ -200,7 +201,7 @@ func (s *Server) uploadDataset(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, d)
+	httpjson.Write(w, http.StatusCreated, d)
 	return nil
 }
 

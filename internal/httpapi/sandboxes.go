@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/httpjson"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 )
 
@@ -25,7 +26,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) error {
 	if s.opt.Metrics != nil {
 		s.opt.Metrics.KernelStarted()
 	}
-	writeJSON(w, http.StatusCreated, info)
+	httpjson.Write(w, http.StatusCreated, info)
 	return nil
 }
 
@@ -45,7 +46,7 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) error {
 	if st := q.Get("state"); st != "" && st != api.StateRunning {
 		list = list[:0]
 	}
-	writeJSON(w, http.StatusOK, list)
+	httpjson.Write(w, http.StatusOK, list)
 	return nil
 }
 
@@ -54,7 +55,7 @@ func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, sbx.Info())
+	httpjson.Write(w, http.StatusOK, sbx.Info())
 	return nil
 }
 
@@ -68,7 +69,7 @@ func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	auditRecord(r).Detail = map[string]string{"timeout": strconv.Itoa(req.TimeoutSeconds)}
-	writeJSON(w, http.StatusOK, info)
+	httpjson.Write(w, http.StatusOK, info)
 	return nil
 }
 
@@ -83,7 +84,7 @@ func (s *Server) setNetwork(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, info)
+	httpjson.Write(w, http.StatusOK, info)
 	return nil
 }
 
@@ -116,7 +117,7 @@ func (s *Server) sandboxEvents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, nonNil(evs))
+	httpjson.Write(w, http.StatusOK, nonNil(evs))
 	return nil
 }
 
@@ -125,7 +126,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, nonNil(s.m.Events(r.Context(), r.URL.Query().Get("sandbox_id"), n)))
+	httpjson.Write(w, http.StatusOK, nonNil(s.m.Events(r.Context(), r.URL.Query().Get("sandbox_id"), n)))
 	return nil
 }
 
@@ -151,6 +152,6 @@ func (s *Server) prepareDataset(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	auditRecord(r).Detail = map[string]string{"dataset": req.Name, "strategy": req.Strategy}
-	writeJSON(w, http.StatusOK, map[string]string{"path": p})
+	httpjson.Write(w, http.StatusOK, map[string]string{"path": p})
 	return nil
 }
