@@ -10,7 +10,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agentclient"
-	"github.com/ds-sandbox/ds-sandbox/internal/backends"
+	"github.com/ds-sandbox/ds-sandbox/internal/backendset"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/dataset"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
@@ -47,7 +47,7 @@ func defaultControlPlane() (sdkcp.ControlPlane, error) {
 			embeddedErr = err
 			return
 		}
-		m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
+		m, err := manager.New(cfg, nil, backendset.New(cfg, backendset.Embedded)...)
 		if err != nil {
 			embeddedErr = err
 			return

@@ -24,6 +24,7 @@ func TestDependencyDirection(t *testing.T) {
 		forbidden []string
 		onlyOurs  []string // when set, the only packages of ours it may import
 		self      bool     // the rule holds for pkg itself, not the packages below it
+		importers []string // when set, the only packages of ours that may import it
 	}{
 		{pkg: "api", onlyOurs: []string{}},
 		{pkg: "internal/procgroup", onlyOurs: []string{}},
@@ -60,10 +61,15 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: "internal/sdkcp", onlyOurs: []string{"api", "internal/agentclient"}},
 		{pkg: "client", onlyOurs: []string{"api", "internal/agentclient", "internal/sdkcp"}},
 		{pkg: "examples/remote", onlyOurs: []string{"client"}},
+		// The one place that knows every backend: the programs that run
+		// sandboxes (embedded SDK, CLI, daemon) pick it, nothing below them.
+		{pkg: "internal/backendset", forbidden: append([]string{"ROOT", "internal/manager", "internal/httpapi", "internal/e2b", "internal/mcpserver"}, above...),
+			importers: []string{"ROOT", "internal/cli", "internal/daemon"}},
 		{pkg: "ROOT", forbidden: above},
 	}
 	dec := json.NewDecoder(strings.NewReader(string(out)))
 	seen := map[string]bool{}
+	importedBy := map[string][]string{} // package of ours → packages of ours importing it
 	for dec.More() {
 		var p struct {
 			ImportPath string
@@ -83,6 +89,9 @@ func TestDependencyDirection(t *testing.T) {
 			} else if r, ok := strings.CutPrefix(imp, mod+"/"); ok {
 				ours = append(ours, r)
 			}
+		}
+		for _, imp := range ours {
+			importedBy[imp] = append(importedBy[imp], rel)
 		}
 		// Backends never import one another.
 		if b, ok := strings.CutPrefix(rel, "internal/backend/"); ok {
@@ -106,6 +115,21 @@ func TestDependencyDirection(t *testing.T) {
 					if imp == f || strings.HasPrefix(imp, strings.TrimSuffix(f, "/")+"/") {
 						t.Errorf("%s imports %s, which is above it", rel, imp)
 					}
+				}
+			}
+		}
+	}
+	for _, r := range rules {
+		if r.importers == nil {
+			continue
+		}
+		for pkg, by := range importedBy {
+			if !within(pkg, r.pkg) {
+				continue
+			}
+			for _, b := range by {
+				if !within(b, r.pkg) && !contains(r.importers, b) {
+					t.Errorf("%s imports %s; only %v may", b, pkg, r.importers)
 				}
 			}
 		}
@@ -162,6 +186,9 @@ func TestRemoteOnlyProgram(t *testing.T) {
 		}
 	}
 }
+
+// within reports whether rel is pkg or a package under it.
+func within(rel, pkg string) bool { return rel == pkg || strings.HasPrefix(rel, pkg+"/") }
 
 func contains(list []string, s string) bool {
 	for _, x := range list {

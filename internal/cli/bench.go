@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/backends"
+	"github.com/ds-sandbox/ds-sandbox/internal/backendset"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 )
@@ -138,7 +138,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 // bench measures create → first result over n sandboxes and RunCode("1+1")
 // round trips in one of them.
 func bench(ctx context.Context, cfg config.Config, backend string, policy *api.NetworkPolicy, creates, execs int) (*benchReport, error) {
-	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
+	m, err := manager.New(cfg, nil, backendset.New(cfg, backendset.Embedded)...)
 	if err != nil {
 		return nil, err
 	}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/internal/backend"
-	"github.com/ds-sandbox/ds-sandbox/internal/backends"
+	"github.com/ds-sandbox/ds-sandbox/internal/backendset"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 )
@@ -63,7 +63,7 @@ func doctorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintln(stderr, "ds-sandbox doctor:", err)
 		return 1
 	}
-	bs := backends.New(cfg, backends.Embedded)
+	bs := backendset.New(cfg, backendset.Embedded)
 	m, err := manager.New(cfg, nil, bs...)
 	if err != nil {
 		fmt.Fprintln(stderr, "ds-sandbox doctor:", err)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 	"github.com/ds-sandbox/ds-sandbox/internal/auth"
-	"github.com/ds-sandbox/ds-sandbox/internal/backends"
+	"github.com/ds-sandbox/ds-sandbox/internal/backendset"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 	"github.com/ds-sandbox/ds-sandbox/internal/mcpserver"
@@ -45,7 +45,7 @@ func mcpCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		fmt.Fprintln(stderr, "ds-sandbox mcp:", err)
 		return 1
 	}
-	m, err := manager.New(cfg, log, backends.New(cfg, backends.Embedded)...)
+	m, err := manager.New(cfg, log, backendset.New(cfg, backendset.Embedded)...)
 	if err != nil {
 		fmt.Fprintln(stderr, "ds-sandbox mcp:", err)
 		return 1

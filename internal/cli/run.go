@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/backends"
+	"github.com/ds-sandbox/ds-sandbox/internal/backendset"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 )
@@ -156,7 +156,7 @@ func run(ctx context.Context, f runFlags, code string, stdout, stderr io.Writer)
 	// The sandbox lives as long as the cell may, plus room to start and stop.
 	req.TimeoutSeconds = int(min(cellTimeout+2*time.Minute, manager.MaxTimeout) / time.Second)
 
-	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
+	m, err := manager.New(cfg, nil, backendset.New(cfg, backendset.Embedded)...)
 	if err != nil {
 		return 0, err
 	}

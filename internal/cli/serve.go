@@ -14,7 +14,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/audit"
-	"github.com/ds-sandbox/ds-sandbox/internal/backends"
+	"github.com/ds-sandbox/ds-sandbox/internal/backendset"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/e2b"
 	"github.com/ds-sandbox/ds-sandbox/internal/httpapi"
@@ -93,11 +93,11 @@ func startDaemon(ctx context.Context, cfg config.Config, ephemeral bool, ln net.
 	if len(cfg.APIKeys) == 0 && !loopback {
 		return nil, api.Errorf(api.ErrInvalid, "refusing to listen on %s without API keys: configure api_keys (or DS_SANDBOX_API_KEY), or listen on 127.0.0.1", ln.Addr())
 	}
-	mode := backends.Daemon
+	mode := backendset.Daemon
 	if ephemeral {
-		mode = backends.Embedded
+		mode = backendset.Embedded
 	}
-	m, err := manager.New(cfg, log, backends.New(cfg, mode)...)
+	m, err := manager.New(cfg, log, backendset.New(cfg, mode)...)
 	if err != nil {
 		return nil, err
 	}

@@ -16,7 +16,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
-	"github.com/ds-sandbox/ds-sandbox/internal/backends"
+	"github.com/ds-sandbox/ds-sandbox/internal/backendset"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/e2b"
 	"github.com/ds-sandbox/ds-sandbox/internal/httpapi"
@@ -45,7 +45,7 @@ func daemon(t *testing.T, keys []config.APIKey, edits ...func(*config.Config)) s
 	for _, edit := range edits {
 		edit(&cfg)
 	}
-	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
+	m, err := manager.New(cfg, nil, backendset.New(cfg, backendset.Embedded)...)
 	if err != nil {
 		t.Fatal(err)
 	}

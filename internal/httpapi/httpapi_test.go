@@ -21,7 +21,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
 	"github.com/ds-sandbox/ds-sandbox/internal/audit"
-	"github.com/ds-sandbox/ds-sandbox/internal/backends"
+	"github.com/ds-sandbox/ds-sandbox/internal/backendset"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/httpapi"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
@@ -68,7 +68,7 @@ func newServerWith(t testing.TB, edit func(*config.Config), opt httpapi.Options)
 	if edit != nil {
 		edit(&cfg)
 	}
-	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
+	m, err := manager.New(cfg, nil, backendset.New(cfg, backendset.Embedded)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func TestRefusesOpenNonLoopback(t *testing.T) {
 	cfg.StateDir = t.TempDir()
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Resolve()
-	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
+	m, err := manager.New(cfg, nil, backendset.New(cfg, backendset.Embedded)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -626,7 +626,7 @@ func TestE2BRequestsAreDispatchedAndAudited(t *testing.T) {
 	cfg.StateDir = t.TempDir()
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Resolve()
-	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
+	m, err := manager.New(cfg, nil, backendset.New(cfg, backendset.Embedded)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/backends"
+	"github.com/ds-sandbox/ds-sandbox/internal/backendset"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
@@ -28,7 +28,7 @@ func newManager(t *testing.T, mode string) (*manager.Manager, func() []api.Event
 	cfg.Resolve()
 	cfg.ScannerMode = mode
 	cfg.DefaultBackend = "local"
-	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
+	m, err := manager.New(cfg, nil, backendset.New(cfg, backendset.Embedded)...)
 	if err != nil {
 		t.Fatal(err)
 	}

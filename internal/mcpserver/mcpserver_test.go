@@ -22,7 +22,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/agent"
 	"github.com/ds-sandbox/ds-sandbox/internal/auth"
-	"github.com/ds-sandbox/ds-sandbox/internal/backends"
+	"github.com/ds-sandbox/ds-sandbox/internal/backendset"
 	"github.com/ds-sandbox/ds-sandbox/internal/cli"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
@@ -95,7 +95,7 @@ func TestToolTextsPerBackend(t *testing.T) {
 		cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 		cfg.Resolve()
 		cfg.DefaultBackend = tt.backend
-		m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
+		m, err := manager.New(cfg, nil, backendset.New(cfg, backendset.Embedded)...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -499,7 +499,7 @@ func newServer(t *testing.T) (*mcpserver.Server, *manager.Manager) {
 		t.Fatal(err)
 	}
 	cfg.DefaultBackend = "local"
-	m, err := manager.New(cfg, nil, backends.New(cfg, backends.Embedded)...)
+	m, err := manager.New(cfg, nil, backendset.New(cfg, backendset.Embedded)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
-// Package backends assembles the isolation backends of this build from the
-// configuration. It is the one place that knows every backend package.
-package backends
+// Package backendset is the set of isolation backends this build has,
+// assembled from the configuration. It is the one place that knows every
+// backend package.
+package backendset
 
 import (
 	"context"

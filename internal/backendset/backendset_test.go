@@ -1,4 +1,4 @@
-package backends_test
+package backendset_test
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/backendtest"
-	"github.com/ds-sandbox/ds-sandbox/internal/backends"
+	"github.com/ds-sandbox/ds-sandbox/internal/backendset"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/manager"
 	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
@@ -43,7 +43,7 @@ func TestAutoPicksOCIAsRoot(t *testing.T) {
 	cfg.StateDir, cfg.AgentPath = dir, bin
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Resolve()
-	bs := backends.New(cfg, backends.Embedded)
+	bs := backendset.New(cfg, backendset.Embedded)
 	for _, b := range bs {
 		if b.Name() == "oci" {
 			testenv.RequireNoError(t, "the oci backend", b.Available(t.Context()))
