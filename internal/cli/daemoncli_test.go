@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
+	"github.com/ds-sandbox/ds-sandbox/internal/daemon/daemontest"
 )
 
 // The commands that talk to a daemon are tested as users run them: the real
@@ -51,7 +52,7 @@ func startShared() error {
 	cmd := exec.Command(shared.bin, "serve", "--listen", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "SANDBOX_STATE_DIR="+filepath.Join(dir, "state"), "DS_SANDBOX_API_KEY=", "SANDBOX_API_KEYS=")
 	cmd.Stderr = shared.daemonLogs
-	shared.url, err = startServeProcess(cmd)
+	shared.url, err = daemontest.StartProcess(cmd)
 	if err != nil {
 		return err
 	}
@@ -145,7 +146,7 @@ func newDaemonSandbox(t *testing.T, req api.CreateSandboxRequest) api.SandboxInf
 	t.Helper()
 	_, url := realCLI(t)
 	var info api.SandboxInfo
-	if st := call(t, "POST", url+"/v1/sandboxes", req, &info); st != 201 && st != 200 || info.SandboxID == "" {
+	if st := daemontest.Call(t, "POST", url+"/v1/sandboxes", req, &info); st != 201 && st != 200 || info.SandboxID == "" {
 		t.Fatalf("create: HTTP %d %+v", st, info)
 	}
 	t.Cleanup(func() {
@@ -441,7 +442,7 @@ func TestCLIDataset(t *testing.T) {
 		t.Fatalf("dataset add:\n%s", r)
 	}
 	var got api.Dataset
-	if st := call(t, "GET", url+"/v1/datasets/"+name, nil, &got); st != 200 || got.Description != "quarterly sales" || !slices.Equal(got.Tags, []string{"finance", "q3"}) {
+	if st := daemontest.Call(t, "GET", url+"/v1/datasets/"+name, nil, &got); st != 200 || got.Description != "quarterly sales" || !slices.Equal(got.Tags, []string{"finance", "q3"}) {
 		t.Fatalf("registered: HTTP %d %+v", st, got)
 	}
 	if r := bin(t, "", nil, "dataset", "add", name, src); r.code != 1 || !strings.Contains(r.stderr, "already exists") {

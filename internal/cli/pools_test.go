@@ -13,6 +13,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/daemon/daemontest"
 )
 
 // TestDaemonPools: the daemon keeps its warm pools; /readyz and /metrics
@@ -34,7 +35,7 @@ func TestDaemonPools(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Pools = []config.Pool{{Size: 1}, {Template: "cmd", Size: 1}}
-	reapOnFailure(t, cfg.StateDir)
+	daemontest.ReapOnFailure(t, cfg.StateDir)
 	d, err := StartDaemon(t.Context(), cfg, true, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +53,7 @@ func TestDaemonPools(t *testing.T) {
 	}
 	for end := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		var r readyz
-		call(t, "GET", d.URL+"/readyz", nil, &r)
+		daemontest.Call(t, "GET", d.URL+"/readyz", nil, &r)
 		if len(r.Pools) == 2 && r.Pools[0].Ready == 1 && r.Pools[1].RefillFailures > 0 {
 			if !strings.Contains(r.Pools[1].LastError, "start_cmd") {
 				t.Fatalf("the failing pool's error: %q", r.Pools[1].LastError)
@@ -64,11 +65,11 @@ func TestDaemonPools(t *testing.T) {
 		}
 	}
 	var info api.SandboxInfo
-	if code := call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{Envs: map[string]string{"POOLED": "yes"}}, &info); code != 201 && code != 200 {
+	if code := daemontest.Call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{Envs: map[string]string{"POOLED": "yes"}}, &info); code != 201 && code != 200 {
 		t.Fatalf("create: %d", code)
 	}
 	var ex api.Execution
-	call(t, "POST", d.URL+"/v1/sandboxes/"+info.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "import os; os.environ['POOLED']"}, &ex)
+	daemontest.Call(t, "POST", d.URL+"/v1/sandboxes/"+info.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "import os; os.environ['POOLED']"}, &ex)
 	if ex.Text() != "'yes'" {
 		t.Fatalf("execute in the claimed sandbox: %+v", ex)
 	}

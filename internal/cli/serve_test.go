@@ -1,12 +1,9 @@
 package cli
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -22,6 +19,7 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/daemon/daemontest"
 )
 
 // startServe runs this test binary as `ds-sandbox serve` on a free port.
@@ -30,56 +28,7 @@ func startServe(t *testing.T, stateDir string, flags ...string) (*exec.Cmd, stri
 	cmd := exec.Command(os.Args[0])
 	args := strings.Join(append([]string{"serve", "--listen", "127.0.0.1:0"}, flags...), "\x1f")
 	cmd.Env = append(os.Environ(), "DS_TEST_RUN_CLI="+args, "SANDBOX_STATE_DIR="+stateDir)
-	cmd.Stderr = os.Stderr
-	url, err := startServeProcess(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	})
-	return cmd, url
-}
-
-// startServeProcess starts cmd, a `ds-sandbox serve` on a free port, and
-// returns the URL it prints first.
-func startServeProcess(cmd *exec.Cmd) (string, error) {
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return "", err
-	}
-	if err := cmd.Start(); err != nil {
-		return "", err
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	url, ok := strings.CutPrefix(strings.TrimSpace(line), "ds-sandbox: listening on ")
-	if err != nil || !ok {
-		cmd.Process.Kill()
-		cmd.Wait()
-		return "", fmt.Errorf("serve did not start: first line %q, %v", line, err)
-	}
-	return url, nil
-}
-
-func call(t *testing.T, method, url string, body any, out any) int {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequestWithContext(t.Context(), method, url, rd)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if out != nil {
-		json.Unmarshal(b, out)
-	}
-	return resp.StatusCode
+	return cmd, daemontest.StartServe(t, cmd)
 }
 
 func agentPID(t *testing.T, stateDir, id string) int {
@@ -105,18 +54,18 @@ func agentPID(t *testing.T, stateDir, id string) int {
 func TestDaemonKill9(t *testing.T) {
 	t.Parallel()
 	state := t.TempDir()
-	reapOnFailure(t, state)
+	daemontest.ReapOnFailure(t, state)
 	d1, url := startServe(t, state)
 	var a, b, c api.SandboxInfo
-	call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{}, &a)
-	call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{WorkspaceID: "keep"}, &b)
-	call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{}, &c)
+	daemontest.Call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{}, &a)
+	daemontest.Call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{WorkspaceID: "keep"}, &b)
+	daemontest.Call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{}, &c)
 	if a.SandboxID == "" || b.SandboxID == "" || c.SandboxID == "" {
 		t.Fatal("create failed")
 	}
 	var ex api.Execution
-	call(t, "POST", url+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "x = 7"}, &ex)
-	call(t, "PUT", url+"/v1/sandboxes/"+b.SandboxID+"/files?path=outputs/kept.txt", nil, nil)
+	daemontest.Call(t, "POST", url+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "x = 7"}, &ex)
+	daemontest.Call(t, "PUT", url+"/v1/sandboxes/"+b.SandboxID+"/files?path=outputs/kept.txt", nil, nil)
 
 	d1.Process.Kill()
 	d1.Wait()
@@ -129,16 +78,16 @@ func TestDaemonKill9(t *testing.T) {
 
 	_, url2 := startServe(t, state)
 	var list []api.SandboxInfo
-	call(t, "GET", url2+"/v1/sandboxes", nil, &list)
+	daemontest.Call(t, "GET", url2+"/v1/sandboxes", nil, &list)
 	if len(list) != 1 || list[0].SandboxID != a.SandboxID {
 		t.Fatalf("after restart: %+v", list)
 	}
 	ex = api.Execution{}
-	call(t, "POST", url2+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "x * 6"}, &ex)
+	daemontest.Call(t, "POST", url2+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "x * 6"}, &ex)
 	if ex.Text() != "42" {
 		t.Fatalf("kernel state after the daemon's kill -9: %+v", ex)
 	}
-	if st := call(t, "GET", url2+"/v1/sandboxes/"+b.SandboxID, nil, nil); st != 404 {
+	if st := daemontest.Call(t, "GET", url2+"/v1/sandboxes/"+b.SandboxID, nil, nil); st != 404 {
 		t.Fatalf("dead sandbox B: %d", st)
 	}
 	if _, err := os.Stat(filepath.Join(state, "workspaces", "keep", "outputs", "kept.txt")); err != nil {
@@ -148,7 +97,7 @@ func TestDaemonKill9(t *testing.T) {
 		t.Fatalf("anonymous workspace of the reaped sandbox C was kept: %v", err)
 	}
 	var evs []api.Event
-	call(t, "GET", url2+"/v1/events", nil, &evs)
+	daemontest.Call(t, "GET", url2+"/v1/events", nil, &evs)
 	got := map[string]string{}
 	for _, e := range evs {
 		got[e.SandboxID] = e.Type
@@ -156,40 +105,12 @@ func TestDaemonKill9(t *testing.T) {
 	if got[a.SandboxID] != api.EventSandboxRecovered || got[b.SandboxID] != api.EventSandboxReaped || got[c.SandboxID] != api.EventSandboxReaped {
 		t.Fatalf("recovery events: %v", got)
 	}
-	if st := call(t, "DELETE", url2+"/v1/sandboxes/"+a.SandboxID, nil, nil); st != 204 {
+	if st := daemontest.Call(t, "DELETE", url2+"/v1/sandboxes/"+a.SandboxID, nil, nil); st != 204 {
 		t.Fatalf("kill after recovery: %d", st)
 	}
 	if n := len(mustReadDir(t, filepath.Join(state, "sandboxes"))); n != 0 {
 		t.Fatalf("%d records left", n)
 	}
-}
-
-// reapOnFailure kills, when the test ends, every agent a daemon over stateDir
-// left recorded: daemon-mode sandboxes outlive their daemon by design, so a
-// test that fails halfway must not leave them running.
-func reapOnFailure(t *testing.T, stateDir string) {
-	t.Cleanup(func() {
-		es, _ := os.ReadDir(filepath.Join(stateDir, "sandboxes"))
-		for _, e := range es {
-			id, ok := strings.CutSuffix(e.Name(), ".json")
-			if !ok {
-				continue
-			}
-			b, err := os.ReadFile(filepath.Join(stateDir, "sandboxes", e.Name()))
-			if err != nil {
-				continue
-			}
-			var rec struct {
-				BackendState map[string]string `json:"backend_state"`
-			}
-			if json.Unmarshal(b, &rec) == nil {
-				if pid, err := strconv.Atoi(rec.BackendState["pid"]); err == nil && pid > 1 {
-					t.Logf("killing sandbox %s (agent %d) left by the test", id, pid)
-					syscall.Kill(-pid, syscall.SIGKILL)
-				}
-			}
-		}
-	})
 }
 
 func mustReadDir(t *testing.T, dir string) []os.DirEntry {
@@ -211,14 +132,14 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
 	cfg.Resolve()
 	cfg.Listen = "127.0.0.1:0"
-	reapOnFailure(t, cfg.StateDir)
+	daemontest.ReapOnFailure(t, cfg.StateDir)
 	d, err := StartDaemon(t.Context(), cfg, false, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var a, b api.SandboxInfo
-	call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{}, &a)
-	call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{}, &b)
+	daemontest.Call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{}, &a)
+	daemontest.Call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{}, &b)
 	stream := func(id, code string, out chan<- string) {
 		resp, err := http.Post(d.URL+"/v1/sandboxes/"+id+"/execute", "application/json", strings.NewReader(code))
 		if err != nil {
@@ -232,7 +153,7 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 	// Warm both kernels first, so the short cell's time is its own.
 	for _, id := range []string{a.SandboxID, b.SandboxID} {
 		var ex api.Execution
-		call(t, "POST", d.URL+"/v1/sandboxes/"+id+"/execute?wait=true", api.ExecuteRequest{Code: "1"}, &ex)
+		daemontest.Call(t, "POST", d.URL+"/v1/sandboxes/"+id+"/execute?wait=true", api.ExecuteRequest{Code: "1"}, &ex)
 	}
 	short, long := make(chan string, 1), make(chan string, 1)
 	go stream(a.SandboxID, `{"code": "import time; time.sleep(0.5); print('finished')"}`, short)
@@ -256,7 +177,7 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 		d2.Shutdown(time.Second)
 	}()
 	var list []api.SandboxInfo
-	call(t, "GET", d2.URL+"/v1/sandboxes", nil, &list)
+	daemontest.Call(t, "GET", d2.URL+"/v1/sandboxes", nil, &list)
 	if len(list) != 2 {
 		t.Fatalf("sandboxes after a graceful restart: %d", len(list))
 	}
@@ -269,9 +190,9 @@ func TestEphemeralServe(t *testing.T) {
 	state := t.TempDir()
 	d, url := startServe(t, state, "--ephemeral")
 	var a api.SandboxInfo
-	call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{}, &a)
+	daemontest.Call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{}, &a)
 	var ex api.Execution
-	call(t, "POST", url+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "import os; os.getpid()"}, &ex)
+	daemontest.Call(t, "POST", url+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "import os; os.getpid()"}, &ex)
 	kernel, err := strconv.Atoi(ex.Text())
 	if err != nil {
 		t.Fatalf("kernel pid: %+v", ex)
@@ -337,14 +258,14 @@ func TestDaemonAuditsBlockedCells(t *testing.T) {
 	defer d.Manager.Close(context.Background())
 	// A request looser than the configured mode is refused, saying why.
 	var e api.Error
-	if code := call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{ScannerMode: api.ScannerOff}, &e); code != http.StatusForbidden ||
+	if code := daemontest.Call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{ScannerMode: api.ScannerOff}, &e); code != http.StatusForbidden ||
 		!strings.Contains(e.Message, `scanner_mode "off" is looser than the configured "block"`) {
 		t.Fatalf("create with scanner_mode off under block: %d %+v", code, e)
 	}
 	var a api.SandboxInfo
-	call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{}, &a)
+	daemontest.Call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{}, &a)
 	var ex api.Execution
-	call(t, "POST", d.URL+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "eval('1')"}, &ex)
+	daemontest.Call(t, "POST", d.URL+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "eval('1')"}, &ex)
 	if ex.Error == nil || ex.Error.Name != api.ErrNameScanBlocked {
 		t.Fatalf("execution %+v", ex)
 	}

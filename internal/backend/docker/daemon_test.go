@@ -1,17 +1,11 @@
 package docker_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +16,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/backend/docker"
+	"github.com/ds-sandbox/ds-sandbox/internal/daemon/daemontest"
 )
 
 // startServe runs the static ds-sandbox binary as the daemon over state.
@@ -29,51 +24,7 @@ func startServe(t *testing.T, state string) (*exec.Cmd, string) {
 	t.Helper()
 	cmd := exec.Command(agentBin, "serve", "--listen", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "SANDBOX_STATE_DIR="+state)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		cmd.Process.Kill()
-		t.Fatalf("serve did not start: %v", err)
-	}
-	url, ok := strings.CutPrefix(strings.TrimSpace(line), "ds-sandbox: listening on ")
-	if !ok {
-		t.Fatalf("first line %q", line)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	})
-	return cmd, url
-}
-
-func call(t *testing.T, method, url string, body, out any) int {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequestWithContext(t.Context(), method, url, rd)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if out != nil {
-		json.Unmarshal(b, out)
-	}
-	if resp.StatusCode >= 300 {
-		t.Logf("%s %s: %d %s", method, url, resp.StatusCode, b)
-	}
-	return resp.StatusCode
+	return cmd, daemontest.StartServe(t, cmd)
 }
 
 func containerOf(t *testing.T, state, id string) string {
@@ -103,8 +54,8 @@ func TestDaemonKill9(t *testing.T) {
 	state := t.TempDir()
 	d1, url := startServe(t, state)
 	var a, b api.SandboxInfo
-	call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{Backend: "docker"}, &a)
-	call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{Backend: "docker"}, &b)
+	daemontest.Call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{Backend: "docker"}, &a)
+	daemontest.Call(t, "POST", url+"/v1/sandboxes", api.CreateSandboxRequest{Backend: "docker"}, &b)
 	if a.SandboxID == "" || b.SandboxID == "" {
 		t.Fatal("create failed")
 	}
@@ -115,7 +66,7 @@ func TestDaemonKill9(t *testing.T) {
 		}
 	})
 	var ex api.Execution
-	call(t, "POST", url+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "x = 7"}, &ex)
+	daemontest.Call(t, "POST", url+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "x = 7"}, &ex)
 
 	d1.Process.Kill()
 	d1.Wait()
@@ -125,16 +76,16 @@ func TestDaemonKill9(t *testing.T) {
 
 	_, url2 := startServe(t, state)
 	var list []api.SandboxInfo
-	call(t, "GET", url2+"/v1/sandboxes", nil, &list)
+	daemontest.Call(t, "GET", url2+"/v1/sandboxes", nil, &list)
 	if len(list) != 1 || list[0].SandboxID != a.SandboxID {
 		t.Fatalf("after restart: %+v", list)
 	}
 	ex = api.Execution{}
-	call(t, "POST", url2+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "x * 6"}, &ex)
+	daemontest.Call(t, "POST", url2+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "x * 6"}, &ex)
 	if ex.Text() != "42" {
 		t.Fatalf("kernel state after the daemon's kill -9: %+v", ex)
 	}
-	if st := call(t, "DELETE", url2+"/v1/sandboxes/"+a.SandboxID, nil, nil); st != 204 {
+	if st := daemontest.Call(t, "DELETE", url2+"/v1/sandboxes/"+a.SandboxID, nil, nil); st != 204 {
 		t.Fatalf("kill after recovery: %d", st)
 	}
 	deadline := time.Now().Add(30 * time.Second)
