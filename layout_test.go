@@ -8,7 +8,7 @@ import (
 )
 
 // TestDependencyDirection enforces the layering of docs/ARCHITECTURE.md:
-// cmd → cli → (daemon faces) → SDK/manager → backend → agent → jupyter, with
+// cmd → cli → daemon → (daemon faces) → SDK/manager → backend → agent → jupyter, with
 // api and the leaf stores importing nothing of ours above them.
 func TestDependencyDirection(t *testing.T) {
 	t.Parallel()
@@ -65,6 +65,9 @@ func TestDependencyDirection(t *testing.T) {
 		// sandboxes (embedded SDK, CLI, daemon) pick it, nothing below them.
 		{pkg: "internal/backendset", forbidden: append([]string{"ROOT", "internal/manager", "internal/httpapi", "internal/e2b", "internal/mcpserver"}, above...),
 			importers: []string{"ROOT", "internal/cli", "internal/daemon"}},
+		// The composition root of `serve`: it may wire everything below it,
+		// and only the CLI (and tests) build it.
+		{pkg: "internal/daemon", forbidden: append([]string{"ROOT"}, above...), importers: []string{"internal/cli"}},
 		{pkg: "ROOT", forbidden: above},
 	}
 	dec := json.NewDecoder(strings.NewReader(string(out)))

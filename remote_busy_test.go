@@ -2,14 +2,13 @@ package dssandbox_test
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
 	dssandbox "github.com/ds-sandbox/ds-sandbox"
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/cli"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/daemon"
 )
 
 // TestRemoteRetriesBusyStarts: a daemon whose start queue is full answers
@@ -25,7 +24,7 @@ func TestRemoteRetriesBusyStarts(t *testing.T) {
 	cfg.DefaultBackend = "local"
 	cfg.Python = "/usr/bin/python3"
 	cfg.MaxConcurrentStarts, cfg.StartQueueMax = 1, 0
-	d, err := cli.StartDaemon(t.Context(), cfg, true, slog.New(slog.DiscardHandler))
+	d, err := daemon.Start(t.Context(), cfg, daemon.Options{Ephemeral: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,8 +15,8 @@ import (
 	"time"
 
 	dssandbox "github.com/ds-sandbox/ds-sandbox"
-	"github.com/ds-sandbox/ds-sandbox/internal/cli"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/daemon"
 	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
@@ -37,25 +36,25 @@ func TestMain(m *testing.M) {
 	os.Setenv("SANDBOX_DEFAULT_BACKEND", "local")
 	// DS_SANDBOX_TEST_REMOTE=1 runs the same behaviour tests against a real
 	// daemon on loopback through the SDK's remote mode.
-	var daemon *cli.Daemon
+	var remote *daemon.Daemon
 	if os.Getenv("DS_SANDBOX_TEST_REMOTE") == "1" {
 		cfg, err := config.Load("")
 		if err != nil {
 			panic(err)
 		}
 		cfg.Listen = "127.0.0.1:0"
-		daemon, err = cli.StartDaemon(context.Background(), cfg, false, slog.New(slog.DiscardHandler))
+		remote, err = daemon.Start(context.Background(), cfg, daemon.Options{})
 		if err != nil {
 			panic(err)
 		}
-		os.Setenv(dssandbox.URLEnv, daemon.URL)
-		fmt.Fprintln(os.Stderr, "remote mode: daemon at", daemon.URL)
+		os.Setenv(dssandbox.URLEnv, remote.URL)
+		fmt.Fprintln(os.Stderr, "remote mode: daemon at", remote.URL)
 	}
 	code := m.Run()
 	_ = dssandbox.Shutdown(context.Background())
-	if daemon != nil {
-		_ = daemon.Manager.Close(context.Background())
-		_ = daemon.Shutdown(5 * time.Second)
+	if remote != nil {
+		_ = remote.Manager.Close(context.Background())
+		_ = remote.Shutdown(5 * time.Second)
 	}
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -12,14 +12,14 @@ import (
 // defaultDaemonURL is where `ds-sandbox serve` listens unless told otherwise.
 const defaultDaemonURL = "http://127.0.0.1:8000"
 
-// daemon is the SDK's client of the daemon named by DS_SANDBOX_URL (the
-// Python client and the SDK's remote mode read the same variables).
-type daemon struct {
+// daemonClient is the SDK's client of the daemon named by DS_SANDBOX_URL
+// (the Python client and the SDK's remote mode read the same variables).
+type daemonClient struct {
 	*dssandbox.Client
 	url string
 }
 
-func dialDaemon() (*daemon, error) {
+func dialDaemon() (*daemonClient, error) {
 	u := os.Getenv(dssandbox.URLEnv)
 	if u == "" {
 		u = defaultDaemonURL
@@ -28,12 +28,12 @@ func dialDaemon() (*daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", dssandbox.URLEnv, err)
 	}
-	return &daemon{Client: c, url: u}, nil
+	return &daemonClient{Client: c, url: u}, nil
 }
 
 // explain adds what to do to the errors a daemon client meets first: no
 // daemon answering, or a key it does not take.
-func (d *daemon) explain(err error) error {
+func (d *daemonClient) explain(err error) error {
 	var ae *api.Error
 	answered := errors.As(err, &ae)
 	switch {

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/daemon"
 	"github.com/ds-sandbox/ds-sandbox/internal/daemon/daemontest"
 )
 
@@ -36,7 +36,7 @@ func TestDaemonPools(t *testing.T) {
 	}
 	cfg.Pools = []config.Pool{{Size: 1}, {Template: "cmd", Size: 1}}
 	daemontest.ReapOnFailure(t, cfg.StateDir)
-	d, err := StartDaemon(t.Context(), cfg, true, slog.New(slog.DiscardHandler))
+	d, err := daemon.Start(t.Context(), cfg, daemon.Options{Ephemeral: true})
 	if err != nil {
 		t.Fatal(err)
 	}

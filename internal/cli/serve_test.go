@@ -1,12 +1,7 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
-	"io"
-	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,8 +12,6 @@ import (
 	"time"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
-	"github.com/ds-sandbox/ds-sandbox/internal/audit"
-	"github.com/ds-sandbox/ds-sandbox/internal/config"
 	"github.com/ds-sandbox/ds-sandbox/internal/daemon/daemontest"
 )
 
@@ -121,68 +114,6 @@ func mustReadDir(t *testing.T, dir string) []os.DirEntry {
 	return es
 }
 
-// TestDaemonGracefulShutdown: on SIGTERM a running cell that fits in the
-// grace finishes; one that does not is interrupted with a clear error; the
-// sandbox itself survives for the next daemon.
-func TestDaemonGracefulShutdown(t *testing.T) {
-	t.Parallel()
-	cfg := config.Default()
-	cfg.DefaultBackend = "local"
-	cfg.StateDir = t.TempDir()
-	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
-	cfg.Resolve()
-	cfg.Listen = "127.0.0.1:0"
-	daemontest.ReapOnFailure(t, cfg.StateDir)
-	d, err := StartDaemon(t.Context(), cfg, false, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var a, b api.SandboxInfo
-	daemontest.Call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{}, &a)
-	daemontest.Call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{}, &b)
-	stream := func(id, code string, out chan<- string) {
-		resp, err := http.Post(d.URL+"/v1/sandboxes/"+id+"/execute", "application/json", strings.NewReader(code))
-		if err != nil {
-			out <- "error: " + err.Error()
-			return
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		out <- string(body)
-	}
-	// Warm both kernels first, so the short cell's time is its own.
-	for _, id := range []string{a.SandboxID, b.SandboxID} {
-		var ex api.Execution
-		daemontest.Call(t, "POST", d.URL+"/v1/sandboxes/"+id+"/execute?wait=true", api.ExecuteRequest{Code: "1"}, &ex)
-	}
-	short, long := make(chan string, 1), make(chan string, 1)
-	go stream(a.SandboxID, `{"code": "import time; time.sleep(0.5); print('finished')"}`, short)
-	go stream(b.SandboxID, `{"code": "import time; time.sleep(120)"}`, long)
-	time.Sleep(200 * time.Millisecond)
-	if err := d.Shutdown(8 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if s := <-short; !strings.Contains(s, "finished") || !strings.Contains(s, `"type":"end"`) {
-		t.Fatalf("short cell: %s", s)
-	}
-	if s := <-long; !strings.Contains(s, "shutting down") || strings.Contains(s, `"type":"end"`) {
-		t.Fatalf("long cell: %s", s)
-	}
-	d2, err := StartDaemon(context.Background(), cfg, false, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		d2.Manager.Close(context.Background())
-		d2.Shutdown(time.Second)
-	}()
-	var list []api.SandboxInfo
-	daemontest.Call(t, "GET", d2.URL+"/v1/sandboxes", nil, &list)
-	if len(list) != 2 {
-		t.Fatalf("sandboxes after a graceful restart: %d", len(list))
-	}
-}
-
 // TestEphemeralServe: a private server (what the Python client starts) takes
 // its sandboxes with it when it stops.
 func TestEphemeralServe(t *testing.T) {
@@ -211,78 +142,5 @@ func TestEphemeralServe(t *testing.T) {
 	}
 	if _, err := os.Stat(a.WorkspacePath); !os.IsNotExist(err) {
 		t.Fatalf("anonymous workspace left behind: %v", err)
-	}
-}
-
-// TestOneDaemonPerStateDir: a second daemon on the same state directory would
-// re-attach (and reap) the first one's sandboxes; it is refused.
-func TestOneDaemonPerStateDir(t *testing.T) {
-	t.Parallel()
-	cfg := config.Default()
-	cfg.DefaultBackend = "local"
-	cfg.StateDir = t.TempDir()
-	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
-	cfg.Resolve()
-	cfg.Listen = "127.0.0.1:0"
-	d, err := StartDaemon(t.Context(), cfg, false, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := StartDaemon(t.Context(), cfg, false, slog.New(slog.DiscardHandler)); !errors.Is(err, api.ErrExists) || !strings.Contains(err.Error(), "another ds-sandbox daemon") {
-		t.Fatalf("second daemon: %v", err)
-	}
-	d.Shutdown(time.Second)
-	d2, err := StartDaemon(t.Context(), cfg, false, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatalf("after the first stopped: %v", err)
-	}
-	d2.Shutdown(time.Second)
-}
-
-// TestDaemonAuditsBlockedCells: a cell the code scanner blocks is audited
-// with outcome "blocked" from the manager's event, whichever face ran it.
-func TestDaemonAuditsBlockedCells(t *testing.T) {
-	t.Parallel()
-	cfg := config.Default()
-	cfg.DefaultBackend = "local"
-	cfg.StateDir = t.TempDir()
-	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
-	cfg.Resolve()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.ScannerMode = api.ScannerBlock
-	d, err := StartDaemon(t.Context(), cfg, true, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Shutdown(time.Second)
-	defer d.Manager.Close(context.Background())
-	// A request looser than the configured mode is refused, saying why.
-	var e api.Error
-	if code := daemontest.Call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{ScannerMode: api.ScannerOff}, &e); code != http.StatusForbidden ||
-		!strings.Contains(e.Message, `scanner_mode "off" is looser than the configured "block"`) {
-		t.Fatalf("create with scanner_mode off under block: %d %+v", code, e)
-	}
-	var a api.SandboxInfo
-	daemontest.Call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{}, &a)
-	var ex api.Execution
-	daemontest.Call(t, "POST", d.URL+"/v1/sandboxes/"+a.SandboxID+"/execute?wait=true", api.ExecuteRequest{Code: "eval('1')"}, &ex)
-	if ex.Error == nil || ex.Error.Name != api.ErrNameScanBlocked {
-		t.Fatalf("execution %+v", ex)
-	}
-	b, err := os.ReadFile(cfg.AuditLogPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var found bool
-	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
-		var rec audit.Record
-		if err := json.Unmarshal([]byte(l), &rec); err != nil {
-			t.Fatal(err)
-		}
-		found = found || rec.Action == api.EventCodeBlocked && rec.Outcome == audit.Blocked &&
-			rec.SandboxID == a.SandboxID && rec.CodeSize == 9 && len(rec.CodeSHA256) == 64
-	}
-	if !found {
-		t.Fatalf("no sandbox.code_blocked record with outcome blocked:\n%s", b)
 	}
 }

@@ -1,8 +1,7 @@
-package cli
+package daemon_test
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,6 +10,8 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/daemon"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 type apiKeyTransport struct{ key string }
@@ -27,6 +28,7 @@ func (k apiKeyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // client, behind the daemon's API keys.
 func TestDaemonMCP(t *testing.T) {
 	t.Parallel()
+	testenv.RequirePython(t)
 	cfg := config.Default()
 	cfg.DefaultBackend = "local"
 	cfg.StateDir = t.TempDir()
@@ -34,7 +36,7 @@ func TestDaemonMCP(t *testing.T) {
 	cfg.Resolve()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.APIKeys = []config.APIKey{{ID: "agent", Key: "mcp-test-key-0123456789", Backends: []string{"local"}}}
-	d, err := StartDaemon(t.Context(), cfg, true, slog.New(slog.DiscardHandler))
+	d, err := daemon.Start(t.Context(), cfg, daemon.Options{Ephemeral: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package cli
+package daemon_test
 
 import (
 	"bufio"
@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -20,7 +19,9 @@ import (
 	"github.com/ds-sandbox/ds-sandbox/api"
 	"github.com/ds-sandbox/ds-sandbox/internal/audit"
 	"github.com/ds-sandbox/ds-sandbox/internal/config"
+	"github.com/ds-sandbox/ds-sandbox/internal/daemon"
 	"github.com/ds-sandbox/ds-sandbox/internal/e2b"
+	"github.com/ds-sandbox/ds-sandbox/internal/testenv"
 )
 
 // The tenancy suite: one daemon, several keys, every face (REST, E2B's
@@ -38,12 +39,13 @@ const (
 
 type tenDaemon struct {
 	url   string
-	d     *Daemon
+	d     *daemon.Daemon
 	audit string
 }
 
 func startTenancyDaemon(t *testing.T, mod func(*config.Config)) *tenDaemon {
 	t.Helper()
+	testenv.RequirePython(t)
 	cfg := config.Default()
 	cfg.StateDir = t.TempDir()
 	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
@@ -63,7 +65,7 @@ func startTenancyDaemon(t *testing.T, mod func(*config.Config)) *tenDaemon {
 	if mod != nil {
 		mod(&cfg)
 	}
-	d, err := StartDaemon(t.Context(), cfg, true, slog.New(slog.DiscardHandler))
+	d, err := daemon.Start(t.Context(), cfg, daemon.Options{Ephemeral: true})
 	if err != nil {
 		t.Fatal(err)
 	}
