@@ -18,6 +18,19 @@ import (
 // api.ErrUnavailable, each with the partial Execution.
 func (c *Client) Execute(ctx context.Context, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error) {
 	exec := &api.Execution{Results: []api.Result{}, Logs: api.Logs{Stdout: []string{}, Stderr: []string{}}}
+	err := c.ExecuteStream(ctx, req, func(ev api.ExecEvent) {
+		exec.Apply(ev)
+		if onEvent != nil {
+			onEvent(ev)
+		}
+	})
+	return exec, err
+}
+
+// ExecuteStream runs code and passes every event to onEvent (not nil) as it
+// arrives, keeping none of them: Execute is the same with the events folded
+// into an Execution. Its errors are Execute's.
+func (c *Client) ExecuteStream(ctx context.Context, req api.ExecuteRequest, onEvent func(api.ExecEvent)) error {
 	ended := false
 	var failure *api.Error
 	err := c.stream(ctx, http.MethodPost, "/execute", nil, req, func(line []byte) error {
@@ -32,25 +45,22 @@ func (c *Client) Execute(ctx context.Context, req api.ExecuteRequest, onEvent fu
 			}
 			return nil
 		}
-		exec.Apply(ev)
 		if ev.Type == api.EventEnd {
 			ended = true
 		}
-		if onEvent != nil {
-			onEvent(ev)
-		}
+		onEvent(ev)
 		return nil
 	})
 	if err != nil {
-		return exec, err
+		return err
 	}
 	if failure != nil {
-		return exec, failure
+		return failure
 	}
 	if !ended {
-		return exec, fmt.Errorf("agent: execution stream ended early: %w", api.ErrUnavailable)
+		return fmt.Errorf("agent: execution stream ended early: %w", api.ErrUnavailable)
 	}
-	return exec, nil
+	return nil
 }
 
 // CreateContext creates a code context with a fresh kernel.

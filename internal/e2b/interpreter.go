@@ -160,7 +160,7 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) {
 	}()
 	now := func() string { return time.Now().UTC().Format(time.RFC3339Nano) }
 	count := 0
-	exec, err := sandboxFrom(ctx).Execute(ctx, api.ExecuteRequest{Code: req.Code, ContextID: req.ContextID, Envs: req.EnvVars}, func(ev api.ExecEvent) {
+	exec, err := sandboxFrom(ctx).Stream(ctx, api.ExecuteRequest{Code: req.Code, ContextID: req.ContextID, Envs: req.EnvVars}, func(ev api.ExecEvent) {
 		switch ev.Type {
 		case api.EventStdout, api.EventStderr:
 			send(line{"type": ev.Type, "text": ev.Text, "timestamp": now()})

@@ -54,7 +54,10 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 	opts.WriteTimeout = s.opt.StallTimeout
 	out := eventstream.New(w, opts)
 	var end *api.ExecEvent // held back so a notice of ours comes before it
-	exec, err := sbx.Execute(ctx, req, func(ev api.ExecEvent) {
+	// Stream, not Execute: the events go out as they come and only the
+	// cell's summary (error, notices, counts) is kept, for the metrics and
+	// the audit record.
+	exec, err := sbx.Stream(ctx, req, func(ev api.ExecEvent) {
 		if ev.Type == api.EventEnd {
 			end = &ev
 			return

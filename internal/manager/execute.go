@@ -170,9 +170,11 @@ func (m *Manager) watchNetwork(s *Sandbox) {
 	})
 }
 
-// Execute runs a cell in the sandbox. It is the path every face takes — the
-// SDK (embedded, and remote through the REST API), the REST API, MCP, E2B's
-// /execute and `ds-sandbox run` — so what applies to every cell is done here.
+// Execute runs a cell in the sandbox and returns its whole Execution. It
+// (or Stream, for a face that only forwards the events) is the path every
+// face takes — the SDK (embedded, and remote through the REST API), the REST
+// API, MCP, E2B's /execute and `ds-sandbox run` — so what applies to every
+// cell is done here.
 //
 // The code scanner runs first (see scanCell): its findings are attached to
 // the Execution and go to onEvent as a "scan" event before the cell's own
@@ -186,7 +188,23 @@ func (m *Manager) watchNetwork(s *Sandbox) {
 // network refuses it. The network denials that happen while the cell runs
 // are attached to the Execution and, as they happen, passed to onEvent as
 // network_denied events.
-func (s *Sandbox) Execute(ctx context.Context, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (exec *api.Execution, err error) {
+func (s *Sandbox) Execute(ctx context.Context, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error) {
+	return s.execute(ctx, req, onEvent, true)
+}
+
+// Stream runs a cell as Execute does, for a caller that forwards its events
+// and needs the rest only to account for the cell (a streaming response, its
+// audit record and metrics): stdout, stderr and results go to onEvent and
+// are not kept, so a streamed cell's output is never held whole. The
+// Execution it returns is the cell's summary — error, oom_killed, notices,
+// truncated, findings, network denials, execution count — with Logs and
+// Results empty.
+func (s *Sandbox) Stream(ctx context.Context, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error) {
+	return s.execute(ctx, req, onEvent, false)
+}
+
+// execute is Execute (keepOutput) and Stream.
+func (s *Sandbox) execute(ctx context.Context, req api.ExecuteRequest, onEvent func(api.ExecEvent), keepOutput bool) (exec *api.Execution, err error) {
 	override := req.Network
 	req.Network = nil
 	if override != nil {
@@ -261,7 +279,11 @@ func (s *Sandbox) Execute(ctx context.Context, req api.ExecuteRequest, onEvent f
 	s.net.collectors[c] = struct{}{}
 	s.net.mu.Unlock()
 	oom := s.startOOMCheck()
-	exec, err = s.agent.Execute(ctx, req, oom.wrap(onEvent))
+	if keepOutput {
+		exec, err = s.agent.Execute(ctx, req, oom.wrap(onEvent))
+	} else {
+		exec, err = s.streamAgent(ctx, req, oom.wrap(onEvent))
+	}
 	oom.finish(exec)
 	if nc, ok := s.inst.(backend.NetworkController); ok {
 		nc.FlushNetworkDenials() // packets the cell saw refused are its denials
@@ -280,6 +302,24 @@ func (s *Sandbox) Execute(ctx context.Context, req api.ExecuteRequest, onEvent f
 		c.mu.Unlock()
 	}
 	return exec, err
+}
+
+// streamAgent runs the cell on the agent, passing its events to onEvent (nil:
+// none) and folding into the returned summary all but stdout, stderr and
+// results.
+func (s *Sandbox) streamAgent(ctx context.Context, req api.ExecuteRequest, onEvent func(api.ExecEvent)) (*api.Execution, error) {
+	sum := &api.Execution{Results: []api.Result{}, Logs: api.Logs{Stdout: []string{}, Stderr: []string{}}}
+	err := s.agent.ExecuteStream(ctx, req, func(ev api.ExecEvent) {
+		switch ev.Type {
+		case api.EventStdout, api.EventStderr, api.EventResult:
+		default:
+			sum.Apply(ev)
+		}
+		if onEvent != nil {
+			onEvent(ev)
+		}
+	})
+	return sum, err
 }
 
 // setNetwork puts pol in force for one execution and returns what restores
