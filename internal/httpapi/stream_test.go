@@ -77,7 +77,9 @@ func (e *env) stoppedAfter(t *testing.T, id string) string {
 // the client reads when it resumes is whole events and then a broken body.
 func TestStalledReaderIsCut(t *testing.T) {
 	t.Parallel()
-	e := newServerWith(t, nil, httpapi.Options{StallTimeout: time.Second})
+	// Not shorter: on a loaded machine a bound of 1 s cut even the first
+	// write, before the response's headers.
+	e := newServerWith(t, nil, httpapi.Options{StallTimeout: 3 * time.Second})
 	sbx := e.create(t, aliceKey, api.CreateSandboxRequest{})
 
 	conn, err := net.Dial("tcp", strings.TrimPrefix(e.url, "http://"))
