@@ -29,14 +29,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/client"
 
 	"github.com/ds-sandbox/ds-sandbox/api"
@@ -279,13 +277,15 @@ const minAgentNofile = 4096
 // kernel and its threads need a few dozen tasks before any code runs.
 const MinPidsLimit = 128
 
-// Create implements backend.Backend.
+// Create implements backend.Backend in steps: check the spec, choose the
+// network, find the image and the workspace's owner, make the socket
+// directory and (when ours) the network, create and start the container, join
+// it to the network, wait for its agent, seal the socket directory and check
+// the image's Python. Every failure after the socket directory exists goes
+// through fail, which removes what was made so far.
 func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instance, error) {
-	if spec.PidsLimit < 0 || spec.MaxOpenFiles < 0 || spec.MaxOutputBytes < 0 {
-		return nil, api.Errorf(api.ErrInvalid, "docker backend: negative limits (pids_limit %d, max_open_files %d, max_output_bytes %d)", spec.PidsLimit, spec.MaxOpenFiles, spec.MaxOutputBytes)
-	}
-	if spec.PidsLimit > 0 && spec.PidsLimit < MinPidsLimit {
-		return nil, api.Errorf(api.ErrInvalid, "docker backend: pids_limit %d is below the minimum %d (the agent and a kernel need that many tasks)", spec.PidsLimit, MinPidsLimit)
+	if err := checkLimits(spec); err != nil {
+		return nil, err
 	}
 	bin, err := b.agentBinary()
 	if err != nil {
@@ -295,38 +295,17 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	if err != nil {
 		return nil, err
 	}
-	// ours: the sandbox gets a network of sandboxnet (netMode "none" plus a
-	// veth joined after start).
-	netMode, ours := "", false
-	switch spec.Network.Policy {
-	case "", api.NetworkAllow:
-		netMode = "bridge"
-		if b.networkAvailable(c) == nil {
-			netMode, ours = "none", true
-		}
-	case api.NetworkDeny:
-		netMode = "none"
-	case api.NetworkWhitelist:
-		// Never fail open: without our network a whitelist cannot be
-		// enforced.
-		if err := b.networkAvailable(c); err != nil {
-			return nil, api.Errorf(api.ErrUnsupported,
-				"the docker backend cannot enforce network policy %q here: %v; use deny or allow", spec.Network.Policy, err)
-		}
-		netMode, ours = "none", true
-	default:
-		return nil, api.Errorf(api.ErrUnsupported, "the docker backend does not know network policy %q", spec.Network.Policy)
+	netMode, ours, err := b.networkMode(c, spec.Network.Policy)
+	if err != nil {
+		return nil, err
 	}
 	image := spec.Image
 	if image == "" {
 		image = b.cfg.Image
 	}
-	img, err := c.ImageInspect(ctx, image)
+	imgID, err := imageID(ctx, c, image)
 	if err != nil {
-		if cerrdefs.IsNotFound(err) {
-			return nil, api.Errorf(api.ErrInvalid, "docker backend: image %s not found; build it (ds-sandbox template build, or scripts/docker-setup.sh for the default image)", image)
-		}
-		return nil, fmt.Errorf("docker backend: image %s: %w", image, err)
+		return nil, err
 	}
 	uid, gid, err := b.workspaceOwner(spec.WorkspaceDir)
 	if err != nil {
@@ -339,15 +318,32 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 	if err != nil {
 		return nil, fmt.Errorf("docker backend: %w", err)
 	}
+	name := containerName(spec.ID)
+	resolvConf := filepath.Join(b.cfg.StateDir, "resolv-"+sandboxnet.KeyFor(name)+".conf")
+	var (
+		sn *sandboxnet.Net
+		in *instance
+	)
+	// fail removes what Create made: the instance (its container, socket
+	// directory and network) once there is one, else the network, its
+	// resolv.conf and the socket directory.
+	fail := func(err error) (backend.Instance, error) {
+		if in != nil {
+			_ = in.Destroy(context.Background())
+			return nil, err
+		}
+		if sn != nil {
+			_ = sn.Close(context.Background())
+			os.Remove(resolvConf)
+		}
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	// The agent (uid) creates its socket here; nobody else may.
 	if err := os.Chown(dir, uid, gid); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("docker backend: %w", err)
+		return fail(fmt.Errorf("docker backend: %w", err))
 	}
-	name := containerName(spec.ID)
 	b.removeStale(ctx, c, name)
-	var sn *sandboxnet.Net
-	resolvConf := filepath.Join(b.cfg.StateDir, "resolv-"+sandboxnet.KeyFor(name)+".conf")
 	if ours {
 		pol := spec.Network
 		if pol.Policy == "" {
@@ -356,123 +352,38 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		key := sandboxnet.KeyFor(name)
 		_ = b.nets.Remove(ctx, key) // a crashed daemon's, under the same name
 		if sn, err = b.nets.Create(ctx, key, pol); err != nil {
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("docker backend: network: %w", err)
+			return fail(fmt.Errorf("docker backend: network: %w", err))
 		}
 		if err := os.WriteFile(resolvConf, []byte(sn.ResolvConf()), 0o644); err != nil {
-			_ = sn.Close(context.Background())
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("docker backend: %w", err)
+			return fail(fmt.Errorf("docker backend: %w", err))
 		}
 	}
 	if b.cfg.Embedded {
 		b.reapOnce.Do(func() { go b.reapDeadOwners(c) })
 	}
-
-	args := []string{"agent",
-		"--socket", socketDir + "/agent.sock",
-		"--workdir", spec.Workdir,
-		"--user", spec.User,
-		"--python", spec.Python,
-	}
-	if spec.DefaultTimeout > 0 {
-		args = append(args, "--default-timeout", spec.DefaultTimeout.String())
-	}
-	// No RLIMIT_NPROC for the code: without a user namespace it would count
-	// every process of the sandbox's uid on the host and in every other
-	// sandbox. The agent keeps a reserve of threads instead (see agent.Run).
-	args = append(args, backend.AgentArgs(spec, 0)...)
-	pids := b.cfg.PidsLimit
-	if spec.PidsLimit > 0 {
-		pids = int64(spec.PidsLimit)
-	}
-	init := true
-	hc := &container.HostConfig{
-		Init:           &init,
-		NetworkMode:    container.NetworkMode(netMode),
-		CapDrop:        []string{"ALL"},
-		SecurityOpt:    []string{"no-new-privileges"},
-		ReadonlyRootfs: true,
-		Tmpfs:          map[string]string{"/tmp": "rw,nosuid,nodev,exec,mode=1777," + backend.TmpSize(spec.MemoryMB)},
-		Mounts: []mount.Mount{
-			{Type: mount.TypeBind, Source: bin, Target: agentPath, ReadOnly: true},
-			{Type: mount.TypeBind, Source: dir, Target: socketDir},
-			{Type: mount.TypeBind, Source: spec.WorkspaceDir, Target: spec.Workdir},
-		},
-		Resources: container.Resources{PidsLimit: &pids},
-	}
-	if spec.MaxOpenFiles > 0 {
-		// The agent's own limit; it gives the code spec.MaxOpenFiles.
-		n := int64(max(spec.MaxOpenFiles, minAgentNofile))
-		hc.Resources.Ulimits = []*container.Ulimit{{Name: "nofile", Soft: n, Hard: n}}
-	}
-	if sn != nil {
-		hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeBind, Source: resolvConf, Target: "/etc/resolv.conf", ReadOnly: true})
-	}
-	if spec.MemoryMB > 0 {
-		hc.Resources.Memory = int64(spec.MemoryMB) << 20
-		hc.Resources.MemorySwap = hc.Resources.Memory
-	}
-	if spec.CPUCount > 0 {
-		hc.Resources.NanoCPUs = int64(spec.CPUCount) * 1e9
-	}
-	cc := &container.Config{
-		Image:      image,
-		Entrypoint: append([]string{agentPath}, args...),
-		Cmd:        nil,
-		User:       strconv.Itoa(uid) + ":" + strconv.Itoa(gid),
-		WorkingDir: spec.Workdir,
-		Env:        environ(spec),
-		Labels: map[string]string{
-			LabelManaged:   "true",
-			LabelSandboxID: spec.ID,
-			LabelOwner:     b.cfg.StateDir,
-		},
-	}
-	if b.cfg.Embedded {
-		cc.Labels[LabelProcess] = processLabel(os.Getpid())
-	}
-	if sn != nil && spec.Network.Policy == api.NetworkWhitelist {
-		p := sn.ProxyURL()
-		cc.Env = append(cc.Env, "HTTP_PROXY="+p, "HTTPS_PROXY="+p, "http_proxy="+p, "https_proxy="+p,
-			"NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1")
-	}
+	cc, hc := b.containerConfig(spec, containerPlan{image: image, agentBin: bin, dir: dir, uid: uid, gid: gid,
+		netMode: netMode, net: sn, resolvConf: resolvConf})
 	created, err := c.ContainerCreate(ctx, cc, hc, nil, nil, name)
 	if err != nil {
-		if sn != nil {
-			_ = sn.Close(context.Background())
-			os.Remove(resolvConf)
-		}
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("docker backend: create container: %w", err)
+		return fail(fmt.Errorf("docker backend: create container: %w", err))
 	}
-	in := b.newInstance(c, created.ID, dir)
+	in = b.newInstance(c, created.ID, dir)
 	if sn != nil {
 		in.net, in.network, in.resolvConf = sn, spec.Network, resolvConf
 	}
 	if err := c.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
-		_ = in.Destroy(context.Background())
-		return nil, fmt.Errorf("docker backend: start container: %w", err)
+		return fail(fmt.Errorf("docker backend: start container: %w", err))
 	}
 	if sn != nil {
 		// The agent is starting; no sandbox code runs before Create returns.
-		js, err := c.ContainerInspect(ctx, created.ID)
-		if err == nil && (js.State == nil || js.State.Pid <= 0) {
-			err = errors.New("the container has no process")
-		}
-		if err == nil {
-			err = sn.Join(ctx, js.State.Pid)
-		}
-		if err != nil {
-			_ = in.Destroy(context.Background())
-			return nil, fmt.Errorf("docker backend: network: %w", err)
+		if err := joinNet(ctx, c, created.ID, sn); err != nil {
+			return fail(fmt.Errorf("docker backend: network: %w", err))
 		}
 	}
 	go in.watch()
 	if err := backend.WaitReady(ctx, in.sock, in.done, b.cfg.StartTimeout); err != nil {
-		logs := in.logs(4 << 10)
-		_ = in.Destroy(context.Background())
-		return nil, fmt.Errorf("docker backend: agent did not start: %w; container output: %s", err, logs)
+		// The logs are read before fail removes the container.
+		return fail(fmt.Errorf("docker backend: agent did not start: %w; container output: %s", err, in.logs(4<<10)))
 	}
 	// The agent has made its socket; from now on the sandbox must not replace
 	// it (say, with a symlink to a host socket the daemon would then dial).
@@ -482,14 +393,72 @@ func (b *Backend) Create(ctx context.Context, spec backend.Spec) (backend.Instan
 		err = os.Chmod(dir, 0o500)
 	}
 	if err != nil {
-		_ = in.Destroy(context.Background())
-		return nil, fmt.Errorf("docker backend: seal the socket directory: %w", err)
+		return fail(fmt.Errorf("docker backend: seal the socket directory: %w", err))
 	}
-	if err := b.checkPython(ctx, in, img.ID, spec.Python); err != nil {
-		_ = in.Destroy(context.Background())
-		return nil, err
+	if err := b.checkPython(ctx, in, imgID, spec.Python); err != nil {
+		return fail(err)
 	}
 	return in, nil
+}
+
+// imageID returns the ID of the image named image, which must exist.
+func imageID(ctx context.Context, c *client.Client, image string) (string, error) {
+	img, err := c.ImageInspect(ctx, image)
+	if err != nil {
+		if cerrdefs.IsNotFound(err) {
+			return "", api.Errorf(api.ErrInvalid, "docker backend: image %s not found; build it (ds-sandbox template build, or scripts/docker-setup.sh for the default image)", image)
+		}
+		return "", fmt.Errorf("docker backend: image %s: %w", image, err)
+	}
+	return img.ID, nil
+}
+
+// joinNet joins the started container id to the network sn.
+func joinNet(ctx context.Context, c *client.Client, id string, sn *sandboxnet.Net) error {
+	js, err := c.ContainerInspect(ctx, id)
+	if err != nil {
+		return err
+	}
+	if js.State == nil || js.State.Pid <= 0 {
+		return errors.New("the container has no process")
+	}
+	return sn.Join(ctx, js.State.Pid)
+}
+
+// checkLimits refuses limits the backend cannot apply.
+func checkLimits(spec backend.Spec) error {
+	if spec.PidsLimit < 0 || spec.MaxOpenFiles < 0 || spec.MaxOutputBytes < 0 {
+		return api.Errorf(api.ErrInvalid, "docker backend: negative limits (pids_limit %d, max_open_files %d, max_output_bytes %d)", spec.PidsLimit, spec.MaxOpenFiles, spec.MaxOutputBytes)
+	}
+	if spec.PidsLimit > 0 && spec.PidsLimit < MinPidsLimit {
+		return api.Errorf(api.ErrInvalid, "docker backend: pids_limit %d is below the minimum %d (the agent and a kernel need that many tasks)", spec.PidsLimit, MinPidsLimit)
+	}
+	return nil
+}
+
+// networkMode is the container's Docker network mode for policy, and whether
+// the sandbox gets a network of sandboxnet (ours: mode "none" plus a veth
+// joined after start).
+func (b *Backend) networkMode(c *client.Client, policy string) (mode string, ours bool, err error) {
+	switch policy {
+	case "", api.NetworkAllow:
+		if b.networkAvailable(c) == nil {
+			return "none", true, nil
+		}
+		return "bridge", false, nil
+	case api.NetworkDeny:
+		return "none", false, nil
+	case api.NetworkWhitelist:
+		// Never fail open: without our network a whitelist cannot be
+		// enforced.
+		if err := b.networkAvailable(c); err != nil {
+			return "", false, api.Errorf(api.ErrUnsupported,
+				"the docker backend cannot enforce network policy %q here: %v; use deny or allow", policy, err)
+		}
+		return "none", true, nil
+	default:
+		return "", false, api.Errorf(api.ErrUnsupported, "the docker backend does not know network policy %q", policy)
+	}
 }
 
 // checkPython makes sure the image's interpreter can run a kernel, once per
