@@ -49,17 +49,7 @@ func (b *Backend) Recover(ctx context.Context, state map[string]string) (backend
 		return nil, api.Errorf(api.ErrNotFound, "local backend: agent %d does not answer: %v", pid, err)
 	}
 	go func() {
-		defer unix.Close(fd)
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		for {
-			n, err := unix.Poll(fds, -1)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil || n > 0 {
-				break
-			}
-		}
+		backend.WaitPidfd(fd)
 		// Not our child (the earlier daemon was its parent), so nothing to
 		// reap; init adopts it.
 		close(in.done)

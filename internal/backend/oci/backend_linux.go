@@ -387,17 +387,7 @@ func attach(ctx context.Context, rt runtimeCLI, cid string, l bundle) (*instance
 		return in, nil
 	}
 	go func() {
-		defer unix.Close(fd)
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		for {
-			n, err := unix.Poll(fds, -1)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil || n > 0 {
-				break
-			}
-		}
+		backend.WaitPidfd(fd)
 		close(in.done)
 	}()
 	in.pid = st.Pid
