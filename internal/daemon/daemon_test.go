@@ -34,12 +34,7 @@ func TestMain(m *testing.M) {
 func TestDaemonGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	testenv.RequirePython(t)
-	cfg := config.Default()
-	cfg.DefaultBackend = "local"
-	cfg.StateDir = t.TempDir()
-	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
-	cfg.Resolve()
-	cfg.Listen = "127.0.0.1:0"
+	cfg := localConfig(t)
 	daemontest.ReapOnFailure(t, cfg.StateDir)
 	d, err := daemon.Start(t.Context(), cfg, daemon.Options{})
 	if err != nil {
@@ -95,12 +90,7 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 // re-attach (and reap) the first one's sandboxes; it is refused.
 func TestOneDaemonPerStateDir(t *testing.T) {
 	t.Parallel()
-	cfg := config.Default()
-	cfg.DefaultBackend = "local"
-	cfg.StateDir = t.TempDir()
-	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
-	cfg.Resolve()
-	cfg.Listen = "127.0.0.1:0"
+	cfg := localConfig(t)
 	d, err := daemon.Start(t.Context(), cfg, daemon.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -121,12 +111,7 @@ func TestOneDaemonPerStateDir(t *testing.T) {
 func TestDaemonAuditsBlockedCells(t *testing.T) {
 	t.Parallel()
 	testenv.RequirePython(t)
-	cfg := config.Default()
-	cfg.DefaultBackend = "local"
-	cfg.StateDir = t.TempDir()
-	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
-	cfg.Resolve()
-	cfg.Listen = "127.0.0.1:0"
+	cfg := localConfig(t)
 	cfg.ScannerMode = api.ScannerBlock
 	d, err := daemon.Start(t.Context(), cfg, daemon.Options{Ephemeral: true})
 	if err != nil {
@@ -245,4 +230,17 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// localConfig is a daemon's config on the local backend, in a state
+// directory of the test's own, listening on a free loopback port.
+func localConfig(t *testing.T) config.Config {
+	t.Helper()
+	cfg := config.Default()
+	cfg.DefaultBackend = "local"
+	cfg.StateDir = t.TempDir()
+	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
+	cfg.Resolve()
+	cfg.Listen = "127.0.0.1:0"
+	return cfg
 }

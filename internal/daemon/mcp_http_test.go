@@ -29,12 +29,7 @@ func (k apiKeyTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestDaemonMCP(t *testing.T) {
 	t.Parallel()
 	testenv.RequirePython(t)
-	cfg := config.Default()
-	cfg.DefaultBackend = "local"
-	cfg.StateDir = t.TempDir()
-	cfg.WorkspaceBaseDir, cfg.DatasetRegistryDir, cfg.AuditLogPath = "", "", ""
-	cfg.Resolve()
-	cfg.Listen = "127.0.0.1:0"
+	cfg := localConfig(t)
 	cfg.APIKeys = []config.APIKey{{ID: "agent", Key: "mcp-test-key-0123456789", Backends: []string{"local"}}}
 	d, err := daemon.Start(t.Context(), cfg, daemon.Options{Ephemeral: true})
 	if err != nil {
