@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/ds-sandbox/ds-sandbox/client"
+	"github.com/ds-sandbox/ds-sandbox/internal/sdkcp"
 )
 
 // The SDK's types live in package client (remote-only programs import it
@@ -22,7 +23,7 @@ func Create(ctx context.Context, opts Options) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.ForControlPlane(cp).Create(ctx, opts)
+	return clientFor(cp).Create(ctx, opts)
 }
 
 // Connect returns a handle on a running sandbox by id.
@@ -31,7 +32,7 @@ func Connect(ctx context.Context, id string) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	return client.ForControlPlane(cp).Connect(ctx, id)
+	return clientFor(cp).Connect(ctx, id)
 }
 
 // List returns the running sandboxes whose metadata contains every pair of
@@ -53,4 +54,9 @@ func LoadTemplate(ctx context.Context, id string) (Template, error) {
 		return Template{}, err
 	}
 	return cp.LoadTemplate(ctx, id)
+}
+
+// clientFor is package client's Client over cp (see sdkcp.ClientFor).
+func clientFor(cp sdkcp.ControlPlane) *client.Client {
+	return sdkcp.ClientFor(cp).(*client.Client)
 }

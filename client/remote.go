@@ -39,15 +39,19 @@ func NewClient(serverURL, apiKey string) (*Client, error) {
 	return &Client{cp: r, r: r}, nil
 }
 
-// ForControlPlane is for package dssandbox (the SDK's root package) only: it
-// returns a Client whose calls go to cp, which is how dssandbox's embedded
-// mode shares this package's Sandbox, Files and Commands. Programs use
-// NewClient; cp's type is internal to ds-sandbox. The server-only calls
-// (Events, workspaces, RegisterServerDataset) of a Client whose cp is not a
-// server fail with ErrUnsupported. A nil cp panics.
-func ForControlPlane(cp sdkcp.ControlPlane) *Client {
+func init() {
+	// Package dssandbox (the SDK's root package) reaches this package's
+	// Sandbox, Files and Commands for its embedded mode through this hook,
+	// which programs cannot call: cp's type is internal to ds-sandbox.
+	sdkcp.ClientFor = func(cp sdkcp.ControlPlane) any { return forControlPlane(cp) }
+}
+
+// forControlPlane returns a Client whose calls go to cp. The server-only
+// calls (Events, workspaces, RegisterServerDataset) of a Client whose cp is
+// not a server fail with ErrUnsupported.
+func forControlPlane(cp sdkcp.ControlPlane) *Client {
 	if cp == nil {
-		panic("client.ForControlPlane: nil control plane")
+		panic("client: nil control plane")
 	}
 	r, _ := cp.(*sdkcp.Remote)
 	return &Client{cp: cp, r: r}

@@ -2,7 +2,7 @@
 // ds-sandbox server and links none of the embedded mode (no manager,
 // backends or engines). Start a server first (`ds-sandbox serve`), then:
 //
-//	DS_SANDBOX_URL=http://127.0.0.1:8080 DS_SANDBOX_API_KEY=… go run ./examples/remote
+//	DS_SANDBOX_URL=http://127.0.0.1:8000 DS_SANDBOX_API_KEY=… go run ./examples/remote
 package main
 
 import (

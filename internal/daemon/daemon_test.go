@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,9 +41,10 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var a, b api.SandboxInfo
+	var a, b, c api.SandboxInfo
 	daemontest.Call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{}, &a)
 	daemontest.Call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{}, &b)
+	daemontest.Call(t, "POST", d.URL+"/v1/sandboxes", api.CreateSandboxRequest{}, &c)
 	stream := func(id, code string, out chan<- string) {
 		resp, err := http.Post(d.URL+"/v1/sandboxes/"+id+"/execute", "application/json", strings.NewReader(code))
 		if err != nil {
@@ -54,13 +56,31 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 		out <- string(body)
 	}
 	// Warm both kernels first, so the short cell's time is its own.
-	for _, id := range []string{a.SandboxID, b.SandboxID} {
+	for _, id := range []string{a.SandboxID, b.SandboxID, c.SandboxID} {
 		var ex api.Execution
 		daemontest.Call(t, "POST", d.URL+"/v1/sandboxes/"+id+"/execute?wait=true", api.ExecuteRequest{Code: "1"}, &ex)
 	}
 	short, long := make(chan string, 1), make(chan string, 1)
 	go stream(a.SandboxID, `{"code": "import time; time.sleep(0.5); print('finished')"}`, short)
 	go stream(b.SandboxID, `{"code": "import time; time.sleep(120)"}`, long)
+	// A long cell whose stream already began: the shutdown is said in-band.
+	printed, begun := make(chan string, 1), make(chan struct{})
+	go func() {
+		resp, err := http.Post(d.URL+"/v1/sandboxes/"+c.SandboxID+"/execute", "application/json",
+			strings.NewReader(`{"code": "import time; print('begun', flush=True); time.sleep(120)"}`))
+		if err != nil {
+			close(begun)
+			printed <- "error: " + err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		br := bufio.NewReader(resp.Body)
+		first, _ := br.ReadString('\n')
+		close(begun)
+		rest, _ := io.ReadAll(br)
+		printed <- first + string(rest)
+	}()
+	<-begun
 	time.Sleep(200 * time.Millisecond)
 	if err := d.Shutdown(8 * time.Second); err != nil {
 		t.Fatal(err)
@@ -70,6 +90,9 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 	}
 	if s := <-long; !strings.Contains(s, "shutting down") || strings.Contains(s, `"type":"end"`) {
 		t.Fatalf("long cell: %s", s)
+	}
+	if s := <-printed; !strings.Contains(s, "begun") || !strings.Contains(s, `"type":"failure"`) || !strings.Contains(s, "shutting down") {
+		t.Fatalf("long cell with output: %s", s)
 	}
 	d2, err := daemon.Start(context.Background(), cfg, daemon.Options{})
 	if err != nil {
@@ -81,7 +104,7 @@ func TestDaemonGracefulShutdown(t *testing.T) {
 	}()
 	var list []api.SandboxInfo
 	daemontest.Call(t, "GET", d2.URL+"/v1/sandboxes", nil, &list)
-	if len(list) != 2 {
+	if len(list) != 3 {
 		t.Fatalf("sandboxes after a graceful restart: %d", len(list))
 	}
 }

@@ -67,17 +67,20 @@ func (s *Server) execute(w http.ResponseWriter, r *http.Request) error {
 	if d := out.Dropped(); d > 0 {
 		out.Send(api.ExecEvent{Type: api.EventNotice, Truncated: true, Text: fmt.Sprintf("%d events were dropped because the client read them slower than the cell produced them", d)})
 	}
-	if err != nil && r.Context().Err() != nil && out.Started() {
+	if err != nil && r.Context().Err() != nil && out.Started() && !s.isShuttingDown() {
 		// net/http cancels the request when the connection breaks, which a
 		// stalled client's does inside the write that timed out: let that
 		// write end, so a stall is told apart from a client that went away.
+		// (Not on shutdown: the failure event below still has to go out.)
 		_ = out.Close()
 	}
 	switch {
-	case out.Err() != nil:
+	case errors.Is(out.Err(), eventstream.ErrStalled):
 		err = api.Errorf(api.ErrCancelled, "the client stopped reading the stream for %s: it was cut and the cell interrupted (%v)", s.opt.StallTimeout, out.Err())
 	case err != nil && r.Context().Err() != nil && s.isShuttingDown():
 		err = api.Errorf(api.ErrUnavailable, "the daemon is shutting down; the execution was interrupted")
+	case out.Err() != nil:
+		err = api.Errorf(api.ErrCancelled, "the client went away during the execution (%v)", out.Err())
 	case err != nil && r.Context().Err() != nil:
 		err = api.Errorf(api.ErrCancelled, "the client went away during the execution (%v)", err)
 	}

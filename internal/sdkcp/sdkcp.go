@@ -1,7 +1,7 @@
 // Package sdkcp is the control plane behind the Go SDK: what package client
 // needs of whoever manages sandboxes. Remote is a ds-sandbox server's
 // (remote mode, client.NewClient); the root package dssandbox plugs in its
-// in-process manager (embedded mode) through client.ForControlPlane. Files,
+// in-process manager (embedded mode) through ClientFor. Files,
 // commands and code contexts do not go through it: they go straight to the
 // sandbox's agent client that Create and Connect return.
 //
@@ -46,3 +46,10 @@ type DatasetFilter struct {
 	Tags         []string
 	Format       string
 }
+
+// ClientFor returns a *client.Client whose calls go to cp. Package client
+// sets it when it is initialised; the root package dssandbox, which imports
+// client, calls it for its embedded mode. It is a hook rather than an
+// exported function of package client so that client's public API names no
+// internal type.
+var ClientFor func(cp ControlPlane) any
