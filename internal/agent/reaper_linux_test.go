@@ -62,12 +62,20 @@ func killAllChild(t *testing.T, pidfile string) {
 	}
 	pids := readPids(t, pidfile, 3)
 	daemon := pids[0]
-	st, err := os.ReadFile("/proc/" + strconv.Itoa(daemon) + "/stat")
-	if err != nil {
-		t.Fatalf("daemon %d is not running: %v", daemon, err)
-	}
-	if ps, ok := parseProcStat(st); !ok || ps.ppid != os.Getpid() {
-		t.Fatalf("daemon %d: %s; want it reparented to us (%d)", daemon, st, os.Getpid())
+	// Its parent sh may still be exiting when the command returns (setsid
+	// forks when it is a group leader): wait for the reparenting, bounded.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st, err := os.ReadFile("/proc/" + strconv.Itoa(daemon) + "/stat")
+		if err != nil {
+			t.Fatalf("daemon %d is not running: %v", daemon, err)
+		}
+		ps, ok := parseProcStat(st)
+		if ok && ps.ppid == os.Getpid() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon %d: %s; want it reparented to us (%d)", daemon, st, os.Getpid())
+		}
 	}
 	a.s.procs.killAll()
 	for _, pid := range pids {
